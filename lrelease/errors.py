@@ -1,0 +1,37 @@
+"""Typed errors. Library code raises these; only the CLI turns them into lines and exit codes."""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    """The exit codes promised to users (product.md); nothing else is ever returned."""
+
+    OK = 0
+    ROLLED_BACK = 1
+    USAGE = 2
+    ROLLBACK_FAILED = 3
+    REFUSED = 4
+    HALTED = 5
+    INTERRUPTED = 130
+
+
+class LreleaseError(Exception):
+    """Base of every error a user can act on. ``str(err)`` is the one line shown."""
+
+    exit_code: ExitCode = ExitCode.USAGE
+
+
+class ConfigError(LreleaseError):
+    """Bad input: names the file (or option), the key and what was expected."""
+
+    def __init__(self, where: str, key: str, expected: str) -> None:
+        self.where, self.key, self.expected = where, key, expected
+        super().__init__(f"{where}: {key}: {expected}")
+
+
+class SandboxError(LreleaseError):
+    """The sandbox could not do what was asked (not root, a tool missing, a node not answering)."""
+
+    exit_code = ExitCode.USAGE
