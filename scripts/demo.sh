@@ -20,9 +20,13 @@ for _ in 1 2 3 4; do curl -s --max-time 2 http://127.0.0.1:18080/; done
 
 echo "== 4. Prometheus: request rate per node over the last 10 s"
 sleep 5
-curl -s --max-time 5 'http://127.0.0.1:19090/api/v1/query' \
-  --data-urlencode 'query=sum by (node) (rate(demoapp_http_requests_total[10s]))' |
-  .venv/bin/python -c 'import json,sys; [print(f"  {r[\"metric\"][\"node\"]}: {float(r[\"value\"][1]):.1f} req/s") for r in sorted(json.load(sys.stdin)["data"]["result"], key=lambda r: r["metric"]["node"])]'
+.venv/bin/python - <<'PY'
+import requests
+resp = requests.get("http://127.0.0.1:19090/api/v1/query", timeout=5,
+                    params={"query": "sum by (node) (rate(demoapp_http_requests_total[10s]))"})
+for r in sorted(resp.json()["data"]["result"], key=lambda r: r["metric"]["node"]):
+    print(f"  {r['metric']['node']}: {float(r['value'][1]):.1f} req/s")
+PY
 
 echo
 $lrelease sandbox status

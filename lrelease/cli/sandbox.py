@@ -120,7 +120,7 @@ def _show(st: SandboxStatus, as_json: bool) -> None:
         table.add_column(col)
     for n in st.nodes:
         table.add_row(
-            n.name, f"{n.address}:{n.port}", _yn(n.link_up, "up", "down"), _yn(n.ssh, "ok", "-"),
+            n.name, n.address if st.mode == "netns" else f"{n.address}:{n.port}", _yn(n.link_up, "up", "down"), _yn(n.ssh, "ok", "-"),
             n.version or "-", _yn(n.healthy, "pass", "fail"), _yn(n.prometheus == "up", "up", n.prometheus),
             ", ".join(n.faults),
         )
