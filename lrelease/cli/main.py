@@ -35,9 +35,11 @@ def cli(debug: bool) -> None:
 
 
 def _register() -> None:
+    from lrelease.cli.release import COMMANDS
     from lrelease.cli.sandbox import sandbox
 
-    cli.add_command(sandbox)
+    for command in (*COMMANDS, sandbox):
+        cli.add_command(command)
 
 
 _register()

@@ -145,6 +145,11 @@ class SandboxConfig:
     def fleet_path(self) -> Path:
         return self.root / "fleet.yml"
 
+    @property
+    def project_path(self) -> Path:
+        """A ready ``lrelease.yml`` for this fleet."""
+        return self.root / "lrelease.yml"
+
     # -- persistence -------------------------------------------------------------------
     @property
     def state_file(self) -> Path:
@@ -163,7 +168,8 @@ class SandboxConfig:
             return None
         try:
             data = json.loads(path.read_text())
-            data["state_dir"] = str(state_dir)
-            return cls(**data)
+            known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}  # written by another version
+            known["state_dir"] = str(state_dir)
+            return cls(**known)
         except (ValueError, TypeError) as exc:
             raise ConfigError(str(path), "(file)", f"a sandbox state file written by lrelease ({exc})") from None

@@ -192,6 +192,9 @@ class Sandbox:
             },
         }
         cfg.fleet_path.write_text("# Written by `lrelease sandbox up`.\n" + yaml.safe_dump(fleet, sort_keys=False))
+        if cfg.mode == "netns":  # local-mode nodes differ in deploy root, which lrelease.yml fixes per environment
+            cfg.project_path.write_text("# Written by `lrelease sandbox up`: a project config for this fleet.\n"
+                                        + yaml.safe_dump(project_config(cfg), sort_keys=False))
 
     # -- status ------------------------------------------------------------------------
     def status(self) -> SandboxStatus:
@@ -270,6 +273,25 @@ class Sandbox:
                     child.unlink()
             provision.install_release(cfg, node, base)
             provision.service(cfg, node, "start")
+
+
+def project_config(cfg: SandboxConfig, **production) -> dict:
+    """An ``lrelease.yml`` for the sandbox: production = every node, canary first, HAProxy drain."""
+    env = {
+        "waves": [1, 1, "50%", "100%"],
+        "bake_seconds": 5,
+        "gate_timeout_seconds": 20,
+        "deploy_root": cfg.deploy_root,
+        "service": {"command": f"{cfg.deploy_root}/bin/{cfg.app}-service"},
+        "keep_releases": 5,
+        "lb": {"haproxy_socket": str(services.haproxy_socket(cfg)), "backend": f"be_{cfg.app}"},
+    }
+    env.update(production)
+    return {
+        "version": 1, "app": cfg.app, "fleet": str(cfg.fleet_path), "state_dir": str(cfg.root / "project"),
+        "artifacts": {"source": "dir", "path": str(cfg.artifacts_dir)},
+        "environments": {"production": env},
+    }
 
 
 def _probe_app(node: Node) -> tuple[str | None, bool]:

@@ -39,8 +39,9 @@ def prom_query(sb, query: str) -> dict[str, float]:
     return {r["metric"].get("node", ""): float(r["value"][1]) for r in resp.json()["data"]["result"]}
 
 
-def test_every_node_over_ssh_sees_its_own_hostname_and_deploy_root(sandbox):
+def test_every_node_over_ssh_sees_its_own_hostname_and_deploy_root(fleet):
     # Given a marker written into each node's own deploy root from the controller
+    sandbox = fleet
     cfg = sandbox.config
     for node in cfg.all_nodes():
         (cfg.node_root(node) / "whoami").write_text(node.name + "\n")
@@ -114,7 +115,7 @@ def test_haproxy_balances_over_every_node_and_exposes_its_runtime_api(sandbox):
     assert all(f" node{i} " in state for i in range(1, TEST_NODES + 1))
 
 
-def test_status_cli_lists_nodes_with_address_reachability_version_and_target(sandbox):
+def test_status_cli_lists_nodes_with_address_reachability_version_and_target(fleet):
     # When the status command runs in-process with --json
     result = CliRunner().invoke(cli, ["sandbox", "status", "--json", "--state-dir", str(TEST_STATE_DIR)])
     # Then it lists every node as reachable, on the baseline, with its Prometheus target up

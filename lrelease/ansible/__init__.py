@@ -1,0 +1,21 @@
+"""Ansible plugins shipped in the package (action, modules, inventory); put on Ansible's plugin path
+by the wrapper (``plugin_paths``) and by the project's ansible.cfg (for ansible-playbook,
+molecule and AWX)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+# roles/ and playbooks/ live at the repository root, next to the package.
+REPO_ROOT = PACKAGE_DIR.parents[1]
+
+
+def plugin_paths() -> dict[str, str]:
+    """Environment variables that put the package's plugins and the repo's roles on Ansible's path."""
+    return {
+        "ANSIBLE_ACTION_PLUGINS": str(PACKAGE_DIR / "action"),
+        "ANSIBLE_LIBRARY": str(PACKAGE_DIR / "modules"),
+        "ANSIBLE_INVENTORY_PLUGINS": str(PACKAGE_DIR / "inventory"),
+        "ANSIBLE_ROLES_PATH": str(REPO_ROOT / "roles"),
+    }

@@ -1,0 +1,112 @@
+# Copyright lrelease contributors
+# Apache-2.0
+"""lrelease_gate: the controller-side health gate between waves (thin; the decision lives in
+``lrelease.gate``)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from ansible.plugins.action import ActionBase
+
+try:
+    from lrelease.errors import LreleaseError
+    from lrelease.gate import GateRequest, evaluate
+except ImportError:  # run from a checkout whose package is not installed (AWX project sync)
+    sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
+    from lrelease.errors import LreleaseError
+    from lrelease.gate import GateRequest, evaluate
+
+DOCUMENTATION = r"""
+module: lrelease_gate
+short_description: Judge whether a host that just took a build may keep it
+description:
+  - "Runs on the controller, once per host (not C(run_once)): every host of a wave is judged
+    and a failing host fails its own task."
+  - "Bakes for O(bake_seconds), then asks the decider named by O(kind). The C(http) decider polls
+    O(url) for up to O(timeout) seconds and passes on the first O(successes) answers in a row
+    with a status in O(expect_status); C(port) passes once C(tcp://host:port) accepts a connection."
+options:
+  url:
+    description: Health URL of this host as the controller reaches it (C(tcp://host:port) for C(port)).
+    type: str
+    required: true
+  kind:
+    description: Registered decider (lrelease.gate), C(http) or C(port).
+    type: str
+    default: http
+  bake_seconds:
+    description: Seconds to wait before judging.
+    type: float
+    default: 0
+  timeout:
+    description: Seconds to keep polling after the bake.
+    type: float
+    default: 30
+  interval:
+    description: Seconds between polls.
+    type: float
+    default: 1
+  expect_status:
+    description: Healthy status codes.
+    type: list
+    elements: int
+    default: [200]
+  successes:
+    description: Healthy answers in a row needed to pass.
+    type: int
+    default: 1
+  request_timeout:
+    description: Seconds allowed for one request.
+    type: float
+    default: 2
+"""
+
+RETURN = r"""
+verdict: {description: "C(pass) or C(fail).", type: str, returned: always}
+evidence: {description: Status codes, truncated bodies, errors and timings behind the verdict., type: dict, returned: always}
+"""
+
+ARGUMENT_SPEC = {
+    "url": {"type": "str", "required": True},
+    "kind": {"type": "str", "default": "http"},
+    "bake_seconds": {"type": "float", "default": 0.0},
+    "timeout": {"type": "float", "default": 30.0},
+    "interval": {"type": "float", "default": 1.0},
+    "expect_status": {"type": "list", "elements": "int", "default": [200]},
+    "successes": {"type": "int", "default": 1},
+    "request_timeout": {"type": "float", "default": 2.0},
+}
+_DECIDER_PARAMS = ("expect_status", "successes", "request_timeout")
+
+
+class ActionModule(ActionBase):
+    TRANSFERS_FILES = False
+    _requires_connection = False
+    _supports_check_mode = True
+
+    def run(self, tmp=None, task_vars=None):
+        result = super().run(tmp, task_vars)
+        task_vars = task_vars or {}
+        _, args = self.validate_argument_spec(argument_spec=ARGUMENT_SPEC)
+        if self._task.check_mode:
+            result.update(skipped=True, msg="the gate does not run in check mode")
+            return result
+        host = task_vars.get("inventory_hostname", "?")
+        try:
+            request = GateRequest(
+                host=host, url=args["url"], bake_seconds=args["bake_seconds"], timeout=args["timeout"],
+                interval=args["interval"], params={k: args[k] for k in _DECIDER_PARAMS},
+            )
+            outcome = evaluate(request, args["kind"])
+        except LreleaseError as err:
+            result.update(failed=True, verdict="fail", evidence={}, msg=str(err))
+            return result
+        result.update(outcome.to_dict(), changed=False)
+        what = "port check" if args["kind"] == "port" else "gate"
+        if outcome.passed:
+            result["msg"] = f"{what} passed on {host}: {outcome.reason}"
+        else:
+            result.update(failed=True, msg=f"{what} failed on {host}: {outcome.reason}")
+        return result

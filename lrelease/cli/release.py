@@ -1,0 +1,259 @@
+"""``lrelease plan|deploy|rollback|resume|status|history|inventory``: the release commands."""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from lrelease.cli.progress import ProgressView
+from lrelease.config import ProjectConfig, load_config
+from lrelease.errors import ExitCode, LreleaseError
+from lrelease.fleet import write_inventories
+from lrelease.plan import Plan
+from lrelease.rollout import FleetStatus, Outcome, Releaser
+
+console = Console(stderr=True)
+out = Console()
+
+config_option = click.option("--config", "-c", "config_path", type=click.Path(path_type=Path), envvar="LRELEASE_CONFIG",
+                             default="lrelease.yml", show_default=True, help="The project config file.")
+env_option = click.option("--env", "-e", "env", required=True, help="Environment (e.g. next, production, dev).")
+json_option = click.option("--json", "as_json", is_flag=True, help="Machine-readable JSON on stdout.")
+
+
+def _project(path: Path) -> ProjectConfig:
+    if not path.exists():
+        raise LreleaseError(f"{path}: no such config file (use --config or $LRELEASE_CONFIG)")
+    return load_config(path)
+
+
+def _emit(kind: str, data: dict[str, Any]) -> None:
+    out.print_json(json.dumps({"schema": f"lrelease.{kind}/v1", **data}, default=str), indent=2)
+
+
+class _Interrupt:
+    """SIGINT/SIGTERM ask ansible-runner to cancel cleanly instead of killing us mid-switch."""
+
+    def __init__(self) -> None:
+        self.requested = threading.Event()
+
+    def __enter__(self) -> _Interrupt:
+        self._old = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)}
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.requested.is_set():  # second Ctrl-C: the user means it
+            raise KeyboardInterrupt
+        self.requested.set()
+        console.print("[yellow]interrupt: cancelling after the current task; hosts stay on complete builds[/]")
+
+    def __exit__(self, *exc: object) -> None:
+        for s, handler in self._old.items():
+            signal.signal(s, handler)
+
+
+def _run(ctx: click.Context, as_json: bool, project: ProjectConfig, actor: str | None, hosts: tuple[str, ...],
+         action: str, call) -> None:
+    view = None if as_json else ProgressView(hosts, live=sys.stderr.isatty(), console=console)
+    with _Interrupt() as interrupt:
+        releaser = Releaser(project, actor=actor, on_event=view.update if view else None,
+                            cancel=interrupt.requested.is_set)
+        if view:
+            with view:
+                outcome: Outcome = call(releaser)
+        else:
+            outcome = call(releaser)
+    if as_json:
+        _emit("outcome", outcome.to_dict())
+    else:
+        style = "green" if outcome.exit_code == ExitCode.OK else "red"
+        console.print(f"[{style}]{action} {outcome.build} on {outcome.env}: {outcome.status}[/] — {outcome.message} "
+                      f"(roll-out {outcome.rollout_id})")
+    ctx.exit(int(outcome.exit_code))
+
+
+def _show_plan(project: ProjectConfig, env_name: str, plan: Plan, seconds: float, build: str | None) -> None:
+    env = project.environment(env_name)
+    title = f"plan: {build or '<build>'} to {env_name} ({plan.fleet_size} hosts, waves {list(env.waves)})"
+    table = Table(title=title)
+    for col in ("wave", "hosts", "in service meanwhile", "gate"):
+        table.add_column(col)
+    for w in plan.waves:
+        table.add_row(str(w.index), ", ".join(w.hosts), f"{w.in_service_after} ({w.in_service_pct:.0f}%)",
+                      f"bake {env.bake_seconds:g}s, {env.health_path} up to {env.gate_timeout_seconds:g}s")
+    out.print(table)
+    if plan.done:
+        out.print(f"already done: {', '.join(plan.done)}")
+    out.print(f"estimated time: about {seconds / 60:.1f} min ({seconds:.0f} s)")
+
+
+@click.command()
+@env_option
+@click.option("--build", "-b", default=None, help="Build id (only for the title).")
+@json_option
+@config_option
+def plan(env: str, build: str | None, as_json: bool, config_path: Path) -> None:
+    """Waves with host names, capacity left in service, gates and a time estimate."""
+    project = _project(config_path)
+    p, seconds = Releaser(project).plan(env)
+    if as_json:
+        _emit("plan", {"env": env, "build": build, "estimate_seconds": seconds, **p.to_dict()})
+    else:
+        _show_plan(project, env, p, seconds, build)
+
+
+@click.command()
+@env_option
+@click.option("--build", "-b", required=True, help="Build id; its artifact must exist.")
+@click.option("--sha256", default=None, help="Expected sha256 (default: the artifact's .sha256 file).")
+@click.option("--reason", default="", help="Why (recorded with the roll-out).")
+@click.option("--actor", default=None, help="Who (default: $LRELEASE_ACTOR or the login name).")
+@click.option("--dry-run", is_flag=True, help="Print the plan and change nothing.")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation (cron, CI).")
+@json_option
+@config_option
+@click.pass_context
+def deploy(ctx: click.Context, env: str, build: str, sha256: str | None, reason: str, actor: str | None,
+           dry_run: bool, yes: bool, as_json: bool, config_path: Path) -> None:
+    """Roll BUILD out to an environment in waves; roll back by itself when a wave fails."""
+    project = _project(config_path)
+    releaser = Releaser(project, actor=actor)
+    releaser.artifact(build, sha256)  # unknown build or checksum mismatch: refused here
+    p, seconds = releaser.plan(env)
+    if dry_run:
+        if as_json:
+            _emit("plan", {"env": env, "build": build, "estimate_seconds": seconds, "dry_run": True, **p.to_dict()})
+        else:
+            _show_plan(project, env, p, seconds, build)
+        return
+    _confirm(yes, f"Deploy {build} to {env} ({len(p.hosts)} hosts, {len(p.waves)} waves)?")
+    _run(ctx, as_json, project, actor, p.hosts, "deploy",
+         lambda r: r.deploy(env, build, reason=reason, sha256=sha256))
+
+
+@click.command()
+@env_option
+@click.option("--to", "to", default=None, help="Go to this build instead of each host's previous one.")
+@click.option("--reason", default="", help="Why (recorded).")
+@click.option("--actor", default=None, help="Who (default: $LRELEASE_ACTOR or the login name).")
+@click.option("--dry-run", is_flag=True, help="Say what would happen and change nothing.")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+@json_option
+@config_option
+@click.pass_context
+def rollback(ctx: click.Context, env: str, to: str | None, reason: str, actor: str | None, dry_run: bool,
+             yes: bool, as_json: bool, config_path: Path) -> None:
+    """Every host of an environment back to its previous build (or --to BUILD), in parallel."""
+    project = _project(config_path)
+    hosts = project.load_fleet().hosts(project.environment(env).name)
+    if dry_run:
+        target = to or "each host's previous build"
+        if as_json:
+            _emit("plan", {"env": env, "action": "rollback", "to": to, "hosts": list(hosts), "dry_run": True})
+        else:
+            out.print(f"rollback of {env}: {', '.join(hosts)} -> {target} (only hosts on the build being undone)")
+        return
+    _confirm(yes, f"Roll back {env} ({len(hosts)} hosts)?")
+    _run(ctx, as_json, project, actor, hosts, "rollback", lambda r: r.rollback(env, to=to, reason=reason))
+
+
+@click.command()
+@env_option
+@click.option("--actor", default=None, help="Who (default: $LRELEASE_ACTOR or the login name).")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+@json_option
+@config_option
+@click.pass_context
+def resume(ctx: click.Context, env: str, actor: str | None, yes: bool, as_json: bool, config_path: Path) -> None:
+    """Finish an interrupted or halted roll-out; hosts already done are not redeployed."""
+    project = _project(config_path)
+    hosts = project.load_fleet().hosts(project.environment(env).name)
+    _confirm(yes, f"Resume the interrupted roll-out of {env}?")
+    _run(ctx, as_json, project, actor, hosts, "resume", lambda r: r.resume(env))
+
+
+@click.command()
+@env_option
+@json_option
+@config_option
+def status(env: str, as_json: bool, config_path: Path) -> None:
+    """Each host's build and checksum, fleet consistency, and any interrupted roll-out."""
+    st: FleetStatus = Releaser(_project(config_path)).status(env)
+    if as_json:
+        _emit("status", st.to_dict())
+        return
+    table = Table(title=f"{env}: {'consistent' if st.consistent else 'NOT consistent'}")
+    for col in ("host", "build", "sha256", "previous"):
+        table.add_column(col)
+    for h in st.hosts:
+        table.add_row(h.host, h.build or "-", (h.sha256 or "-")[:12], h.previous or "-")
+    for host in st.unreachable:
+        table.add_row(host, "[red]unreachable[/]", "", "")
+    out.print(table)
+    if st.last:
+        out.print(f"last roll-out: {st.last['id']} {st.last['action']} {st.last['build']} {st.last['status']} "
+                  f"by {st.last['actor']} at {st.last['started_at']}")
+    for r in st.interrupted:
+        out.print(f"[yellow]interrupted roll-out {r['id']} of {r['build']} (started {r['started_at']}): "
+                  f"`lrelease resume --env {env}` finishes it[/]")
+
+
+@click.command()
+@click.option("--env", "-e", "env", default=None, help="Only this environment.")
+@click.option("--limit", default=20, show_default=True, type=click.IntRange(1, 1000))
+@json_option
+@config_option
+def history(env: str | None, limit: int, as_json: bool, config_path: Path) -> None:
+    """Past roll-outs: who, when, what, why and how each ended."""
+    project = _project(config_path)
+    store = Releaser(project).store
+    rows = store.history(env, limit=limit)
+    if as_json:
+        _emit("history", {"rollouts": [
+            {**r.to_dict(), "hosts": store.host_phases(r.id), "gates": [g.__dict__ for g in store.gates(r.id)]}
+            for r in rows]})
+        return
+    table = Table(title="history")
+    for col in ("id", "env", "action", "build", "status", "exit", "who", "started", "reason"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(r.id, r.env, r.action, r.build, r.status, str(r.exit_code if r.exit_code is not None else "-"),
+                      r.actor, r.started_at, r.reason)
+    out.print(table)
+
+
+@click.group()
+def inventory() -> None:
+    """Ansible inventories generated from the fleet file."""
+
+
+@inventory.command("generate")
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), default=None,
+              help="Directory to write <env>.yml into [default: inventories/generated next to lrelease.yml].")
+@config_option
+def inventory_generate(out_dir: Path | None, config_path: Path) -> None:
+    """Write one Ansible YAML inventory per environment (canary hosts first)."""
+    project = _project(config_path)
+    target = out_dir or project.root / "inventories" / "generated"
+    for path in write_inventories(project.load_fleet(), target):
+        out.print(str(path))
+
+
+def _confirm(yes: bool, question: str) -> None:
+    if yes:
+        return
+    if not sys.stdin.isatty():
+        raise LreleaseError("not asking on a non-interactive terminal: add --yes to go ahead")
+    if not click.confirm(question, default=False, err=True):
+        raise LreleaseError("not confirmed; nothing changed")
+
+
+COMMANDS = (plan, deploy, rollback, resume, status, history, inventory)

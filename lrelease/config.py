@@ -1,0 +1,378 @@
+"""The project config, ``lrelease.yml``: loaded, validated, turned into frozen dataclasses.
+
+Schema (version 1; ``lrelease.example.yml`` at the repository root is the commented copy)::
+
+    version: 1                        # required; the schema version
+    app: demoapp                      # required; [a-z][a-z0-9_-]*, names the artifacts
+    fleet: inventories/fleet.yml      # default; the fleet file, relative to lrelease.yml
+    state_dir: .lrelease              # default; SQLite state etc., relative to lrelease.yml
+    artifacts:                        # default {source: dir, path: artifacts}
+      source: dir                     # dir: <path>/<app>-<build>.tar.gz + .tar.gz.sha256
+      path: artifacts                 #   relative to lrelease.yml
+      # source: url                   # url: hosts download it themselves
+      # url: "https://ci.example.com/{app}/{app}-{build}.tar.gz"   # {app} {build} only
+      # checksums: checksums          #   optional dir of <app>-<build>.tar.gz.sha256 files
+    environments:                     # required; names: [a-z][a-z0-9_]* (Ansible group names)
+      production:
+        waves: [1, 1, "50%", "100%"]  # default [1, "100%"]; ints >= 1 or "N%" (1..100)
+        bake_seconds: 10              # default 10; >= 0
+        gate_timeout_seconds: 30      # default 30; > 0
+        deploy_root: /srv/demoapp     # required; an absolute path of its own
+        service: {command: /srv/demoapp/bin/demoapp-service}   # required; or {systemd: unit}
+        health: {path: /health, port: 8080}   # default path /health; port optional (see below)
+        keep_releases: 5              # default 5; >= 2 (current and previous always stay)
+        lb: {haproxy_socket: /run/haproxy/admin.sock, backend: be_demoapp}  # optional
+        rollback: {serial: false}     # default false: roll back all hosts in parallel
+        inventory: inventories/production.yml   # optional: an Ansible inventory source used
+                                                # instead of the one generated from the fleet
+
+``health.port`` becomes the extra var ``lrelease_app_port``, which wins over every host var;
+leave it out when the port differs per host (``vars: {lrelease_app_port: ...}`` in the fleet).
+
+Secrets never live in this file: a key that looks like one (``api_key``, ``token``,
+``password``, ``webhook_url``...) is refused, at any depth; name an environment variable
+instead (``api_key_env: DEMOAPP_APM_KEY``).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from lrelease.errors import ConfigError, ExitCode, LreleaseError
+from lrelease.fleet import Fleet, load_fleet
+from lrelease.plan import WaveSpec, check_wave
+from lrelease.schema import ENV_NAME_EXPECTED, ENV_NAME_RE, Checker, join, load_yaml_mapping, show
+
+CONFIG_NAME = "lrelease.yml"
+SCHEMA_VERSION = 1
+APP_RE = re.compile(r"^[a-z][a-z0-9_-]{0,63}$")
+BUILD_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,63}$")
+_UNIT_RE = re.compile(r"^[A-Za-z0-9@._:-]+$")
+_BACKEND_RE = re.compile(r"^[A-Za-z0-9._:-]+$")
+_SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+_SYSTEM_DIRS = {"", "/", "/srv", "/opt", "/usr", "/etc", "/var", "/home", "/root", "/tmp", "/bin", "/lib"}
+SECRET_HINT = "name an environment variable that holds it instead, e.g. {key}_env: MYAPP_{KEY}"
+
+
+class BuildNotFound(LreleaseError):
+    """The build asked for has no artifact (or no checksum); a usage error (exit 2)."""
+
+    exit_code = ExitCode.USAGE
+
+
+@dataclass(frozen=True)
+class ArtifactRef:
+    """Where one build's artifact is and the sha256 it must have."""
+
+    build: str
+    sha256: str
+    path: Path | None = None  # source: dir (a file on the controller)
+    url: str | None = None  # source: url (downloaded by the hosts)
+
+    def playbook_vars(self) -> dict[str, str]:
+        out = {"lrelease_build": self.build, "lrelease_artifact_sha256": self.sha256}
+        if self.path is not None:
+            out["lrelease_artifact"] = str(self.path)
+        else:
+            out["lrelease_artifact_url"] = str(self.url)
+        return out
+
+
+@dataclass(frozen=True)
+class ArtifactSource:
+    source: str  # "dir" or "url"
+    path: Path | None = None  # dir: absolute
+    url: str | None = None  # url: template with {app} and {build}
+    checksums: Path | None = None  # url: optional dir of .sha256 files, absolute
+
+
+@dataclass(frozen=True)
+class LoadBalancer:
+    haproxy_socket: str
+    backend: str
+
+
+@dataclass(frozen=True)
+class EnvironmentConfig:
+    """One environment of ``lrelease.yml``; see the module docstring for each field."""
+
+    name: str
+    waves: tuple[WaveSpec, ...]
+    bake_seconds: float
+    gate_timeout_seconds: float
+    deploy_root: str
+    service_command: str | None
+    service_systemd: str | None
+    health_path: str
+    health_port: int | None
+    keep_releases: int
+    lb: LoadBalancer | None
+    rollback_serial: bool
+    inventory: Path | None  # None: the inventory generated from the fleet
+
+    def playbook_vars(self) -> dict[str, Any]:
+        """The extra vars of docs/design.md that come from this environment's settings."""
+        out: dict[str, Any] = {
+            "lrelease_waves": list(self.waves),
+            "lrelease_bake_seconds": self.bake_seconds,
+            "lrelease_gate_timeout": self.gate_timeout_seconds,
+            "lrelease_deploy_root": self.deploy_root,
+            "lrelease_health_path": self.health_path,
+            "lrelease_keep_releases": self.keep_releases,
+            "lrelease_lb_socket": self.lb.haproxy_socket if self.lb else "",
+            "lrelease_lb_backend": self.lb.backend if self.lb else "",
+            "lrelease_rollback_serial": 1 if self.rollback_serial else "100%",
+        }
+        if self.service_command is not None:
+            out["lrelease_service_command"] = self.service_command
+        else:
+            out["lrelease_service_name"] = self.service_systemd
+        if self.health_port is not None:
+            out["lrelease_app_port"] = self.health_port
+        return out
+
+
+@dataclass(frozen=True)
+class ProjectConfig:
+    path: Path  # the lrelease.yml read, absolute
+    version: int
+    app: str
+    fleet: Path  # absolute
+    state_dir: Path  # absolute
+    artifacts: ArtifactSource
+    environments: tuple[EnvironmentConfig, ...]
+
+    @property
+    def root(self) -> Path:
+        """The directory of lrelease.yml; relative paths in it start here."""
+        return self.path.parent
+
+    @property
+    def db_path(self) -> Path:
+        return self.state_dir / "lrelease.db"
+
+    @property
+    def environment_names(self) -> tuple[str, ...]:
+        return tuple(env.name for env in self.environments)
+
+    def environment(self, name: str) -> EnvironmentConfig:
+        for env in self.environments:
+            if env.name == name:
+                return env
+        known = ", ".join(self.environment_names)
+        raise ConfigError(str(self.path), "environments", f"one of {known}; no environment {name!r}")
+
+    def load_fleet(self) -> Fleet:
+        """The fleet file this config names; a missing one is reported against lrelease.yml.
+        Every node's environment must be one of this config's (a typo would otherwise drop
+        the node from its environment's roll-outs without a word)."""
+        if not self.fleet.exists():
+            raise ConfigError(str(self.path), "fleet", f"an existing fleet file; no such file: {self._show(self.fleet)}")
+        fleet = load_fleet(self.fleet)
+        for node in fleet.nodes:
+            if node.environment not in self.environment_names:
+                raise ConfigError(str(fleet.path), f"nodes.{node.name}.environment",
+                                  f"an environment of {self.path.name} ({', '.join(self.environment_names)}), "
+                                  f"got {node.environment!r}")
+        return fleet
+
+    def artifact_for(self, build: str, sha256: str | None = None) -> ArtifactRef:
+        """The artifact of ``build`` and the sha256 it must have: ``sha256`` when given (it
+        then overrides any checksum file), else read from ``<app>-<build>.tar.gz.sha256`` (next
+        to the tarball for source ``dir``, which must exist; in ``checksums`` for source
+        ``url``). Nothing is hashed here: the playbook checks the tarball against it on the
+        controller before any host changes. Raises BuildNotFound (exit 2)."""
+        if not isinstance(build, str) or not BUILD_RE.match(build):
+            raise BuildNotFound(f"build {build!r} is not a build id: letters, digits, '.', '_', '+', '-'")
+        name = f"{self.app}-{build}.tar.gz"
+        src = self.artifacts
+        if src.source == "dir":
+            assert src.path is not None
+            tarball = src.path / name
+            if not tarball.is_file():
+                raise BuildNotFound(f"build {build} not found: no {self._show(tarball)}")
+            digest = sha256 or self._read_sha256(build, tarball.with_name(name + ".sha256"))
+            return ArtifactRef(build=build, sha256=_check_sha(build, digest), path=tarball)
+        assert src.url is not None
+        url = src.url.replace("{app}", self.app).replace("{build}", build)
+        if sha256 is None:
+            if src.checksums is None:
+                raise BuildNotFound(f"build {build}: no sha256 for {url}; give one or set artifacts.checksums")
+            sha256 = self._read_sha256(build, src.checksums / (name + ".sha256"))
+        return ArtifactRef(build=build, sha256=_check_sha(build, sha256), url=url)
+
+    def _read_sha256(self, build: str, path: Path) -> str:
+        try:
+            words = path.read_text(encoding="ascii").split()
+        except (OSError, UnicodeDecodeError):
+            raise BuildNotFound(f"build {build} has no checksum: no readable {self._show(path)}") from None
+        if not words or not _SHA256_RE.match(words[0].lower()):
+            raise BuildNotFound(f"build {build}: {self._show(path)} does not start with a sha256 (64 hex digits)")
+        return words[0].lower()
+
+    def _show(self, path: Path) -> str:
+        try:
+            return str(path.relative_to(self.root))
+        except ValueError:
+            return str(path)
+
+
+def _check_sha(build: str, digest: str) -> str:
+    if not isinstance(digest, str) or not _SHA256_RE.match(digest.lower()):
+        raise BuildNotFound(f"build {build}: sha256 must be 64 hex digits, got {digest!r}")
+    return digest.lower()
+
+
+# -- loading ------------------------------------------------------------------------------
+def load_config(path: str | Path) -> ProjectConfig:
+    """Read and validate ``lrelease.yml``; raises ConfigError (exit 2) naming file and key."""
+    path = Path(path).absolute()
+    data = load_yaml_mapping(path, "lrelease config (lrelease.yml)")
+    check = Checker(str(path))
+    check.no_secrets(data, "", SECRET_HINT)
+    check.mapping(data, "", required=("version", "app", "environments"),
+                  optional=("fleet", "state_dir", "artifacts"))
+    version = data["version"]
+    if version != SCHEMA_VERSION or isinstance(version, bool):
+        check.fail("version", f"{SCHEMA_VERSION} (the schema version this lrelease reads), got {show(version)}")
+    app = check.string(data["app"], "app", pattern=APP_RE,
+                       describe="a name of lower-case letters, digits, '-' and '_' (e.g. demoapp)")
+    root = path.parent
+    fleet = _rel_path(check, data.get("fleet", "inventories/fleet.yml"), "fleet", root)
+    state_dir = _rel_path(check, data.get("state_dir", ".lrelease"), "state_dir", root)
+    artifacts = _artifacts(check, data.get("artifacts", {"source": "dir", "path": "artifacts"}), root)
+    envs = check.mapping(data["environments"], "environments", example="{production: {...}}")
+    if not envs:
+        check.fail("environments", "at least one environment (e.g. production)")
+    environments = tuple(_environment(check, name, value, root) for name, value in envs.items())
+    return ProjectConfig(path=path, version=version, app=app, fleet=fleet, state_dir=state_dir,
+                         artifacts=artifacts, environments=environments)
+
+
+def _rel_path(check: Checker, value: Any, key: str, root: Path) -> Path:
+    text = check.string(value, key, describe="a path (relative to lrelease.yml or absolute)")
+    return (root / text).resolve()
+
+
+def _artifacts(check: Checker, value: Any, root: Path) -> ArtifactSource:
+    key = "artifacts"
+    check.mapping(value, key, required=("source",), optional=("path", "url", "checksums"),
+                  example="{source: dir, path: artifacts}")
+    source = value["source"]
+    if source == "dir":
+        for extra in ("url", "checksums"):
+            if extra in value:
+                check.fail(join(key, extra), "no such key with source: dir (only path)")
+        path = _rel_path(check, value.get("path", "artifacts"), join(key, "path"), root)
+        return ArtifactSource(source="dir", path=path)
+    if source == "url":
+        if "path" in value:
+            check.fail(join(key, "path"), "no such key with source: url (url, checksums)")
+        if "url" not in value:
+            check.fail(join(key, "url"), 'a URL (required with source: url), e.g. "https://ci/{app}-{build}.tar.gz"')
+        url = check.string(value["url"], join(key, "url"), test=_url_template_ok,
+                           describe="an http(s) URL containing {build} (and optionally {app}), no other {...}")
+        checksums = None
+        if "checksums" in value:
+            checksums = _rel_path(check, value["checksums"], join(key, "checksums"), root)
+        return ArtifactSource(source="url", url=url, checksums=checksums)
+    return check.fail(join(key, "source"), f"'dir' or 'url', got {source!r}")
+
+
+def _url_template_ok(url: str) -> bool:
+    if not re.match(r"^https?://[^/\s]+/\S*$", url) or "{build}" not in url:
+        return False
+    return set(re.findall(r"\{[^}]*\}", url)) <= {"{app}", "{build}"}
+
+
+_ENV_KEYS = ("waves", "bake_seconds", "gate_timeout_seconds", "deploy_root", "service", "health",
+             "keep_releases", "lb", "rollback", "inventory")
+
+
+def _environment(check: Checker, name: str, value: Any, root: Path) -> EnvironmentConfig:
+    key = join("environments", name)
+    if not ENV_NAME_RE.match(name):
+        check.fail(key, f"an environment name of {ENV_NAME_EXPECTED}")
+    env = check.mapping(value, key, required=("deploy_root", "service"),
+                        optional=tuple(k for k in _ENV_KEYS if k not in ("deploy_root", "service")),
+                        example="{deploy_root: /srv/demoapp, service: {command: ...}}")
+    waves = _waves(check, env.get("waves", [1, "100%"]), join(key, "waves"))
+    bake = check.number(env.get("bake_seconds", 10), join(key, "bake_seconds"))
+    gate_timeout = check.number(env.get("gate_timeout_seconds", 30), join(key, "gate_timeout_seconds"),
+                                exclusive=True)
+    deploy_root = check.string(env["deploy_root"], join(key, "deploy_root"), test=_deploy_root_ok,
+                               describe="an absolute path of its own, e.g. /srv/demoapp")
+    command, systemd = _service(check, env["service"], join(key, "service"))
+    health_path, health_port = _health(check, env.get("health", {}), join(key, "health"))
+    keep = check.integer(env.get("keep_releases", 5), join(key, "keep_releases"), minimum=2)
+    lb = _lb(check, env["lb"], join(key, "lb")) if env.get("lb") is not None else None
+    rb = check.mapping(env.get("rollback", {}), join(key, "rollback"), optional=("serial",),
+                       example="{serial: false}")
+    rollback_serial = check.boolean(rb.get("serial", False), join(key, "rollback.serial"))
+    inventory = None
+    if "inventory" in env:
+        inventory = _rel_path(check, env["inventory"], join(key, "inventory"), root)
+    return EnvironmentConfig(
+        name=name, waves=waves, bake_seconds=bake, gate_timeout_seconds=gate_timeout,
+        deploy_root=_deploy_root(deploy_root), service_command=command, service_systemd=systemd,
+        health_path=health_path, health_port=health_port, keep_releases=keep, lb=lb,
+        rollback_serial=rollback_serial, inventory=inventory)
+
+
+def _waves(check: Checker, value: Any, key: str) -> tuple[WaveSpec, ...]:
+    if not isinstance(value, list) or not value:
+        check.fail(key, f'a non-empty list such as [1, "50%", "100%"], got {show(value)}')
+    for i, item in enumerate(value):
+        try:
+            check_wave(item)
+        except ValueError as exc:
+            check.fail(join(key, i), f"{exc}, got {show(item)}")
+    return tuple(value)
+
+
+def _deploy_root(path: str) -> str:
+    return "/" + "/".join(p for p in path.split("/") if p)
+
+
+def _deploy_root_ok(path: str) -> bool:
+    if not path.startswith("/") or any(p in (".", "..") for p in path.split("/")):
+        return False
+    return _deploy_root(path) not in _SYSTEM_DIRS
+
+
+def _service(check: Checker, value: Any, key: str) -> tuple[str | None, str | None]:
+    example = "{command: /srv/demoapp/bin/demoapp-service} or {systemd: demoapp}"
+    check.mapping(value, key, optional=("command", "systemd"), example=example)
+    if len(value) != 1:
+        check.fail(key, f"exactly one of command or systemd, e.g. {example}")
+    if "command" in value:
+        cmd = check.string(value["command"], join(key, "command"), test=lambda s: s.startswith("/"),
+                           describe="an absolute path to a script taking start|stop|restart|status")
+        return cmd, None
+    unit = check.string(value["systemd"], join(key, "systemd"), pattern=_UNIT_RE,
+                        describe="a systemd unit name, e.g. demoapp")
+    return None, unit
+
+
+def _health(check: Checker, value: Any, key: str) -> tuple[str, int | None]:
+    check.mapping(value, key, optional=("path", "port"), example="{path: /health, port: 8080}")
+    path = check.string(value.get("path", "/health"), join(key, "path"),
+                        test=lambda s: s.startswith("/") and not any(c.isspace() for c in s),
+                        describe="a URL path starting with /, e.g. /health")
+    port = None
+    if "port" in value:
+        port = check.integer(value["port"], join(key, "port"), minimum=1, maximum=65535)
+    return path, port
+
+
+def _lb(check: Checker, value: Any, key: str) -> LoadBalancer:
+    check.mapping(value, key, required=("haproxy_socket", "backend"),
+                  example="{haproxy_socket: /run/haproxy/admin.sock, backend: be_demoapp}")
+    sock = check.string(value["haproxy_socket"], join(key, "haproxy_socket"),
+                        test=lambda s: s.startswith("/"), describe="an absolute path to the HAProxy admin socket")
+    backend = check.string(value["backend"], join(key, "backend"), pattern=_BACKEND_RE,
+                           describe="an HAProxy backend name, e.g. be_demoapp")
+    return LoadBalancer(haproxy_socket=sock, backend=backend)

@@ -1,0 +1,210 @@
+"""The fleet file: every node, its environment, address, tags and vars.
+
+Schema (``inventories/fleet.example.yml`` is the commented copy)::
+
+    defaults:                     # optional
+      vars: {ansible_user: root}  # vars for every node
+    nodes:                        # required, at least one
+      node1:                      # the Ansible host name
+        environment: production   # required; an environment of lrelease.yml
+        address: 198.18.77.11     # required; IP address or DNS name -> ansible_host
+        tags: [canary]            # optional; each becomes group tag_<tag>
+        vars: {lrelease_app_port: 8080}   # optional; wins over defaults.vars (shallow merge)
+
+From it, :meth:`Fleet.inventory` builds one Ansible inventory per environment: a group named
+after the environment holding its hosts, canary-tagged hosts first and then the rest in file
+order (``serial`` takes hosts in that order, so the canary goes first), and a group
+``tag_<tag>`` per tag. The inventory plugin ``lrelease_fleet`` builds the same groups from
+the same :class:`Layout`. Secrets do not belong here: var names that look like one
+(``ansible_password``, ``ansible_become_pass``...) are refused; use Ansible Vault.
+"""
+
+from __future__ import annotations
+
+import copy
+import ipaddress
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from lrelease.errors import ConfigError
+from lrelease.schema import ENV_NAME_EXPECTED, ENV_NAME_RE, Checker, join, load_yaml_mapping
+
+CANARY_TAG = "canary"
+TAG_GROUP_PREFIX = "tag_"
+NODE_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+TAG_RE = re.compile(r"^[a-z0-9][a-z0-9_]{0,31}$")
+VAR_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_DNS_LABEL_RE = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
+SECRET_HINT = "keep {key} in Ansible Vault (group_vars/host_vars) or an environment variable"
+
+
+@dataclass(frozen=True)
+class FleetNode:
+    name: str
+    environment: str
+    address: str
+    tags: tuple[str, ...]
+    vars: dict  # as written under the node; see Fleet.host_vars for the merged view
+
+    @property
+    def canary(self) -> bool:
+        return CANARY_TAG in self.tags
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Groups and host vars of an inventory, in order; rendered as YAML or fed to the plugin."""
+
+    groups: tuple[tuple[str, tuple[str, ...]], ...]  # (group, hosts); environments first
+    hostvars: tuple[tuple[str, dict], ...]  # (host, vars), in the order hosts first appear
+
+
+@dataclass(frozen=True)
+class Fleet:
+    path: Path  # the file read
+    defaults: dict  # defaults.vars
+    nodes: tuple[FleetNode, ...]  # in file order
+
+    @property
+    def environments(self) -> tuple[str, ...]:
+        """Environments that have nodes, in the order they first appear."""
+        return tuple(dict.fromkeys(node.environment for node in self.nodes))
+
+    def nodes_in(self, env: str) -> tuple[FleetNode, ...]:
+        """The nodes of ``env``: canary-tagged first, then the rest, each in file order."""
+        nodes = [n for n in self.nodes if n.environment == env]
+        if not nodes:
+            known = ", ".join(self.environments)
+            raise ConfigError(str(self.path), "nodes", f"a node in environment {env!r}; environments here: {known}")
+        return tuple([n for n in nodes if n.canary] + [n for n in nodes if not n.canary])
+
+    def hosts(self, env: str) -> tuple[str, ...]:
+        return tuple(n.name for n in self.nodes_in(env))
+
+    def host_vars(self, node: FleetNode) -> dict:
+        """``ansible_host`` from the address, then defaults.vars < node vars (a fresh copy)."""
+        merged = {"ansible_host": node.address, **copy.deepcopy(self.defaults), **copy.deepcopy(node.vars)}
+        return merged
+
+    def layout(self, env: str | None = None) -> Layout:
+        """One environment's groups, or with ``env=None`` every environment's."""
+        envs = self.environments if env is None else (env,)
+        groups: list[tuple[str, tuple[str, ...]]] = []
+        ordered: list[FleetNode] = []
+        for name in envs:
+            nodes = self.nodes_in(name)
+            groups.append((name, tuple(n.name for n in nodes)))
+            ordered.extend(nodes)
+        tags = sorted({tag for node in ordered for tag in node.tags})
+        for tag in tags:
+            groups.append((TAG_GROUP_PREFIX + tag, tuple(n.name for n in ordered if tag in n.tags)))
+        return Layout(groups=tuple(groups), hostvars=tuple((n.name, self.host_vars(n)) for n in ordered))
+
+    def inventory(self, env: str) -> dict:
+        """An Ansible YAML inventory (as a dict) for ``env``: host vars sit under the
+        environment group, tag groups list their hosts only."""
+        lay = self.layout(env)
+        hostvars = dict(lay.hostvars)
+        children: dict[str, Any] = {}
+        for group, hosts in lay.groups:
+            if group == env:
+                children[group] = {"hosts": {h: hostvars[h] for h in hosts}}
+            else:
+                children[group] = {"hosts": {h: {} for h in hosts}}
+        return {"all": {"children": children}}
+
+
+def render_inventory(fleet: Fleet, env: str) -> str:
+    """The text of ``<env>.yml``: a header naming the source, then the inventory. Same
+    fleet in, same bytes out."""
+    header = (
+        f"# Generated by lrelease from {fleet.path} (environment {env}); do not edit.\n"
+        "# Change the fleet file and run `lrelease inventory generate` instead.\n"
+    )
+    body = yaml.safe_dump(fleet.inventory(env), sort_keys=False, default_flow_style=False,
+                          allow_unicode=True, width=1000)
+    return header + body
+
+
+def write_inventories(fleet: Fleet, out_dir: str | Path) -> list[Path]:
+    """Write ``<out_dir>/<env>.yml`` for every environment of the fleet (sorted by name).
+    Each file is replaced atomically; files of other environments are left alone."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for env in sorted(fleet.environments):
+        target = out / f"{env}.yml"
+        tmp = out / f".{env}.yml.{os.getpid()}.tmp"
+        tmp.write_text(render_inventory(fleet, env), encoding="utf-8")
+        os.replace(tmp, target)
+        written.append(target)
+    return written
+
+
+# -- loading ------------------------------------------------------------------------------
+def load_fleet(path: str | Path) -> Fleet:
+    """Read and validate a fleet file; raises ConfigError naming the file and the key."""
+    path = Path(path)
+    data = load_yaml_mapping(path, "fleet file")
+    check = Checker(str(path))
+    check.mapping(data, "", required=("nodes",), optional=("defaults",))
+    defaults: dict = {}
+    if data.get("defaults") is not None:
+        d = check.mapping(data["defaults"], "defaults", optional=("vars",), example="{vars: {ansible_user: root}}")
+        defaults = _vars(check, d.get("vars", {}), "defaults.vars")
+    nodes_data = check.mapping(data["nodes"], "nodes", example="{node1: {environment: production, address: ...}}")
+    if not nodes_data:
+        check.fail("nodes", "at least one node, e.g. {node1: {environment: production, address: 198.18.77.11}}")
+    nodes = tuple(_node(check, name, value) for name, value in nodes_data.items())
+    return Fleet(path=path, defaults=defaults, nodes=nodes)
+
+
+def _node(check: Checker, name: str, value: Any) -> FleetNode:
+    key = join("nodes", name)
+    if not NODE_NAME_RE.match(name):
+        check.fail(key, "a host name of letters, digits, '.', '_' and '-' (at most 63 characters)")
+    node = check.mapping(value, key, required=("environment", "address"), optional=("tags", "vars"),
+                         example="{environment: production, address: 198.18.77.11}")
+    env = check.string(node["environment"], join(key, "environment"), pattern=ENV_NAME_RE,
+                       describe=f"an environment name of {ENV_NAME_EXPECTED}")
+    address = check.string(node["address"], join(key, "address"), test=_address_ok,
+                           describe="an IP address or a DNS name")
+    tags_value = node.get("tags", [])
+    if not isinstance(tags_value, list):
+        check.fail(join(key, "tags"), "a list of tags such as [canary]")
+    for i, tag in enumerate(tags_value):
+        check.string(tag, join(join(key, "tags"), i), pattern=TAG_RE,
+                     describe="a tag of lower-case letters, digits and '_' (it becomes group tag_<tag>)")
+    if len(set(tags_value)) != len(tags_value):
+        check.fail(join(key, "tags"), "each tag once")
+    node_vars = _vars(check, node.get("vars", {}), join(key, "vars"))
+    return FleetNode(name=name, environment=env, address=address, tags=tuple(tags_value), vars=node_vars)
+
+
+def _vars(check: Checker, value: Any, key: str) -> dict:
+    if value is None:
+        return {}
+    check.mapping(value, key, example="{ansible_user: root}")
+    check.no_secrets(value, key, SECRET_HINT)
+    for name in value:
+        if not VAR_NAME_RE.match(name):
+            check.fail(join(key, name), "a variable name of letters, digits and '_' not starting with a digit")
+        if name == "ansible_host":
+            check.fail(join(key, name), "no ansible_host here; the node's address sets it")
+    return dict(value)
+
+
+def _address_ok(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+        return True
+    except ValueError:
+        pass
+    if len(text) > 253 or re.match(r"^[0-9.]+$", text):  # a mistyped IPv4 is not a DNS name
+        return False
+    return all(_DNS_LABEL_RE.match(label) for label in text.rstrip(".").split("."))

@@ -1,0 +1,270 @@
+"""Runs one playbook through ansible-runner and turns its events into typed progress events.
+
+One place drives the subprocess (this module); callers stay in control through ``on_event``
+and ``cancel``. Per run: a fresh private data dir (mode 0700, on tmpfs where there is one,
+removed afterwards), no env files written, pipelining + ControlPersist on, the package's
+plugins on Ansible's path, and ansible-playbook tied to our life (it gets SIGTERM if we die,
+so a killed wrapper never leaves a roll-out running on its own).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import shutil
+import sys
+import tempfile
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+import ansible_runner
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+PLAYBOOKS = REPO_ROOT / "playbooks"
+
+
+class EventKind(str, Enum):
+    PLAY_STARTED = "play_started"
+    WAVE_STARTED = "wave_started"
+    HOST_STAGED = "host_staged"
+    HOST_SWITCHED = "host_switched"
+    HOST_REVERTED = "host_reverted"
+    GATE_PASSED = "gate_passed"
+    GATE_FAILED = "gate_failed"
+    HOST_ROLLED_BACK = "host_rolled_back"
+    HOST_FAILED = "host_failed"
+    HOST_UNREACHABLE = "host_unreachable"
+    HOST_STATUS = "host_status"
+
+
+@dataclass(frozen=True)
+class ProgressEvent:
+    kind: EventKind
+    host: str | None = None
+    wave: int | None = None
+    detail: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class RunResult:
+    """What a playbook run did, from its events (never from batch positions)."""
+
+    status: str = "unknown"  # ansible-runner's: successful, failed, canceled, timeout
+    rc: int | None = None
+    stats: dict[str, Any] | None = None
+    staged: set[str] = field(default_factory=set)
+    switched: set[str] = field(default_factory=set)
+    reverted: set[str] = field(default_factory=set)
+    rolled_back: set[str] = field(default_factory=set)
+    failed: set[str] = field(default_factory=set)
+    unreachable: set[str] = field(default_factory=set)
+    gates: list[dict[str, Any]] = field(default_factory=list)
+    host_status: dict[str, dict[str, Any]] = field(default_factory=dict)
+    waves: int = 0
+    error: str = ""
+
+    @property
+    def ok(self) -> bool:
+        """Success needs the final stats event: a run that lost it counts as failed."""
+        return self.status == "successful" and self.stats is not None and not self.failed and not self.unreachable
+
+    @property
+    def canceled(self) -> bool:
+        return self.status == "canceled"
+
+    @property
+    def live_on_new_build(self) -> set[str]:
+        """Hosts whose ``current`` points at the new build (switched and not put back)."""
+        return self.switched - self.reverted
+
+
+# Task names are a contract with the roles (docs/design.md).
+_OK_TASKS = {
+    ("lrelease_stage", "staged"): EventKind.HOST_STAGED,
+    ("lrelease_switch", "switched"): EventKind.HOST_SWITCHED,
+    ("lrelease_switch", "reverted"): EventKind.HOST_REVERTED,
+    ("lrelease_rollback", "rolled back"): EventKind.HOST_ROLLED_BACK,
+    ("", "lrelease gate"): EventKind.GATE_PASSED,
+    ("", "lrelease host status"): EventKind.HOST_STATUS,
+}
+_NEEDS_CHANGED = {EventKind.HOST_SWITCHED, EventKind.HOST_REVERTED, EventKind.HOST_ROLLED_BACK}
+# First task of the switch play, run once per serial batch; its result lists the batch.
+_WAVE_TASK = ("", "lrelease wave")
+
+
+class _EventTranslator:
+    """ansible-runner event dicts -> ProgressEvents + RunResult. O(1) work per event."""
+
+    def __init__(self, result: RunResult, sink: Callable[[ProgressEvent], None] | None) -> None:
+        self.result, self.sink = result, sink
+
+    def __call__(self, event: dict[str, Any]) -> bool:
+        kind = event.get("event", "")
+        data = event.get("event_data") or {}
+        handler = getattr(self, f"_on_{kind}", None)
+        if handler is not None:
+            handler(data)
+        return False  # ansible-runner keeps no per-event files in memory for us
+
+    def _emit(self, kind: EventKind, host: str | None, detail: Mapping[str, Any] | None = None) -> None:
+        if self.sink is not None:
+            self.sink(ProgressEvent(kind, host, self.result.waves or None, detail or {}))
+
+    @staticmethod
+    def _key(data: dict[str, Any]) -> tuple[str, str]:
+        return (data.get("role") or "", data.get("task") or "")
+
+    def _on_playbook_on_play_start(self, data: dict[str, Any]) -> None:
+        self._emit(EventKind.PLAY_STARTED, None, {"play": data.get("play", "")})
+
+    def _on_runner_on_ok(self, data: dict[str, Any]) -> None:
+        key = self._key(data)
+        if key == _WAVE_TASK:
+            self.result.waves += 1
+            hosts = list((data.get("res") or {}).get("ansible_play_batch") or [])
+            self._emit(EventKind.WAVE_STARTED, None, {"wave": self.result.waves, "hosts": hosts})
+            return
+        kind = _OK_TASKS.get(key)
+        if kind is None:
+            return
+        host, res = data.get("host"), data.get("res") or {}
+        if kind in _NEEDS_CHANGED and not res.get("changed"):
+            return
+        {
+            EventKind.HOST_STAGED: self.result.staged,
+            EventKind.HOST_SWITCHED: self.result.switched,
+            EventKind.HOST_REVERTED: self.result.reverted,
+            EventKind.HOST_ROLLED_BACK: self.result.rolled_back,
+        }.get(kind, set()).add(host)
+        if kind is EventKind.GATE_PASSED:
+            self._gate(host, res, "pass")
+            return
+        if kind is EventKind.HOST_STATUS:
+            self.result.host_status[host] = dict(res.get("lrelease_status") or {})
+        self._emit(kind, host, res.get("lrelease_status") or {})
+
+    def _gate(self, host: str, res: dict[str, Any], default: str) -> None:
+        record = {"host": host, "wave": self.result.waves, "verdict": res.get("verdict", default),
+                  "evidence": res.get("evidence", {})}
+        self.result.gates.append(record)
+        self._emit(EventKind.GATE_PASSED if record["verdict"] == "pass" else EventKind.GATE_FAILED, host, record)
+
+    def _on_runner_on_failed(self, data: dict[str, Any]) -> None:
+        if data.get("ignore_errors"):
+            return
+        host, res = data.get("host"), data.get("res") or {}
+        if self._key(data) == ("", "lrelease gate"):
+            self._gate(host, res, "fail")
+        self.result.failed.add(host)
+        self._emit(EventKind.HOST_FAILED, host, {"task": data.get("task"), "msg": str(res.get("msg", ""))[:500]})
+
+    def _on_runner_on_unreachable(self, data: dict[str, Any]) -> None:
+        host, res = data.get("host"), data.get("res") or {}
+        self.result.unreachable.add(host)
+        self._emit(EventKind.HOST_UNREACHABLE, host, {"msg": str(res.get("msg", ""))[:500]})
+
+    def _on_playbook_on_stats(self, data: dict[str, Any]) -> None:
+        self.result.stats = {k: data.get(k) for k in ("ok", "changed", "failures", "dark", "skipped", "rescued")}
+
+
+def plugin_env() -> dict[str, str]:
+    """Environment that puts the package's Ansible plugins and the repo's roles on the path."""
+    from lrelease.ansible import plugin_paths
+
+    env = dict(plugin_paths())
+    env.update({
+        "ANSIBLE_CONFIG": str(REPO_ROOT / "ansible.cfg"),
+        "ANSIBLE_PIPELINING": "True",
+        "ANSIBLE_SSH_ARGS": "-o ControlMaster=auto -o ControlPersist=60s -o ServerAliveInterval=15",
+        "ANSIBLE_HOST_KEY_CHECKING": "True",
+        "ANSIBLE_FORCE_COLOR": "0",
+        "ANSIBLE_NOCOWS": "1",
+    })
+    return env
+
+
+_LAUNCHER = """#!{python}
+# ansible-playbook, tied to the life of the lrelease process that started it.
+import ctypes, os, signal, sys
+ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+if os.getppid() == 1:
+    sys.exit("lrelease: the controlling process is gone")
+os.execv({playbook!r}, [{playbook!r}, *sys.argv[1:]])
+"""
+
+
+def _private_dir() -> Path:
+    base = Path("/dev/shm") if Path("/dev/shm").is_dir() and os.access("/dev/shm", os.W_OK) else None
+    return Path(tempfile.mkdtemp(prefix="lrelease-run-", dir=base))  # mkdtemp: mode 0700
+
+
+def run_playbook(
+    playbook: str | Path,
+    inventory: str | Path,
+    extravars: Mapping[str, Any],
+    *,
+    limit: str | None = None,
+    on_event: Callable[[ProgressEvent], None] | None = None,
+    cancel: Callable[[], bool] | None = None,
+    verbosity: int = 0,
+) -> RunResult:
+    """Run ``playbook`` (a name in playbooks/ or a path) and return what happened."""
+    path = Path(playbook)
+    if not path.is_absolute():
+        path = PLAYBOOKS / path
+    result = RunResult()
+    translator = _EventTranslator(result, on_event)
+    data_dir = _private_dir()
+    launcher = data_dir / "ansible-playbook"
+    launcher.write_text(_LAUNCHER.format(python=sys.executable, playbook=str(Path(sys.executable).parent / "ansible-playbook")))
+    launcher.chmod(0o700)
+
+    def scrub_env(status: dict[str, Any], runner_config: Any = None) -> None:
+        # ansible-runner writes the whole environment into artifacts/<ident>/command before it
+        # starts the process; keep only the variable names there so no secret stays on disk.
+        if status.get("status") == "running" and runner_config is not None:
+            cmd = Path(runner_config.artifact_dir) / "command"
+            if cmd.exists():
+                saved = json.loads(cmd.read_text())
+                saved["env"] = sorted(saved.get("env", {}))
+                cmd.write_text(json.dumps(saved))
+
+    try:
+        r = ansible_runner.run(
+            private_data_dir=str(data_dir),
+            project_dir=str(REPO_ROOT),
+            playbook=str(path),
+            # With a custom binary ansible-runner runs in "raw" mode and leaves the playbook
+            # off the command line: pass it as the first argument ourselves.
+            cmdline=shlex.quote(str(path)),
+            inventory=str(inventory),
+            extravars=dict(extravars),
+            limit=limit,
+            binary=str(launcher),
+            envvars=plugin_env(),
+            suppress_env_files=True,
+            quiet=True,
+            verbosity=verbosity or None,
+            event_handler=translator,
+            status_handler=scrub_env,
+            cancel_callback=cancel,
+            settings={"suppress_ansible_output": True, "pexpect_timeout": 1},
+        )
+        result.status, result.rc = r.status, r.rc
+        if not result.ok and result.stats is None:
+            result.error = _tail(r)
+    finally:
+        shutil.rmtree(data_dir, ignore_errors=True)
+    return result
+
+
+def _tail(r: Any, lines: int = 5) -> str:
+    try:
+        text = r.stdout.read()
+    except Exception:  # noqa: BLE001 - best effort diagnostics only
+        return ""
+    return "\n".join(text.strip().splitlines()[-lines:])

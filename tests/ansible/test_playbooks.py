@@ -1,0 +1,242 @@
+"""The playbooks as AWX runs them (plain ansible-playbook with extra vars) on the sandbox fleet:
+real SSH, a real app, real HAProxy."""
+
+from __future__ import annotations
+
+import os
+import threading
+from functools import partial
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+BASE = "1.0.0"
+OTHERS = ["node2", "node3", "node4"]
+
+
+def test_a_good_build_reaches_every_node_wave_by_wave(sandbox_fleet):
+    fleet = sandbox_fleet
+    # Given a good build, and a hook that records HAProxy's view of each host mid-switch
+    art = fleet.artifact("1.1.0")
+    hook = fleet.tmp / "after_switch.yml"
+    hook.write_text(HOOK_RECORD_LB)
+    # When it is deployed in waves [1, 1, 100%]
+    run = fleet.play("deploy.yml", fleet.deploy_vars(art, lrelease_switch_after_switch_tasks=str(hook)))
+    # Then every node serves it, with its manifest, one `switch` ledger line and previous = 1.0.0
+    assert run.rc == 0, run.out
+    for name in fleet.names:
+        assert fleet.version(name) == "1.1.0"
+        assert fleet.current(name) == "1.1.0"
+        manifest = fleet.manifest(name, "1.1.0")
+        assert manifest["sha256"] == art.sha256 and manifest["who"] == "pytest"
+        assert manifest["rollout_id"] == "test-rollout" and manifest["staged_at"].endswith("Z")
+        [line] = fleet.ledger(name)
+        assert (line["event"], line["build"], line["from"], line["to"]) == ("switch", "1.1.0", BASE, "1.1.0")
+        assert (fleet.root(name) / ".lrelease" / "previous").read_text().strip() == BASE
+        # And HAProxy had the host drained while it switched, and has it back in rotation now
+        assert (fleet.root(name) / ".lrelease" / "lb-during-switch").read_text() == "drain"
+    assert set(fleet.lb_states().values()) == {"ready"}
+    # And the waves went one host, one host, then the rest
+    assert run.out.count("TASK [lrelease wave]") == 3
+    # And status.yml finds the fleet consistent on that build
+    status = fleet.play("status.yml", {"lrelease_expected_build": "1.1.0"})
+    assert status.rc == 0, status.out
+    assert "fleet is consistent: 1.1.0 (sha256 " + art.sha256[:12] in status.out
+
+    # When the same deploy runs again (a resumed roll-out)
+    pids = {name: fleet.app_pid(name) for name in fleet.names}
+    again = fleet.play("deploy.yml", fleet.deploy_vars(art))
+    # Then nothing is redeployed: no restart, no new ledger line
+    assert again.rc == 0, again.out
+    assert {name: fleet.app_pid(name) for name in fleet.names} == pids
+    assert all(len(fleet.ledger(name)) == 1 for name in fleet.names)
+    assert "changed: [node1]\n" not in again.out.split("TASK [lrelease_switch : switched]")[1].split("TASK")[0]
+
+
+def test_a_bad_build_stops_after_the_canary_and_rollback_brings_it_back(sandbox_fleet):
+    fleet = sandbox_fleet
+    # Given a build whose /health fails once it runs
+    art = fleet.artifact("1.2.0", health_fail=True)
+    pids = {name: fleet.app_pid(name) for name in OTHERS}
+    # When it is deployed in waves [1, 1, 100%]
+    run = fleet.play("deploy.yml", fleet.deploy_vars(art, lrelease_gate_timeout=2))
+    # Then the play stops after the canary: only node1 switched, its gate failure is visible
+    assert run.rc != 0
+    assert "gate failed on node1" in run.out and "HTTP 503" in run.out
+    assert fleet.current("node1") == "1.2.0"
+    for name in OTHERS:
+        assert fleet.current(name) == BASE and fleet.version(name) == BASE and fleet.ledger(name) == []
+        assert fleet.manifest(name, "1.2.0") is not None  # staged everywhere, switched nowhere else
+    # And set_stats tells an AWX workflow what to roll back
+    stats = run.custom_stats()
+    assert stats == {"lrelease_failed_hosts": ["node1"], "lrelease_rollback_build": "1.2.0",
+                     "lrelease_previous_build": BASE}
+
+    # When rollback.yml runs for the failed build (in parallel, the default)
+    rollback_vars = {"lrelease_rollback_build": "1.2.0", "lrelease_service_command": "/srv/demoapp/bin/demoapp-service",
+                     "lrelease_lb_socket": fleet.deploy_vars(art)["lrelease_lb_socket"],
+                     "lrelease_lb_backend": "be_demoapp", "lrelease_actor": "pytest"}
+    back = fleet.play("rollback.yml", rollback_vars)
+    # Then node1 serves 1.0.0 again with a `rollback` ledger line; the others were not touched
+    assert back.rc == 0, back.out
+    assert fleet.current("node1") == BASE and fleet.version("node1") == BASE
+    assert [(e["event"], e["from"], e["to"]) for e in fleet.ledger("node1")] == [
+        ("switch", BASE, "1.2.0"), ("rollback", "1.2.0", BASE)]
+    assert {name: fleet.app_pid(name) for name in OTHERS} == pids
+    assert all(fleet.ledger(name) == [] for name in OTHERS)
+    assert set(fleet.lb_states().values()) == {"ready"}
+
+    # When it runs again, nothing happens (idempotent)
+    pid = fleet.app_pid("node1")
+    again = fleet.play("rollback.yml", rollback_vars)
+    assert again.rc == 0, again.out
+    assert fleet.app_pid("node1") == pid and len(fleet.ledger("node1")) == 2
+
+
+def test_a_checksum_mismatch_is_refused_before_any_host_changes(sandbox_fleet):
+    fleet = sandbox_fleet
+    # Given an artifact and a sha256 that is not its own
+    art = fleet.artifact("1.4.0")
+    # When it is deployed
+    run = fleet.play("deploy.yml", fleet.deploy_vars(art, lrelease_artifact_sha256="0" * 64))
+    # Then it is refused with a clear message and no host has anything new
+    assert run.rc != 0
+    assert f"has sha256 {art.sha256}, expected {'0' * 64}: refused before any host changed" in run.out
+    for name in fleet.names:
+        assert sorted(p.name for p in (fleet.root(name) / "releases").iterdir()) == [BASE]
+        assert not (fleet.root(name) / ".lrelease").exists()
+        assert fleet.current(name) == BASE
+
+
+def test_a_build_that_does_not_start_is_reverted_by_the_switch(sandbox_fleet):
+    fleet = sandbox_fleet
+    # Given a build whose app refuses to start
+    art = fleet.artifact("1.3.0", start_fail=True)
+    # When it is deployed
+    run = fleet.play("deploy.yml", fleet.deploy_vars(art))
+    # Then the canary is put back on 1.0.0 (serving it), the revert is in its ledger and the run failed
+    assert run.rc != 0
+    assert "switch to 1.3.0 failed on node1" in run.out and "reverted to 1.0.0" in run.out
+    assert fleet.current("node1") == BASE and fleet.version("node1") == BASE
+    assert [(e["event"], e["from"], e["to"]) for e in fleet.ledger("node1")] == [
+        ("switch", BASE, "1.3.0"), ("switch-reverted", "1.3.0", BASE)]
+    assert not (fleet.root("node1") / ".lrelease" / "previous").exists()  # as before the switch
+    # And it is back in HAProxy; nobody else was switched
+    assert fleet.lb_states()["node1"] == "ready"
+    assert all(fleet.current(name) == BASE and fleet.ledger(name) == [] for name in OTHERS)
+    assert run.custom_stats()["lrelease_failed_hosts"] == ["node1"]
+
+
+def test_status_reports_an_inconsistent_fleet(sandbox_fleet):
+    fleet = sandbox_fleet
+    # Given node2 on another build than the rest
+    node2 = fleet.cfg.find_node("node2")
+    from lrelease.sandbox import provision
+
+    provision.install_release(fleet.cfg, node2, fleet.artifact("1.1.0"))
+    # When status.yml runs
+    run = fleet.play("status.yml", {})
+    # Then it fails and says which host is on what
+    assert run.rc != 0
+    assert "fleet is inconsistent: 1.0.0 (sha256 unknown: no manifest) on node1, node3, node4; " \
+           "1.1.0 (sha256 unknown: no manifest) on node2" in run.out
+
+
+def test_cleanup_keeps_the_newest_and_never_current_or_previous(sandbox_fleet):
+    fleet = sandbox_fleet
+    # Given five more releases on node1, all newer than the live 1.0.0, and previous = 0.9.0 (the oldest)
+    root = fleet.root("node1")
+    import shutil
+
+    for age, build in enumerate(["0.9.0", "1.0.1", "1.0.2", "1.0.3", "1.0.4"]):
+        shutil.copytree(root / "releases" / BASE, root / "releases" / build)
+        os.utime(root / "releases" / build, (2_000_000_000 + age,) * 2)
+    os.utime(root / "releases" / "0.9.0", (1_000_000_000,) * 2)
+    os.utime(root / "releases" / BASE, (1_000_000_001,) * 2)
+    (root / ".lrelease").mkdir()
+    (root / ".lrelease" / "previous").write_text("0.9.0\n")
+    (root / "releases" / ".1.0.5.partial").mkdir()
+    # When the cleanup role runs with keep 2
+    run = fleet.adhoc("ansible.builtin.include_role", "name=lrelease_cleanup", {"lrelease_keep_releases": 2})
+    # Then the two newest stay, and so do current and previous however old; leftovers go
+    assert run.rc == 0, run.out
+    assert sorted(p.name for p in (root / "releases").iterdir()) == ["0.9.0", BASE, "1.0.3", "1.0.4"]
+    assert fleet.version("node1") == BASE
+
+
+def test_a_wrong_input_fails_before_any_task_runs(sandbox_fleet):
+    fleet = sandbox_fleet
+    art = fleet.artifact("1.5.0")
+    # When the app port is not a number
+    run = fleet.play("deploy.yml", fleet.deploy_vars(art, lrelease_app_port="eighty"))
+    # Then the roles' argument specs refuse it, naming the variable, and no host has the build
+    assert run.rc != 0
+    assert "argument 'lrelease_switch_app_port' is of type str and we were unable to convert to int" in run.out
+    assert "TASK [lrelease_stage : staged]" not in run.out
+    # When a required value is missing
+    missing = fleet.deploy_vars(art)
+    del missing["lrelease_build"]
+    run = fleet.play("deploy.yml", missing)
+    # Then the preflight says which one and what it should be
+    assert run.rc != 0
+    assert "lrelease_stage_build (playbook variable lrelease_build) is required" in run.out
+    for name in fleet.names:
+        assert not (fleet.root(name) / "releases" / "1.5.0").exists()
+
+
+def test_a_build_can_be_staged_from_a_url(sandbox_fleet):
+    fleet = sandbox_fleet
+    # Given the artifact served over HTTP on the sandbox bridge
+    art = fleet.artifact("1.6.0")
+    handler = partial(SimpleHTTPRequestHandler, directory=str(art.path.parent))
+    server = ThreadingHTTPServer((fleet.cfg.gateway, 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://{fleet.cfg.gateway}:{server.server_address[1]}/{art.path.name}"
+        extra = fleet.deploy_vars(art, lrelease_artifact_url=url, lrelease_waves=["100%"])
+        del extra["lrelease_artifact"]
+        # When it is deployed from that URL in one wave
+        run = fleet.play("deploy.yml", extra)
+    finally:
+        server.shutdown()
+        server.server_close()
+    # Then every node serves it and no download is left behind
+    assert run.rc == 0, run.out
+    for name in fleet.names:
+        assert fleet.version(name) == "1.6.0" and fleet.manifest(name, "1.6.0")["sha256"] == art.sha256
+        assert list((fleet.root(name) / ".lrelease" / "incoming").iterdir()) == []
+
+
+HOOK_RECORD_LB = """\
+# lrelease_switch after_switch hook: what does HAProxy say about this host right now?
+- name: Ask HAProxy about the host
+  lrelease_haproxy:
+    socket: "{{ lrelease_switch_lb_socket }}"
+    backend: "{{ lrelease_switch_lb_backend }}"
+    server: "{{ lrelease_switch_lb_server }}"
+  delegate_to: localhost
+  register: seen
+
+- name: Keep the answer on the host
+  ansible.builtin.copy:
+    content: "{{ seen.after.state }}"
+    dest: "{{ lrelease_switch_deploy_root }}/.lrelease/lb-during-switch"
+    mode: "0644"
+"""
+
+
+
+def test_a_host_that_cannot_stage_stops_the_deploy_before_any_switch(sandbox_fleet):
+    fleet = sandbox_fleet
+    # Given node3's disk is full
+    fleet.sandbox.fault("node3", "disk-full")
+    art = fleet.artifact("1.7.0")
+    # When a build is deployed
+    run = fleet.play("deploy.yml", fleet.deploy_vars(art))
+    # Then staging fails on node3, no host is switched, and node3 keeps no half-staged files
+    assert run.rc != 0
+    assert "staging 1.7.0 failed on node3" in run.out and "nothing live changed" in run.out
+    assert "TASK [lrelease_switch : switched]" not in run.out
+    for name in fleet.names:
+        assert fleet.current(name) == BASE and fleet.version(name) == BASE and fleet.ledger(name) == []
+    releases = fleet.root("node3") / "releases"
+    assert sorted(p.name for p in releases.iterdir()) == [BASE]
+    assert list((fleet.root("node3") / ".lrelease" / "incoming").iterdir()) == []

@@ -1,0 +1,113 @@
+"""The roles' contracts, checked without hosts: every public setting is a commented default with
+the role's prefix, and meta/argument_specs.yml lists exactly the same keys with a type and a
+description (what prometheus-community's CI checks), every step has its hook points, and the
+task names the wrapper follows exist."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+ROLES = {
+    "lrelease_stage": ("fetch", "unpack"),
+    "lrelease_switch": ("drain", "switch", "restart", "verify", "enable"),
+    "lrelease_rollback": ("drain", "switch", "restart", "verify", "enable"),
+    "lrelease_cleanup": ("prune",),
+}
+STABLE_TASKS = {"lrelease_stage": ["staged"], "lrelease_switch": ["switched", "reverted"],
+                "lrelease_rollback": ["rolled back"]}
+
+
+def load(path: Path):
+    return yaml.safe_load(path.read_text())
+
+
+def task_names(role: str) -> list[str]:
+    names = []
+    for path in (ROOT / "roles" / role / "tasks").glob("*.yml"):
+        names += [t.get("name") for t in load(path) or []]
+    return names
+
+
+@pytest.mark.parametrize("role", sorted(ROLES))
+def test_defaults_and_argument_specs_list_the_same_prefixed_keys(role):
+    defaults = load(ROOT / "roles" / role / "defaults" / "main.yml")
+    specs = load(ROOT / "roles" / role / "meta" / "argument_specs.yml")["argument_specs"]
+    options = specs["main"]["options"]
+    assert set(defaults) == set(options), set(defaults) ^ set(options)
+    assert all(key.startswith(role + "_") for key in defaults)
+    for key, spec in options.items():
+        assert spec.get("type") and spec.get("description"), key
+    for entry in specs.values():  # tasks_from entry points validate the same options
+        assert entry["options"] == options
+
+
+@pytest.mark.parametrize("role", sorted(ROLES))
+def test_every_default_is_commented(role):
+    lines = (ROOT / "roles" / role / "defaults" / "main.yml").read_text().splitlines()
+    for i, line in enumerate(lines):
+        if re.match(r"^[a-z_]+:", line):
+            block = lines[max(0, i - 12):i]
+            assert any(ln.startswith("#") for ln in block), f"{line.split(':')[0]} has no comment above it"
+
+
+@pytest.mark.parametrize("role", sorted(ROLES))
+def test_every_step_has_before_and_after_hooks(role):
+    defaults = load(ROOT / "roles" / role / "defaults" / "main.yml")
+    main = (ROOT / "roles" / role / "tasks" / "main.yml").read_text()
+    for step in ROLES[role]:
+        for when in ("before", "after"):
+            key = f"{role}_{when}_{step}_tasks"
+            assert defaults.get(key) == "", key
+            assert f"{{{{ {key} or 'noop.yml' }}}}" in main, f"{key} is not imported in tasks/main.yml"
+
+
+@pytest.mark.parametrize("role", sorted(STABLE_TASKS))
+def test_task_names_the_wrapper_follows_exist(role):
+    assert set(STABLE_TASKS[role]) <= set(task_names(role))
+
+
+def test_modules_are_called_by_fully_qualified_names():
+    ours = {"lrelease_release", "lrelease_haproxy", "lrelease_gate"}
+    keywords = {"name", "when", "register", "vars", "loop", "loop_control", "delegate_to", "run_once", "block",
+                "rescue", "always", "tags", "changed_when", "failed_when", "until", "retries", "delay",
+                "check_mode", "become", "no_log", "notify", "environment", "ignore_errors", "any_errors_fatal"}
+
+    def walk(tasks, where):
+        for task in tasks or []:
+            for key in ("block", "rescue", "always"):
+                walk(task.get(key), where)
+            actions = [k for k in task if k not in keywords]
+            for action in actions:
+                assert action.startswith("ansible.builtin.") or action in ours, f"{where}: {action}"
+
+    files = list((ROOT / "roles").glob("*/tasks/*.yml"))
+    for path in files:
+        walk(load(path), path)
+    for path in (ROOT / "playbooks").glob("*.yml"):
+        for play in load(path):
+            walk(play.get("tasks"), path)
+
+
+def test_plugin_documentation_is_valid_yaml():
+    for path in (ROOT / "lrelease" / "ansible").glob("*/*.py"):
+        text = path.read_text()
+        for block in ("DOCUMENTATION", "RETURN", "EXAMPLES"):
+            match = re.search(block + r' = r"""(.*?)"""', text, re.S)
+            if match:
+                assert isinstance(yaml.safe_load(match.group(1)), (dict, list)), f"{path.name} {block}"
+
+
+def test_plugin_paths_point_at_the_shipped_plugins_and_roles():
+    from lrelease.ansible import plugin_paths
+
+    paths = {key: Path(value) for key, value in plugin_paths().items()}
+    assert (paths["ANSIBLE_ACTION_PLUGINS"] / "lrelease_gate.py").is_file()
+    assert (paths["ANSIBLE_LIBRARY"] / "lrelease_haproxy.py").is_file()
+    assert (paths["ANSIBLE_LIBRARY"] / "lrelease_release.py").is_file()
+    assert paths["ANSIBLE_INVENTORY_PLUGINS"].is_dir()
+    assert sorted(p.name for p in paths["ANSIBLE_ROLES_PATH"].iterdir()) == sorted(ROLES)
