@@ -157,10 +157,12 @@ class _EventTranslator:
         if data.get("ignore_errors"):
             return
         host, res = data.get("host"), data.get("res") or {}
-        if self._key(data) == ("", "lrelease gate"):
-            self._gate(host, res, "fail")
+        first = host not in self.result.failed
         self.result.failed.add(host)
-        self._emit(EventKind.HOST_FAILED, host, {"task": data.get("task"), "msg": str(res.get("msg", ""))[:500]})
+        if self._key(data) == ("", "lrelease gate"):
+            self._gate(host, res, "fail")  # the gate's own event says it all
+        elif first:  # a rescue re-raising the same failure is not news
+            self._emit(EventKind.HOST_FAILED, host, {"task": data.get("task"), "msg": str(res.get("msg", ""))[:500]})
 
     def _on_runner_on_unreachable(self, data: dict[str, Any]) -> None:
         host, res = data.get("host"), data.get("res") or {}

@@ -221,12 +221,14 @@ def history(env: str | None, limit: int, as_json: bool, config_path: Path) -> No
             {**r.to_dict(), "hosts": store.host_phases(r.id), "gates": [g.__dict__ for g in store.gates(r.id)]}
             for r in rows]})
         return
-    table = Table(title="history")
-    for col in ("id", "env", "action", "build", "status", "exit", "who", "started", "reason"):
-        table.add_column(col)
+    table = Table(title=f"history of {env}" if env else "history")
+    cols = ("id", "action", "build", "status", "exit", "who", "started (UTC)", "reason")
+    for col in cols if env else ("env", *cols):
+        table.add_column(col, no_wrap=col != "reason")
     for r in rows:
-        table.add_row(r.id, r.env, r.action, r.build, r.status, str(r.exit_code if r.exit_code is not None else "-"),
-                      r.actor, r.started_at, r.reason)
+        cells = (r.id, r.action, r.build, r.status, str(r.exit_code if r.exit_code is not None else "-"),
+                 r.actor, r.started_at[5:16].replace("T", " "), r.reason)
+        table.add_row(*(cells if env else (r.env, *cells)))
     out.print(table)
 
 
