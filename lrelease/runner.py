@@ -149,7 +149,7 @@ class _EventTranslator:
 
     def _gate(self, host: str, res: dict[str, Any], default: str) -> None:
         record = {"host": host, "wave": self.result.waves, "verdict": res.get("verdict", default),
-                  "evidence": res.get("evidence", {})}
+                  "reason": str(res.get("reason") or res.get("msg") or ""), "evidence": res.get("evidence", {})}
         self.result.gates.append(record)
         self._emit(EventKind.GATE_PASSED if record["verdict"] == "pass" else EventKind.GATE_FAILED, host, record)
 

@@ -67,7 +67,5 @@ class ProgressView:
 
 def _note(event: ProgressEvent) -> str:
     if event.kind in (EventKind.GATE_PASSED, EventKind.GATE_FAILED):
-        evidence = event.detail.get("evidence") or {}
-        summary = evidence.get("summary") or evidence.get("reason") or ""
-        return str(summary)[:160]
+        return str(event.detail.get("reason", ""))[:160]
     return str(event.detail.get("msg", ""))[:160]

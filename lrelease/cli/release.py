@@ -76,7 +76,7 @@ def _run(ctx: click.Context, as_json: bool, project: ProjectConfig, actor: str |
     else:
         style = "green" if outcome.exit_code == ExitCode.OK else "red"
         console.print(f"[{style}]{action} {outcome.build} on {outcome.env}: {outcome.status}[/] — {outcome.message} "
-                      f"(roll-out {outcome.rollout_id})")
+                      f"(roll-out {outcome.rollout_id})", highlight=False)
     ctx.exit(int(outcome.exit_code))
 
 

@@ -26,7 +26,7 @@ def test_switched_hosts_come_from_changed_switch_events_not_batch_positions():
         ev("runner_on_ok", "node1", "lrelease wave", ansible_play_batch=["node1", "node2"]),
         ev("runner_on_ok", "node1", "switched", "lrelease_switch", changed=False),
         ev("runner_on_ok", "node2", "switched", "lrelease_switch", changed=True),
-        ev("runner_on_ok", "node1", "lrelease gate", verdict="pass", evidence={"summary": "ok"}),
+        ev("runner_on_ok", "node1", "lrelease gate", verdict="pass", reason="answered 200", evidence={}),
         ev("runner_on_ok", "node2", "lrelease gate", verdict="pass", evidence={}),
         ev("playbook_on_stats", ok={"node1": 3}),
     ])
@@ -83,3 +83,11 @@ def test_the_outcome_json_envelope_keys_are_pinned():
         "rollout_id", "env", "build", "action", "status", "exit_code", "message", "switched", "rolled_back",
         "failed", "unreachable", "gates", "plan"])
     assert out.to_dict()["exit_code"] == 0
+
+
+def test_gate_records_carry_the_deciders_reason():
+    result, seen = translate([ev("runner_on_ok", "node1", "lrelease gate", verdict="pass", reason="answered 200",
+                                 evidence={"probes": 1})])
+    assert result.gates == [{"host": "node1", "wave": 0, "verdict": "pass", "reason": "answered 200",
+                             "evidence": {"probes": 1}}]
+    assert seen[0].detail["reason"] == "answered 200"
