@@ -179,6 +179,12 @@ class Releaser:
                 return self._finish(rid, env.name, build, action, "interrupted", ExitCode.INTERRUPTED,
                                     "interrupted: every host is on a complete build; `lrelease resume` continues",
                                     result, plan)
+            if _halted(result):
+                hosts = sorted(g["host"] for g in result.gates if g.get("verdict") == "inconclusive")
+                return self._finish(rid, env.name, build, action, "halted", ExitCode.HALTED,
+                                    f"halted for a human: the gate could not decide on {', '.join(hosts)} "
+                                    "(every host is on a complete build; `lrelease resume` continues, "
+                                    "`lrelease rollback` undoes)", result, plan)
             return self._roll_back_after_failure(rid, env, inventory, build, action, result, plan)
 
     def _roll_back_after_failure(self, rid: str, env: EnvironmentConfig, inventory: Path, build: str, action: str,
@@ -294,6 +300,13 @@ class Releaser:
             failed=tuple(sorted(result.failed)), unreachable=tuple(sorted(result.unreachable)),
             gates=tuple(result.gates), plan=plan.to_dict() if plan else {},
         )
+
+
+def _halted(result: RunResult) -> bool:
+    """The gate could not decide (and its policy says halt) and nothing else went wrong."""
+    verdicts = {g.get("verdict") for g in result.gates}
+    judged = {g["host"] for g in result.gates}
+    return "inconclusive" in verdicts and "fail" not in verdicts and not (result.failed - judged) and not result.unreachable
 
 
 def _failure_summary(result: RunResult) -> str:
