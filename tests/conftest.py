@@ -24,7 +24,7 @@ TEST_STATE_DIR = Path(os.environ.get("LRELEASE_TEST_SANDBOX_DIR", "/var/lib/lrel
 
 def pytest_collection_modifyitems(items):
     for item in items:
-        if "tests/sandbox/" in str(item.fspath):
+        if any(f"tests/{d}/" in str(item.fspath) for d in ("sandbox", "rollout", "molecule", "ansible")):
             item.add_marker(pytest.mark.sandbox)
 
 

@@ -129,7 +129,16 @@ class Sandbox:
     def down(self) -> None:
         """Stop everything and remove every namespace, link, mount, process and file we made,
         including leftovers of a crashed run."""
-        self._teardown(SandboxConfig.load(self.state_dir) or SandboxConfig(state_dir=str(self.state_dir)))
+        cfg = SandboxConfig.load(self.state_dir)
+        if cfg is None:
+            # No settings: we cannot know its names, and must not guess (the defaults are the
+            # demo fleet's). Clean only what is provably this directory's.
+            for pid in owned_pids(self.state_dir):
+                stop_pid(pid, timeout=2)
+            netns.unmount_under(self.state_dir)
+            shutil.rmtree(self.state_dir, ignore_errors=True)
+            return
+        self._teardown(cfg)
 
     def _teardown(self, cfg: SandboxConfig) -> None:
         services.stop_load(cfg)

@@ -160,3 +160,12 @@ def remove_mountpoint_if_unused(path: Path) -> None:
         except OSError:
             continue
     path.rmdir()
+
+
+def unmount_under(path: Path) -> None:
+    """Lazily unmount every mount at or below ``path``, deepest first."""
+    prefix = str(path).rstrip("/")
+    points = [p for p, _ in _mounts(Path("/proc/self/mountinfo").read_text())
+              if p == prefix or p.startswith(prefix + "/")]
+    for point in sorted(points, key=len, reverse=True):
+        run(["umount", "-l", point], check=False)

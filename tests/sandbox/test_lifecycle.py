@@ -126,3 +126,15 @@ def test_local_mode_runs_without_namespaces(tmp_path):
         sb.down()
     assert not pid_alive(app_pid)
     assert not (tmp_path / "local").exists()
+
+
+def test_down_of_an_unknown_state_dir_leaves_other_sandboxes_alone(sandbox, tmp_path):
+    # Given the session's fleet up, and a state dir that holds no sandbox (a typo)
+    before = sorted(n for n in netns.netns_list() if n.startswith("lrtest-"))
+    assert before
+    # When down runs on it
+    result = CliRunner().invoke(cli, ["sandbox", "down", "--state-dir", str(tmp_path / "typo")])
+    # Then nothing of the running fleet was touched
+    assert result.exit_code == 0
+    assert sorted(n for n in netns.netns_list() if n.startswith("lrtest-")) == before
+    assert sandbox.status().nodes[0].ssh
