@@ -43,6 +43,7 @@ from typing import Any
 
 from lrelease.errors import ConfigError, ExitCode, LreleaseError
 from lrelease.fleet import Fleet, load_fleet
+from lrelease.gate.settings import GateSettings, parse_gate
 from lrelease.plan import WaveSpec, check_wave
 from lrelease.schema import ENV_NAME_EXPECTED, ENV_NAME_RE, Checker, join, load_yaml_mapping, show
 
@@ -112,6 +113,7 @@ class EnvironmentConfig:
     lb: LoadBalancer | None
     rollback_serial: bool
     inventory: Path | None  # None: the inventory generated from the fleet
+    gate: GateSettings | None = None  # None: the gate checks the health endpoint only
 
     def playbook_vars(self) -> dict[str, Any]:
         """The extra vars of docs/design.md that come from this environment's settings."""
@@ -132,6 +134,8 @@ class EnvironmentConfig:
             out["lrelease_service_name"] = self.service_systemd
         if self.health_port is not None:
             out["lrelease_app_port"] = self.health_port
+        if self.gate is not None:
+            out["lrelease_gate_apm"] = self.gate.to_vars()
         return out
 
 
@@ -289,7 +293,7 @@ def _url_template_ok(url: str) -> bool:
 
 
 _ENV_KEYS = ("waves", "bake_seconds", "gate_timeout_seconds", "deploy_root", "service", "health",
-             "keep_releases", "lb", "rollback", "inventory")
+             "keep_releases", "lb", "rollback", "inventory", "gate")
 
 
 def _environment(check: Checker, name: str, value: Any, root: Path) -> EnvironmentConfig:
@@ -315,11 +319,14 @@ def _environment(check: Checker, name: str, value: Any, root: Path) -> Environme
     inventory = None
     if "inventory" in env:
         inventory = _rel_path(check, env["inventory"], join(key, "inventory"), root)
+    gate = None
+    if env.get("gate") is not None:
+        gate = parse_gate(check, env["gate"], join(key, "gate"), default_bake=bake)
     return EnvironmentConfig(
         name=name, waves=waves, bake_seconds=bake, gate_timeout_seconds=gate_timeout,
         deploy_root=_deploy_root(deploy_root), service_command=command, service_systemd=systemd,
         health_path=health_path, health_port=health_port, keep_releases=keep, lb=lb,
-        rollback_serial=rollback_serial, inventory=inventory)
+        rollback_serial=rollback_serial, inventory=inventory, gate=gate)
 
 
 def _waves(check: Checker, value: Any, key: str) -> tuple[WaveSpec, ...]:

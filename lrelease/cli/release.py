@@ -46,7 +46,9 @@ class _Interrupt:
         self.requested = threading.Event()
 
     def __enter__(self) -> _Interrupt:
-        self._old = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)}
+        # Signal handlers belong to the main thread (a caller may run us in a worker thread).
+        main = threading.current_thread() is threading.main_thread()
+        self._old = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)} if main else {}
         return self
 
     def _handle(self, signum: int, frame: Any) -> None:

@@ -100,7 +100,7 @@ class Sandbox:
         else:  # local mode: a node is just a directory; its app listens on its own loopback port
             for node in cfg.all_nodes():
                 cfg.node_root(node).mkdir(parents=True, exist_ok=True)
-        base = provision.artifact(cfg, cfg.baseline_build)
+        base = provision.baseline_artifact(cfg)
         for node in cfg.all_nodes():
             if provision.current_build(cfg, node) is None:
                 provision.install_release(cfg, node, base)
@@ -265,7 +265,7 @@ class Sandbox:
         """Back to a clean baseline between tests: faults cleared, only the baseline release,
         app running, sshd up. Much cheaper than rebuilding the fleet."""
         cfg = self.config
-        base = provision.artifact(cfg, cfg.baseline_build)
+        base = provision.baseline_artifact(cfg)
         for node in cfg.all_nodes():
             if node_names and node.name not in node_names:
                 continue

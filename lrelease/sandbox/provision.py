@@ -21,6 +21,15 @@ def artifact(cfg: SandboxConfig, build: str, behaviour: Behaviour = Behaviour(),
     return build_artifact(build, cfg.artifacts_dir, behaviour, pad_mb=pad_mb)
 
 
+# Real fleets are never at zero errors: the baseline build answers ~0.5% of requests with a
+# 500, so the gate's statistics work against realistic noise.
+BASELINE_BEHAVIOUR = Behaviour(error_rate=0.005)
+
+
+def baseline_artifact(cfg: SandboxConfig) -> Artifact:
+    return artifact(cfg, cfg.baseline_build, BASELINE_BEHAVIOUR)
+
+
 def node_path(cfg: SandboxConfig, node: Node, rel: str) -> str:
     """A path under the deploy root as the node itself sees it."""
     base = cfg.deploy_root if cfg.mode == "netns" else str(cfg.node_root(node))

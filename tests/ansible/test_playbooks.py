@@ -91,6 +91,41 @@ def test_a_bad_build_stops_after_the_canary_and_rollback_brings_it_back(sandbox_
     assert fleet.app_pid("node1") == pid and len(fleet.ledger("node1")) == 2
 
 
+def test_a_rollback_whose_restart_fails_needs_a_human_and_a_hook_gets_a_restart_of_its_own(sandbox_fleet):
+    fleet = sandbox_fleet
+    # Given 1.4.0 live everywhere
+    art = fleet.artifact("1.4.0")
+    assert fleet.play("deploy.yml", fleet.deploy_vars(art, lrelease_waves=["100%"])).rc == 0
+    pid = fleet.app_pid("node1")
+    rollback_vars = {"lrelease_hosts": "node1", "lrelease_rollback_build": "1.4.0",
+                     "lrelease_lb_socket": fleet.deploy_vars(art)["lrelease_lb_socket"],
+                     "lrelease_lb_backend": "be_demoapp", "lrelease_actor": "pytest"}
+    # When node1 is rolled back with a restart command that fails (the switch restarts, in one step)
+    run = fleet.play("rollback.yml", {**rollback_vars, "lrelease_service_command": "/bin/false"})
+    # Then the host is failed with the command's exit status; current went back and says so
+    # (`rolled back` changed, ledger line), the switch is still pending and the host stays drained
+    assert run.rc != 0
+    assert "rolled back to 1.0.0, but '/bin/false restart' exited 1" in run.out
+    assert "changed: [node1]" in run.out.split("TASK [lrelease_rollback : rolled back]")[1].split("TASK")[0]
+    assert fleet.current("node1") == BASE and fleet.ledger("node1")[-1]["event"] == "rollback"
+    assert (fleet.root("node1") / ".lrelease" / "pending").read_text().strip() == BASE
+    assert fleet.lb_states()["node1"] == "drain" and fleet.app_pid("node1") == pid
+
+    # When a human runs it again to 1.0.0, with a hook between the switch and the restart
+    hook = fleet.tmp / "after_switch.yml"
+    hook.write_text(HOOK_RECORD_PID)
+    again = fleet.play("rollback.yml", {**rollback_vars, "lrelease_rollback_build": "",
+                                        "lrelease_rollback_to": BASE, "lrelease_rollback_after_switch_tasks": str(hook),
+                                        "lrelease_service_command": "/srv/demoapp/bin/demoapp-service"})
+    # Then the pending switch is restarted as a step of its own, after the hook, and settled
+    assert again.rc == 0, again.out
+    assert (fleet.root("node1") / ".lrelease" / "pid-at-hook").read_text().strip() == str(pid)
+    assert fleet.app_pid("node1") != pid and fleet.version("node1") == BASE
+    assert not (fleet.root("node1") / ".lrelease" / "pending").exists()
+    assert fleet.lb_states()["node1"] == "ready" and len(fleet.ledger("node1")) == 2
+    assert all(fleet.current(name) == "1.4.0" for name in OTHERS)
+
+
 def test_a_checksum_mismatch_is_refused_before_any_host_changes(sandbox_fleet):
     fleet = sandbox_fleet
     # Given an artifact and a sha256 that is not its own
@@ -204,6 +239,16 @@ def test_a_build_can_be_staged_from_a_url(sandbox_fleet):
         assert fleet.version(name) == "1.6.0" and fleet.manifest(name, "1.6.0")["sha256"] == art.sha256
         assert list((fleet.root(name) / ".lrelease" / "incoming").iterdir()) == []
 
+
+HOOK_RECORD_PID = """\
+# lrelease_rollback after_switch hook: which app process runs while current has moved back?
+- name: Keep the app's pid on the host
+  ansible.builtin.copy:
+    src: "{{ lrelease_rollback_deploy_root }}/run/app.pid"
+    dest: "{{ lrelease_rollback_deploy_root }}/.lrelease/pid-at-hook"
+    remote_src: true
+    mode: "0644"
+"""
 
 HOOK_RECORD_LB = """\
 # lrelease_switch after_switch hook: what does HAProxy say about this host right now?

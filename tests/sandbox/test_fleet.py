@@ -15,7 +15,7 @@ from click.testing import CliRunner
 from lrelease.cli.main import cli
 from lrelease.sandbox import netns, services, sshd
 from lrelease.sandbox.proc import read_pid
-from tests.conftest import ROOT, TEST_NODES, TEST_STATE_DIR
+from tests.conftest import LOAD_RATE, ROOT, TEST_NODES, TEST_STATE_DIR
 
 
 def ssh(sb, node_name: str, command: str, **kw) -> subprocess.CompletedProcess[str]:
@@ -135,7 +135,7 @@ def test_up_again_is_a_no_op_for_running_nodes(sandbox):
     before = {n.name: (read_pid(sshd.sshd_pidfile(cfg, n)), read_pid(cfg.node_root(n) / "run" / "app.pid"))
               for n in cfg.all_nodes()}
     # When up runs again with the same settings
-    sandbox.up(nodes=TEST_NODES, load_rate=30, **{k: getattr(cfg, k) for k in ("subnet", "prefix", "bridge", "haproxy_port", "prometheus_port")})
+    sandbox.up(nodes=TEST_NODES, load_rate=LOAD_RATE, **{k: getattr(cfg, k) for k in ("subnet", "prefix", "bridge", "haproxy_port", "prometheus_port")})
     # Then nothing was restarted
     after = {n.name: (read_pid(sshd.sshd_pidfile(cfg, n)), read_pid(cfg.node_root(n) / "run" / "app.pid"))
              for n in cfg.all_nodes()}

@@ -201,3 +201,36 @@ def test_rollback_without_a_recorded_previous_build_says_so(root, tmp_path):
     rel.switch(LIVE, str(root), "1.0.0", None, None, None)
     with pytest.raises(rel.LayoutError, match="no previous build"):
         rel.switch(LIVE, str(root), None, None, None, None, only_if_current="1.0.0")
+
+
+class _Runner:
+    """Stands in for AnsibleModule.run_command: returns ``outcome`` or raises it."""
+
+    def __init__(self, outcome):
+        self.outcome, self.calls = outcome, []
+
+    def run_command(self, argv, handle_exceptions=True):
+        # An error must come back to the module, not end it with a failure after current moved.
+        assert handle_exceptions is False
+        self.calls.append(argv)
+        if isinstance(self.outcome, Exception):
+            raise self.outcome
+        return self.outcome
+
+
+def test_the_restart_after_a_switch_is_reported_not_judged():
+    # Given a restart command that prints and exits 3
+    runner = _Runner((3, "stopped pid 7\n", "app not listening\n"))
+    # When the module runs it after a switch
+    outcome = rel.restart_service(runner, ["/srv/app/bin/app-service", "restart"])
+    # Then its argv ran as given and its outcome comes back for the role to judge
+    assert runner.calls == [["/srv/app/bin/app-service", "restart"]]
+    assert outcome == {"cmd": ["/srv/app/bin/app-service", "restart"], "rc": 3,
+                       "stdout": "stopped pid 7", "stderr": "app not listening"}
+
+
+def test_a_restart_command_that_cannot_run_is_reported_like_a_shell_would():
+    missing = rel.restart_service(_Runner(FileNotFoundError(2, "No such file or directory")), ["/nope", "restart"])
+    denied = rel.restart_service(_Runner(PermissionError(13, "Permission denied")), ["/etc/passwd", "restart"])
+    assert (missing["rc"], denied["rc"]) == (127, 126)
+    assert "No such file" in missing["stderr"] and "Permission denied" in denied["stderr"]

@@ -61,6 +61,19 @@ options:
     description: Seconds allowed for one request.
     type: float
     default: 2
+  apm:
+    description:
+      - "Settings of the C(apm) decider (the C(gate:) section of lrelease.yml as the extra var
+        C(lrelease_gate_apm)): provider, provider settings, judge. The canary is this host; the
+        reference is every host of the play after the current batch (not switched yet)."
+    type: dict
+  switched_at:
+    description: Unix time the wave started (C(apm) compares the last wave with its own window before it).
+    type: float
+  health_path:
+    description: Path of the app's health endpoint (C(apm) fails a canary at once when it fails).
+    type: str
+    default: /health
 """
 
 RETURN = r"""
@@ -77,6 +90,9 @@ ARGUMENT_SPEC = {
     "expect_status": {"type": "list", "elements": "int", "default": [200]},
     "successes": {"type": "int", "default": 1},
     "request_timeout": {"type": "float", "default": 2.0},
+    "apm": {"type": "dict"},
+    "switched_at": {"type": "float"},
+    "health_path": {"type": "str", "default": "/health"},
 }
 _DECIDER_PARAMS = ("expect_status", "successes", "request_timeout")
 
@@ -95,9 +111,12 @@ class ActionModule(ActionBase):
             return result
         host = task_vars.get("inventory_hostname", "?")
         try:
+            params = {k: args[k] for k in _DECIDER_PARAMS}
+            if args["kind"] == "apm":
+                params.update(_apm_params(args, task_vars))
             request = GateRequest(
                 host=host, url=args["url"], bake_seconds=args["bake_seconds"], timeout=args["timeout"],
-                interval=args["interval"], params={k: args[k] for k in _DECIDER_PARAMS},
+                interval=args["interval"], params=params,
             )
             outcome = evaluate(request, args["kind"])
         except LreleaseError as err:
@@ -110,3 +129,30 @@ class ActionModule(ActionBase):
         else:
             result.update(failed=True, msg=f"{what} failed on {host}: {outcome.reason}")
         return result
+
+
+def _app_url(name, hostvars):
+    hv = hostvars.get(name, {})
+    return "http://%s:%s" % (hv.get("ansible_host", name), hv.get("lrelease_app_port", 8080))
+
+
+def _apm_params(args, task_vars):
+    """The canary (this host) and the reference: hosts of the play after the current batch.
+    Batches run in play order, so those are exactly the hosts not switched yet; hosts a resume
+    left out of the play are already on the build and rightly not part of it."""
+    import lrelease.gate.canary  # noqa: F401  registers the ``apm`` decider
+
+    if not args.get("apm"):
+        raise LreleaseError("lrelease_gate: kind apm needs the apm settings (extra var lrelease_gate_apm)")
+    hostvars = task_vars.get("hostvars", {})
+    play = list(task_vars.get("ansible_play_hosts_all") or [])
+    batch = set(task_vars.get("ansible_play_batch") or [])
+    after = max((play.index(h) for h in batch if h in play), default=len(play) - 1) + 1
+    me = task_vars.get("inventory_hostname")
+    return {
+        "apm": dict(args["apm"]),
+        "canary": {"name": me, "url": _app_url(me, hostvars)},
+        "reference": [{"name": h, "url": _app_url(h, hostvars)} for h in play[after:]],
+        "switched_at": args.get("switched_at"),
+        "health_path": args["health_path"],
+    }

@@ -36,6 +36,13 @@ options:
       - "C(staged): controller path of the artifact; the action plugin of the same name sends it to
         O(src) on the host in one transfer first."
     type: path
+  restart:
+    description:
+      - "C(current): a command (argv list, no shell, like M(ansible.builtin.command)) run on the host once
+        C(current) has moved (changed), e.g. C([/srv/app/bin/app-service, restart]): a switch and a restart
+        in one module run. Its outcome is returned as C(restart), not judged: the switch stands either way."
+    type: list
+    elements: str
   sha256: {description: "C(staged): expected sha256 of the artifact (hex). C(current): when set, the release's manifest must carry it.", type: str}
   manifest: {description: "C(staged): extra manifest fields (C(commit), C(who), C(rollout_id)).", type: dict, default: {}}
   remove_src: {description: "C(staged): delete O(src) once the release is in place.", type: bool, default: true}
@@ -60,6 +67,7 @@ release: {description: "The entry of O(build) in C(releases), or null.", type: d
 from: {description: "C(current): the build that was current before.", type: str, returned: state=current}
 previous_before: {description: "C(current): C(.lrelease/previous) before (to undo a switch).", type: str, returned: state=current}
 entry: {description: "C(current): the ledger line written.", type: dict, returned: when a ledger line was written}
+restart: {description: "C(current) with O(restart): C(cmd), C(rc), C(stdout), C(stderr) of the command.", type: dict, returned: when current moved and restart was given}
 removed: {description: "C(pruned): what was removed.", type: list, returned: state=pruned}
 """
 
@@ -343,6 +351,15 @@ def switch(module, root, build, previous, ledger, sha256, only_if_current=None):
     return result
 
 
+def restart_service(module, argv):
+    """Run the restart command after a switch; return its outcome (the caller judges it)."""
+    try:
+        rc, out, err = module.run_command(argv, handle_exceptions=False)
+    except OSError as exc:
+        rc, out, err = (127 if isinstance(exc, FileNotFoundError) else 126), "", str(exc)
+    return {"cmd": argv, "rc": rc, "stdout": out.strip(), "stderr": err.strip()}
+
+
 def prune(module, root, keep):
     state = info(root)
     protected = {state["current"], state["previous"]}
@@ -369,6 +386,7 @@ def main():
             keep=dict(type="int", default=5),
             ledger=dict(type="dict"),
             only_if_current=dict(type="str"),
+            restart=dict(type="list", elements="str"),
         ),
         required_if=[
             ("state", "staged", ("build", "sha256")),
@@ -382,6 +400,8 @@ def main():
     build = p["build"]
     if build is not None and not BUILD_RE.match(build):
         module.fail_json(msg="build must match %s, got %r" % (BUILD_RE.pattern, build))
+    if p["restart"] is not None and p["state"] != "current":
+        module.fail_json(msg="restart goes with state=current, got state=%s" % p["state"])
     if p["previous"] and not BUILD_RE.match(p["previous"]):
         module.fail_json(msg="previous must be a build id, got %r" % p["previous"])
     try:
@@ -396,6 +416,8 @@ def main():
                 raise LayoutError("ledger.event must be one of %s, got %r" % (", ".join(LEDGER_EVENTS), ledger.get("event")))
             sha = (p["sha256"] or "").lower() or None
             result = switch(module, root, build, p["previous"], ledger, sha, p["only_if_current"])
+            if p["restart"] and result["changed"] and not module.check_mode:
+                result["restart"] = restart_service(module, p["restart"])
         elif p["state"] == "pruned":
             if p["keep"] < 1:
                 raise LayoutError("keep must be at least 1, got %d" % p["keep"])

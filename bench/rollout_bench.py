@@ -1,0 +1,227 @@
+"""Benchmark, not a test: how long lrelease takes to roll a 20 MiB build out to 6 sandbox nodes
+(bake 0) against a naive serial playbook doing the same job, and how long a fleet rollback
+takes against that roll-out.
+
+    .venv/bin/python bench/rollout_bench.py [--reps 3] [--keep] [--profile DIR] [--json FILE]
+
+Brings up a sandbox of its own (state /var/lib/lrelease-sandbox-bench, 198.18.83.0/24), so a
+demo or test fleet can stay up beside it, and takes it down at the end (unless --keep). Needs
+root, like every netns sandbox. Each repetition, in alternating order:
+
+- lrelease: fleet reset to 1.0.0, ``lrelease deploy --env production --build 2.0.0 --yes``
+  (waves [1, 1, 50%, 100%], bake 0, HAProxy drain, gate on /health, cleanup), then
+  ``lrelease rollback --env production --yes`` (every node back to 1.0.0, in parallel);
+- naive: fleet reset to 1.0.0, ``ansible-playbook bench/naive_deploy.yml`` (serial: 1; copy,
+  unarchive, switch, restart, /health per host).
+
+Both go through the CLI a user would type, with the project's ansible.cfg (pipelining,
+ControlPersist), and every run starts with cold SSH connections (a control-path directory of
+its own), so no run inherits another's. Every run is checked (each node serves the expected
+version) before its time counts. Prints the times, their medians and two ratios: deploy/naive
+(target <= 0.6) and rollback/deploy (target <= 0.3). The machine is shared: compare ratios
+within one run, not absolute seconds across runs. Exit status: 0 when every run did its job
+(whatever the ratios), 1 when one did not.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import requests
+import yaml
+
+from lrelease.sandbox import provision, services
+from lrelease.sandbox.config import SandboxConfig
+from lrelease.sandbox.demoapp.build import Behaviour
+from lrelease.sandbox.fleet import Sandbox, project_config
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+STATE_DIR = Path("/var/lib/lrelease-sandbox-bench")
+SANDBOX = {"subnet": "198.18.83.0/24", "prefix": "lrbench", "bridge": "lrbrx",
+           "haproxy_port": 38380, "prometheus_port": 39390}
+BUILD = "2.0.0"
+TARGETS = {"deploy / naive": 0.6, "rollback / deploy": 0.3}
+ROWS = (("naive", "naive serial playbook"), ("deploy", "lrelease deploy"), ("rollback", "lrelease rollback"))
+
+
+class RunFailed(RuntimeError):
+    """A measured run did not do its job; its time would mean nothing."""
+
+
+@dataclass
+class Results:
+    times: dict[str, list[float]] = field(default_factory=lambda: {key: [] for key, _ in ROWS})
+    loads: list[float] = field(default_factory=list)  # 1-minute load average as each run started
+
+    def median(self, key: str) -> float:
+        return statistics.median(self.times[key])
+
+    def ratios(self) -> dict[str, float]:
+        return {"deploy / naive": self.median("deploy") / self.median("naive"),
+                "rollback / deploy": self.median("rollback") / self.median("deploy")}
+
+    def per_rep(self) -> dict[str, list[float]]:
+        t = self.times
+        return {"deploy / naive": [d / n for d, n in zip(t["deploy"], t["naive"])],
+                "rollback / deploy": [r / d for r, d in zip(t["rollback"], t["deploy"])]}
+
+
+class Bench:
+    def __init__(self, sandbox: Sandbox, work: Path, *, pad_mb: int, profile: Path | None) -> None:
+        self.sandbox, self.work, self.profile = sandbox, work, profile
+        self.cfg: SandboxConfig = sandbox.config
+        self.artifact = provision.artifact(self.cfg, BUILD, Behaviour(), pad_mb=pad_mb)
+        project = project_config(self.cfg, bake_seconds=0)
+        project["state_dir"] = str(work / "lrelease-state")
+        self.config_path = work / "lrelease.yml"
+        self.config_path.write_text(yaml.safe_dump(project, sort_keys=False))
+        self.runs = 0
+        self.results = Results()
+
+    # -- one measured command ------------------------------------------------------------
+    def _timed(self, label: str, argv: list[str]) -> tuple[float, subprocess.CompletedProcess]:
+        """Run ``argv`` from the repo root with cold SSH connections of its own; wall time."""
+        self.runs += 1
+        cp_dir = self.work / f"cp-{self.runs}"
+        cp_dir.mkdir(mode=0o700)
+        env = {**os.environ, "ANSIBLE_SSH_CONTROL_PATH_DIR": str(cp_dir), "LRELEASE_ACTOR": "bench",
+               "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1"}
+        if self.profile is not None:
+            env |= {"ANSIBLE_CALLBACK_PLUGINS": str(REPO / "bench" / "callback_plugins"),
+                    "ANSIBLE_CALLBACKS_ENABLED": "bench_timing",
+                    "LRELEASE_BENCH_TIMING": str(self.profile / f"{self.runs:02d}-{label}.txt")}
+        self.results.loads.append(os.getloadavg()[0])
+        start = time.monotonic()
+        proc = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=600, check=False)
+        took = time.monotonic() - start
+        for sock in cp_dir.iterdir():  # end the ControlPersist masters this run left
+            subprocess.run(["ssh", "-o", f"ControlPath={sock}", "-O", "exit", "bench"], capture_output=True, check=False)
+        shutil.rmtree(cp_dir, ignore_errors=True)
+        if proc.returncode != 0:
+            raise RunFailed(f"{label}: exit {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+        return took, proc
+
+    def _lrelease(self, label: str, *args: str) -> tuple[float, dict]:
+        took, proc = self._timed(label, [str(BIN / "lrelease"), *args, "--yes", "--json", "--config", str(self.config_path)])
+        return took, json.loads(proc.stdout)
+
+    # -- fleet ---------------------------------------------------------------------------
+    def reset(self) -> None:
+        """Every node on the baseline build only, app running, in rotation."""
+        self.sandbox.reset()
+        for node in self.cfg.all_nodes():  # reset() leaves HAProxy alone
+            services.haproxy_command(self.cfg, f"set server be_{self.cfg.app}/{node.name} state ready")
+
+    def expect(self, label: str, version: str) -> None:
+        for node in self.cfg.all_nodes():
+            got = requests.get(f"http://{node.address}:{node.app_port}/version", timeout=3).text.strip()
+            if got != version:
+                raise RunFailed(f"{label}: {node.name} serves {got!r}, expected {version!r}")
+
+    # -- the three measurements ----------------------------------------------------------
+    def lrelease(self) -> None:
+        self.reset()
+        took, out = self._lrelease("deploy", "deploy", "--env", "production", "--build", BUILD)
+        self.expect("lrelease deploy", BUILD)
+        self.results.times["deploy"].append(took)
+        took, out = self._lrelease("rollback", "rollback", "--env", "production")
+        self.expect("lrelease rollback", self.cfg.baseline_build)
+        if len(out.get("rolled_back", ())) != self.cfg.nodes:
+            raise RunFailed(f"lrelease rollback moved {out.get('rolled_back')}, expected every node")
+        self.results.times["rollback"].append(took)
+
+    def naive(self) -> None:
+        self.reset()
+        took, _ = self._timed("naive", [
+            str(BIN / "ansible-playbook"), "-i", str(self.cfg.inventory_path), "bench/naive_deploy.yml",
+            "-e", f"naive_build={BUILD}", "-e", f"naive_artifact={self.artifact.path}",
+            "-e", f"naive_service_command={self.cfg.deploy_root}/bin/{self.cfg.app}-service",
+        ])
+        self.expect("naive deploy", BUILD)
+        self.results.times["naive"].append(took)
+
+
+def render(results: Results, reps: int, cfg: SandboxConfig, pad_mb: int) -> str:
+    width = 8
+    head = f"{'':26}" + "".join(f"{'rep ' + str(i + 1):>{width}}" for i in range(reps)) + f"{'median':>{width}}"
+    lines = [
+        (f"lrelease benchmark: {cfg.nodes} nodes, {pad_mb} MiB artifact ({BUILD}), bake 0, "
+         "waves [1, 1, 50%, 100%]; cold SSH per run; alternating order"),
+        "",
+        head,
+    ]
+    for key, label in ROWS:
+        cells = "".join(f"{t:>{width}.1f}" for t in results.times[key])
+        lines.append(f"{label + ' (s)':26}{cells}{results.median(key):>{width}.1f}")
+    lines.append("")
+    per_rep = results.per_rep()
+    for name, value in results.ratios().items():
+        target = TARGETS[name]
+        verdict = "met" if value <= target else "MISSED"
+        reps_text = " ".join(f"{v:.2f}" for v in per_rep[name])
+        lines.append(f"{name:20} {value:5.2f}  (target <= {target})  {verdict:6}  per repetition: {reps_text}")
+    lines.append("")
+    cpus = os.cpu_count() or 1
+    lo, hi = min(results.loads), max(results.loads)
+    lines.append(f"load average (1 min) at the start of each run: {lo:.2f} to {hi:.2f}, on {cpus} CPUs")
+    if hi > cpus:
+        lines.append("warning: other work kept the CPUs busy; lrelease's parallel steps suffer most from that, "
+                     "so these ratios are pessimistic: run again when the machine is quieter")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="lrelease against a naive serial playbook, and a fleet rollback "
+                                                 "against a roll-out, on a sandbox of its own.")
+    parser.add_argument("--reps", type=int, default=3, help="repetitions of each measurement (default 3)")
+    parser.add_argument("--pad-mb", type=int, default=20, help="artifact size in MiB (default 20)")
+    parser.add_argument("--keep", action="store_true", help="leave the bench sandbox up afterwards")
+    parser.add_argument("--profile", type=Path, metavar="DIR",
+                        help="write per-task timings of every playbook run into DIR (callback bench_timing)")
+    parser.add_argument("--json", type=Path, metavar="FILE", help="also write the figures as JSON")
+    args = parser.parse_args(argv)
+    if args.reps < 1:
+        parser.error("--reps must be at least 1")
+    if args.profile is not None:
+        args.profile.mkdir(parents=True, exist_ok=True)
+
+    sandbox = Sandbox(STATE_DIR)
+    print(f"bringing up the bench sandbox ({STATE_DIR}, {SANDBOX['subnet']}) ...", file=sys.stderr)
+    sandbox.up(nodes=6, load_rate=0, **SANDBOX)
+    try:
+        with tempfile.TemporaryDirectory(prefix="lrelease-bench-") as tmp:
+            bench = Bench(sandbox, Path(tmp), pad_mb=args.pad_mb, profile=args.profile)
+            for rep in range(args.reps):
+                order = (bench.lrelease, bench.naive) if rep % 2 == 0 else (bench.naive, bench.lrelease)
+                for run in order:
+                    print(f"repetition {rep + 1}/{args.reps}: {run.__name__} ...", file=sys.stderr)
+                    run()
+        results = bench.results
+        report = render(results, args.reps, sandbox.config, args.pad_mb)
+    except RunFailed as exc:
+        print(f"bench: a run did not do its job, no figures: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        if not args.keep:
+            sandbox.down()
+    print(report)
+    if args.json:
+        args.json.write_text(json.dumps({"times": results.times, "medians": {k: results.median(k) for k, _ in ROWS},
+                                         "ratios": results.ratios(), "targets": TARGETS, "loads": results.loads,
+                                         "pad_mb": args.pad_mb, "nodes": 6}, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

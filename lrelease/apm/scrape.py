@@ -1,0 +1,279 @@
+"""The ``scrape`` provider: read each host's Prometheus-format /metrics directly; no server needed.
+
+Counters only go up, so the traffic in a window is the difference between two readings: one
+taken at (or near) the window's start, one at its end. ``mark(hosts)`` takes a reading now
+(the gate marks hosts at the switch); ``fetch`` reads again and subtracts. Readings are kept in
+a :class:`ReadingStore` (in memory, or a JSON file so that separate processes, e.g. one Ansible
+task per wave, share them) and a past window, such as the last wave's "before the switch"
+baseline, is answered from stored readings.
+
+A counter that went down, or a changed ``process_start_time_seconds``, means the process
+restarted (it does, at a switch): the new value then counts from zero, as PromQL's
+``increase`` does. Latency comes from the histogram's bucket deltas.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lrelease.apm import HostMetrics, HostRef, ProviderError, Window, no_data
+from lrelease.apm.expfmt import Exposition, ExpositionError, Labels, parse
+from lrelease.apm.latency import Latency
+from lrelease.apm.transport import Http, Settings, Unreachable, snippet
+
+Key = tuple[str, Labels]
+
+
+@dataclass(frozen=True)
+class ScrapeSettings:
+    requests_metric: str = "demoapp_http_requests_total"
+    latency_metric: str = "demoapp_http_request_duration_seconds"  # a histogram (…_bucket{le})
+    code_label: str = "code"
+    error_codes: str = "5.."  # regex on the code label, anchored
+    match: Mapping[str, str] = field(default_factory=dict)  # label -> regex that must match
+    exclude: Mapping[str, str] = field(default_factory=lambda: {"path": "/metrics|/health"})
+    metrics_path: str = "/metrics"
+    start_time_metric: str = "process_start_time_seconds"
+    timeout: float = 2.0
+    tolerance: float = 5.0  # seconds between a window's start and the reading taken for it
+    state_path: str = ""  # JSON file sharing readings between processes; "" keeps them in memory
+
+    def selected(self, labels: Labels) -> bool:
+        found = dict(labels)
+        for label, pattern in self.match.items():
+            if not re.fullmatch(pattern, found.get(label, "")):
+                return False
+        for label, pattern in self.exclude.items():
+            if re.fullmatch(pattern, found.get(label, "")):
+                return False
+        return True
+
+
+@dataclass(frozen=True)
+class Reading:
+    """The counters of one host at one moment (only the series a gate needs)."""
+
+    at: float
+    start_time: float | None
+    counters: Mapping[Key, float]
+
+
+def reading_from(exposition: Exposition, settings: ScrapeSettings, at: float) -> Reading:
+    """Keep the request counters and the latency buckets of one parsed /metrics page."""
+    wanted = {settings.requests_metric, settings.latency_metric + "_bucket"}
+    counters = {(s.name, s.labels): s.value for s in exposition.samples if s.name in wanted}
+    return Reading(at, exposition.value(settings.start_time_metric), counters)
+
+
+def increase(before: Reading, after: Reading) -> dict[Key, float]:
+    """Per-series increase from ``before`` to ``after``, counting restarts like PromQL does."""
+    restarted = (before.start_time is not None and after.start_time is not None
+                 and after.start_time != before.start_time)
+    out: dict[Key, float] = {}
+    for key, value in after.counters.items():
+        previous = before.counters.get(key)
+        if restarted or previous is None or value < previous:
+            out[key] = value
+        else:
+            out[key] = value - previous
+    return out
+
+
+def summarize(host: str, deltas: Mapping[Key, float], settings: ScrapeSettings, seconds: float) -> HostMetrics:
+    """Requests, 5xx errors and latency buckets from per-series increases."""
+    errors_re = re.compile(settings.error_codes)
+    requests = errors = 0.0
+    buckets: dict[float, float] = {}
+    seen_requests = False
+    for (name, labels), value in deltas.items():
+        if name == settings.requests_metric:
+            if not settings.selected(labels):
+                continue
+            seen_requests = True
+            requests += value
+            code = dict(labels).get(settings.code_label, "")
+            if errors_re.fullmatch(code):
+                errors += value
+        elif name == settings.latency_metric + "_bucket":
+            plain = tuple(p for p in labels if p[0] != "le")
+            if not settings.selected(plain):
+                continue
+            le = dict(labels).get("le", "")
+            try:
+                bound = float(le)
+            except ValueError:
+                continue
+            buckets[bound] = buckets.get(bound, 0.0) + value
+    if not seen_requests:
+        return no_data(host, f"no {settings.requests_metric} series (after filters) in /metrics", seconds=seconds)
+    latency = Latency.from_buckets(buckets.items()) if buckets else None
+    return HostMetrics(host=host, requests=requests, errors=errors, latency=latency, seconds=seconds)
+
+
+class ReadingStore:
+    """Readings per host, newest last; optionally persisted to a JSON file (atomic rewrite)."""
+
+    MAX_PER_HOST = 200
+
+    def __init__(self, path: str = "") -> None:
+        self.path = Path(path) if path else None
+        self._by_host: dict[str, list[Reading]] = {}
+        if self.path is not None and self.path.exists():
+            self._load()
+
+    def add(self, host: str, reading: Reading) -> None:
+        if self.path is not None:
+            self._load()  # another process may have added readings since
+        readings = self._by_host.setdefault(host, [])
+        readings.append(reading)
+        readings.sort(key=lambda r: r.at)
+        del readings[:-self.MAX_PER_HOST]
+        if self.path is not None:
+            self._save()
+
+    def nearest(self, host: str, at: float, tolerance: float) -> Reading | None:
+        if self.path is not None:
+            self._load()
+        candidates = [r for r in self._by_host.get(host, []) if abs(r.at - at) <= tolerance]
+        return min(candidates, key=lambda r: abs(r.at - at), default=None)
+
+    def _load(self) -> None:
+        assert self.path is not None
+        try:
+            data = json.loads(self.path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return  # missing or unreadable: start afresh (readings are only a cache of the hosts)
+        self._by_host = {host: [_decode(r) for r in readings] for host, readings in data.items()}
+
+    def _save(self) -> None:
+        assert self.path is not None
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        data = {host: [_encode(r) for r in readings] for host, readings in self._by_host.items()}
+        tmp.write_text(json.dumps(data), encoding="utf-8")
+        os.replace(tmp, self.path)
+
+
+def _encode(reading: Reading) -> dict[str, Any]:
+    return {"at": reading.at, "start_time": reading.start_time,
+            "counters": [[name, [list(p) for p in labels], value] for (name, labels), value in reading.counters.items()]}
+
+
+def _decode(data: Mapping[str, Any]) -> Reading:
+    counters = {(name, tuple((k, v) for k, v in labels)): float(value) for name, labels, value in data["counters"]}
+    return Reading(float(data["at"]), data.get("start_time"), counters)
+
+
+Getter = Callable[[str], tuple[int, str]]
+
+
+class ScrapeProvider:
+    name = "scrape"
+
+    def __init__(self, settings: ScrapeSettings, *, get: Getter | None = None,
+                 clock: Callable[[], float] = time.time, store: ReadingStore | None = None) -> None:
+        self.settings = settings
+        self._clock = clock
+        self.store = store or ReadingStore(settings.state_path)
+        self._get = get or self._http_get
+        self._http: Http | None = None
+
+    def _http_get(self, url: str) -> tuple[int, str]:
+        if self._http is None:
+            self._http = Http(self.name, self.settings.timeout)
+        reply = self._http.request("GET", url)
+        return reply.status, reply.body
+
+    def _read(self, host: HostRef) -> Reading:
+        """Scrape one host now. Raises Unreachable, ProviderError (bad status) or ExpositionError."""
+        if not host.url:
+            raise ProviderError(self.name, f"{host.name}: no URL to scrape (HostRef.url is empty)")
+        at = self._clock()
+        status, body = self._get(host.url.rstrip("/") + self.settings.metrics_path)
+        if status != 200:
+            raise ProviderError(self.name, f"{host.name}: {self.settings.metrics_path} answered HTTP {status}: "
+                                f"{snippet(body)}", status=status)
+        return reading_from(parse(body), self.settings, at)
+
+    def mark(self, hosts: Sequence[HostRef]) -> None:
+        """Take and keep a reading of each reachable host now (a host that does not answer is
+        skipped: its next fetch reports it)."""
+        for host in hosts:
+            try:
+                self.store.add(host.name, self._read(host))
+            except (ProviderError, ExpositionError):
+                continue
+
+    def fetch(self, hosts: Sequence[HostRef], window: Window) -> dict[str, HostMetrics]:
+        now = self._clock()
+        tolerance = max(self.settings.tolerance, 0.05 * window.seconds)
+        return {host.name: self._fetch_one(host, window, now, tolerance) for host in hosts}
+
+    def _fetch_one(self, host: HostRef, window: Window, now: float, tolerance: float) -> HostMetrics:
+        base = self.store.nearest(host.name, window.start, tolerance)
+        if window.end < now - tolerance:  # a past window: both ends from stored readings
+            end = self.store.nearest(host.name, window.end, tolerance)
+            if end is None:
+                return no_data(host.name, "no stored reading near the end of this past window")
+        else:
+            try:
+                end = self._read(host)
+            except Unreachable as exc:
+                return HostMetrics(host=host.name, reachable=False, no_data=True, detail=str(exc))
+            except ProviderError as exc:  # it answered, but not with metrics: nothing to judge
+                return no_data(host.name, str(exc))
+            except ExpositionError as exc:
+                return no_data(host.name, f"/metrics is not valid exposition format: {exc}")
+            self.store.add(host.name, end)
+        if base is None or base.at >= end.at:
+            return no_data(host.name, "no earlier reading near the window's start to take a difference from "
+                                      "(this reading is kept for the next look)")
+        covered_from = base.at
+        if end.start_time is not None and base.start_time is not None and end.start_time != base.start_time:
+            covered_from = max(base.at, end.start_time)
+        return summarize(host.name, increase(base, end), self.settings, end.at - covered_from)
+
+
+def from_settings(data: Mapping[str, Any], where: str, env: Mapping[str, str]) -> ScrapeProvider:
+    fields = ("requests_metric", "latency_metric", "code_label", "error_codes", "match", "exclude",
+              "metrics_path", "start_time_metric", "timeout", "tolerance", "state_path")
+    s = Settings(data, where, fields)
+    defaults = ScrapeSettings()
+    patterns: dict[str, dict[str, str]] = {}
+    for key in ("match", "exclude"):
+        raw = s.data.get(key, getattr(defaults, key))
+        s.check.mapping(raw, key)
+        for label, pattern in raw.items():
+            _regex(s, f"{key}.{label}", pattern)
+        patterns[key] = dict(raw)
+    error_codes = s.string("error_codes", defaults.error_codes)
+    _regex(s, "error_codes", error_codes)
+    metrics_path = s.string("metrics_path", defaults.metrics_path)
+    if not metrics_path.startswith("/"):
+        s.check.fail("metrics_path", f"a path starting with /, got {metrics_path!r}")
+    return ScrapeProvider(ScrapeSettings(
+        requests_metric=s.string("requests_metric", defaults.requests_metric),
+        latency_metric=s.string("latency_metric", defaults.latency_metric),
+        code_label=s.string("code_label", defaults.code_label),
+        error_codes=error_codes, match=patterns["match"], exclude=patterns["exclude"],
+        metrics_path=metrics_path,
+        start_time_metric=s.string("start_time_metric", defaults.start_time_metric),
+        timeout=s.number("timeout", defaults.timeout), tolerance=s.number("tolerance", defaults.tolerance),
+        state_path=s.string("state_path", ""),
+    ))
+
+
+def _regex(s: Settings, key: str, pattern: Any) -> None:
+    if not isinstance(pattern, str):
+        s.check.fail(key, f"a regular expression (string), got {pattern!r}")
+    try:
+        re.compile(pattern)
+    except re.error as exc:
+        s.check.fail(key, f"a valid regular expression ({exc})")

@@ -1,0 +1,174 @@
+"""One wave's bake: wait, look, judge; repeat until Pass, Fail or the maximum bake.
+
+``run_bake`` is the loop the gate runs after a wave switched: take a reading of every host
+(``provider.mark``; only ``scrape`` needs it), wait ``bake_seconds``, then every
+``interval_seconds`` fetch the window since the start and ``judge`` it. Pass or Fail ends the
+bake; Inconclusive keeps baking up to ``max_bake_seconds``, then the policy decides: ``halt``
+(pause for a human, exit 5, every host stays on a complete build) or ``rollback``. A provider
+error (Prometheus stopped, keys refused) makes that look Inconclusive — never a pass.
+
+The reference hosts' per-look increments are handed to the judge too (they sharpen its
+dispersion estimate). With no reference hosts left (the last wave), ``baseline`` is a window
+before these hosts' switch; it is fetched once, in ``baseline_slices`` equal slices (so the
+judge can see how much the traffic varies from slice to slice), and the canary is compared with
+itself then. Clock and sleep are injectable: tests run a whole bake in no time.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any
+
+from lrelease.apm import (
+    HostMetrics,
+    HostRef,
+    Provider,
+    ProviderError,
+    Window,
+    combine,
+    increase_between,
+)
+from lrelease.gate import GateResult, Verdict
+from lrelease.gate.judge import CheckResult, Judgement, judge
+from lrelease.gate.judge_config import JudgeConfig
+
+
+class Step(str, Enum):
+    """What the roll-out does after a look."""
+
+    PASS = "pass"  # the wave may stay; go on
+    ROLLBACK = "rollback"  # put the wave back on the previous build (exit 1 once done)
+    WAIT = "wait"  # keep baking and look again
+    HALT = "halt"  # stop and pause for a human (exit 5)
+
+
+def next_step(judgement: Judgement, look: int, config: JudgeConfig) -> Step:
+    if judgement.verdict is Verdict.PASS:
+        return Step.PASS
+    if judgement.verdict is Verdict.FAIL:
+        return Step.ROLLBACK
+    if look < config.max_looks:
+        return Step.WAIT
+    return Step.ROLLBACK if config.policy == "rollback" else Step.HALT
+
+
+@dataclass(frozen=True)
+class BakeOutcome:
+    step: Step
+    verdict: Verdict
+    reason: str
+    looks: tuple[Judgement, ...]
+    elapsed: float  # wall seconds from start to decision, bake included
+    gate_seconds: float  # wall seconds spent fetching and judging (what the gate adds to the bake)
+    judge_seconds: float  # CPU seconds inside the judge alone
+
+    def to_gate_result(self) -> GateResult:
+        last = self.looks[-1].to_dict() if self.looks else {}
+        evidence: dict[str, Any] = {
+            "gate": "apm", "step": self.step.value, "looks": len(self.looks), "elapsed": round(self.elapsed, 3),
+            "gate_seconds": round(self.gate_seconds, 4), "judge_seconds": round(self.judge_seconds, 4),
+            "last": last, "history": [{"verdict": j.verdict.value, "reason": j.reason} for j in self.looks]}
+        return GateResult(self.verdict, evidence, self.reason)
+
+
+def run_bake(provider: Provider, canary: Sequence[HostRef], reference: Sequence[HostRef], config: JudgeConfig, *,
+             baseline: Window | None = None, baseline_slices: int = 10, health: Provider | None = None,
+             clock: Callable[[], float] = time.time, sleep: Callable[[float], None] = time.sleep,
+             on_look: Callable[[int, Judgement], None] | None = None) -> BakeOutcome:
+    """Bake one wave and decide. ``canary``: the hosts just switched; ``reference``: hosts still
+    on the old build (may be empty; then ``baseline`` is needed for comparisons)."""
+    started = clock()
+    busy = _Stopwatch(clock)
+    with busy:
+        provider.mark([*canary, *reference])
+    looker = _Looker(provider, canary, reference, config, baseline, baseline_slices, health)
+    looks: list[Judgement] = []
+    for look in range(1, config.max_looks + 1):
+        due = started + config.bake_seconds + (look - 1) * config.interval_seconds
+        now = clock()
+        if due > now:
+            sleep(due - now)
+        with busy:
+            judgement = looker.look(look, Window(started, max(clock(), started)))
+        looks.append(judgement)
+        if on_look is not None:
+            on_look(look, judgement)
+        step = next_step(judgement, look, config)
+        if step is Step.WAIT:
+            continue
+        verdict = {Step.PASS: Verdict.PASS, Step.ROLLBACK: Verdict.FAIL, Step.HALT: Verdict.INCONCLUSIVE}[step]
+        reason = judgement.reason
+        if judgement.verdict is Verdict.INCONCLUSIVE:
+            reason = f"still inconclusive after {config.max_bake_seconds:g}s (policy {config.policy}): {reason}"
+        return BakeOutcome(step, verdict, reason, tuple(looks), clock() - started, busy.total, looker.judge_cpu)
+    raise AssertionError("unreachable: the last look always decides")  # pragma: no cover
+
+
+class _Stopwatch:
+    def __init__(self, clock: Callable[[], float]) -> None:
+        self.clock, self.total, self._t0 = clock, 0.0, 0.0
+
+    def __enter__(self) -> None:
+        self._t0 = self.clock()
+
+    def __exit__(self, *exc: object) -> None:
+        self.total += self.clock() - self._t0
+
+
+class _Looker:
+    """Fetches what one look needs and judges it; remembers the previous look's reference
+    totals (for per-look increments) and the baseline (fetched once)."""
+
+    def __init__(self, provider: Provider, canary: Sequence[HostRef], reference: Sequence[HostRef],
+                 config: JudgeConfig, baseline: Window | None, baseline_slices: int, health: Provider | None):
+        self.provider, self.canary, self.reference, self.config = provider, canary, reference, config
+        self.baseline, self.baseline_slices, self.health = baseline, max(1, baseline_slices), health
+        self.previous: dict[str, HostMetrics] = {}
+        self.slices: list[dict[str, HostMetrics]] = []
+        self.baseline_units: dict[str, HostMetrics] | None = None
+        self.judge_cpu = 0.0
+
+    def look(self, look: int, window: Window) -> Judgement:
+        try:
+            checked = self.health.fetch(self.canary, window) if self.health is not None else {}
+            fetched = self.provider.fetch([*self.canary, *self.reference], window)
+            canary = {h.name: fetched[h.name] for h in self.canary}
+            kind, units = "peers", None
+            reference: Mapping[str, HostMetrics] = {h.name: fetched[h.name] for h in self.reference}
+            if self.reference:
+                self._slice(dict(reference))
+            elif self.baseline is not None:
+                reference, kind = self._baseline(), "baseline"
+                units = window.seconds / (self.baseline.seconds / self.baseline_slices)
+        except ProviderError as exc:
+            check = CheckResult("provider", Verdict.INCONCLUSIVE, str(exc),
+                                {"provider": exc.provider, "status": exc.status})
+            return Judgement(Verdict.INCONCLUSIVE, f"inconclusive: {exc}", (check,),
+                             {"look": look, "max_looks": self.config.max_looks})
+        cpu0 = time.process_time()
+        judgement = judge(canary, reference, self.config, look=look, reference_kind=kind, health=checked,
+                          reference_slices=self.slices, canary_units=units)
+        self.judge_cpu += time.process_time() - cpu0
+        return judgement
+
+    def _slice(self, totals: dict[str, HostMetrics]) -> None:
+        if self.previous:
+            self.slices.append({h: increase_between(self.previous[h], m) for h, m in totals.items() if h in self.previous})
+        else:
+            self.slices.append(totals)  # the first look's increment is its total
+        self.previous = totals
+
+    def _baseline(self) -> dict[str, HostMetrics]:
+        if self.baseline_units is None:
+            assert self.baseline is not None
+            step = self.baseline.seconds / self.baseline_slices
+            units = {}
+            for i in range(self.baseline_slices):
+                part = Window(self.baseline.start + i * step, self.baseline.start + (i + 1) * step)
+                fetched = self.provider.fetch(self.canary, part)
+                units[f"baseline@{i}"] = combine(f"baseline@{i}", [fetched[h.name] for h in self.canary])
+            self.baseline_units = units
+        return self.baseline_units

@@ -1,0 +1,81 @@
+"""A tiny HTTP server on 127.0.0.1 for provider tests: answers come from a function of the request."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+
+@dataclass
+class Request:
+    method: str
+    path: str
+    query: dict[str, str]
+    headers: dict[str, str]
+    body: bytes = b""
+
+
+@dataclass
+class Stub:
+    url: str
+    requests: list[Request] = field(default_factory=list)
+
+
+Answer = tuple[int, Any]  # (status, body: str or JSON-able)
+
+
+@contextlib.contextmanager
+def serve(answer: Callable[[Request], Answer]) -> Iterator[Stub]:
+    """Serve ``answer(request) -> (status, body)`` on 127.0.0.1 (an OS-picked port) in a thread."""
+    stub = Stub(url="")
+
+    class Handler(BaseHTTPRequestHandler):
+        def _any(self, method: str) -> None:
+            parts = urlsplit(self.path)
+            length = int(self.headers.get("Content-Length") or 0)
+            request = Request(method, parts.path, {k: v[0] for k, v in parse_qs(parts.query).items()},
+                              {k: v for k, v in self.headers.items()}, self.rfile.read(length) if length else b"")
+            stub.requests.append(request)
+            status, body = answer(request)
+            data = (body if isinstance(body, str) else json.dumps(body)).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json" if not isinstance(body, str) else "text/plain")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def do_GET(self) -> None:
+            self._any("GET")
+
+        def do_POST(self) -> None:
+            self._any("POST")
+
+        def log_message(self, format: str, *args: object) -> None:
+            """Quiet."""
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    stub.url = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        yield stub
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def free_port_url() -> str:
+    """A loopback URL where nothing listens (bound then closed)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return f"http://127.0.0.1:{port}"

@@ -1,0 +1,135 @@
+"""The datadog provider: recorded v1 query answers, and end to end against the local FAKE of Datadog."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+from lrelease.apm import HostRef, ProviderError, Window, make_provider
+from lrelease.apm.datadog import api_base, mean, parse_query_response, total
+from lrelease.apm.fakes import FakeDatadog
+from lrelease.errors import ConfigError
+
+CASES = sorted((Path(__file__).parent / "fixtures" / "apm" / "datadog").glob("*.json"))
+ENV = {"DD_API_KEY": "dd-api-0123456789", "DD_APP_KEY": "dd-app-9876543210"}
+
+
+@pytest.mark.parametrize("path", CASES, ids=lambda p: p.stem)
+def test_recorded_answers(path):
+    case = json.loads(path.read_text())
+    body = case["body"] if isinstance(case["body"], str) else json.dumps(case["body"])
+    expect = case["expect"]
+    if "error" in expect:
+        with pytest.raises(ProviderError) as err:
+            parse_query_response(case["status"], body)
+        assert expect["error"] in str(err.value)
+        return
+    series = parse_query_response(case["status"], body)
+    if "series" in expect:
+        assert len(series) == expect["series"]
+    if "total" in expect:
+        assert total(series) == expect["total"]
+    if "mean" in expect:
+        assert mean(series) == pytest.approx(expect["mean"])
+
+
+@pytest.mark.parametrize(("site", "base"), [
+    ("datadoghq.com", "https://api.datadoghq.com"),
+    ("app.datadoghq.com", "https://api.datadoghq.com"),
+    ("us5.datadoghq.com", "https://api.us5.datadoghq.com"),
+    ("datadoghq.eu", "https://api.datadoghq.eu"),
+    ("ddog-gov.com", "https://api.ddog-gov.com"),
+])
+def test_site_to_api_base(site, base):
+    assert api_base(site) == base
+
+
+@pytest.fixture
+def fake():
+    with FakeDatadog(ENV["DD_API_KEY"], ENV["DD_APP_KEY"]) as dd:
+        yield dd
+
+
+def load(dd: FakeDatadog, host: str, now: float, ok: float, failed: float, durations: list[float]) -> None:
+    for minute in range(5):
+        at = now - 300 + minute * 60
+        dd.add_points("demoapp.http.requests", {"host": host, "status_class": "2xx"}, [(at, ok)])
+        dd.add_points("demoapp.http.requests", {"host": host, "status_class": "5xx"}, [(at, failed)])
+        dd.add_distribution("demoapp.http.request.duration", {"host": host}, at, durations)
+
+
+def test_end_to_end_against_the_fake(fake):
+    # Given the fake holds 5 minutes of counts and latencies for node1 and node2 only
+    now = time.time()
+    load(fake, "node1", now, 98, 2, [0.05, 0.08, 0.1, 0.3])
+    load(fake, "node2", now, 100, 0, [0.05, 0.06])
+    provider = make_provider("datadog", {"url": fake.url}, where="test", env=ENV)
+    # When three hosts are fetched over the window
+    got = provider.fetch([HostRef("node1"), HostRef("node2"), HostRef("node3")], Window(now - 400, now))
+    # Then counts add up over the points, latency is the p95, and node3 is no data
+    assert (got["node1"].requests, got["node1"].errors) == (500, 10)
+    assert (got["node2"].requests, got["node2"].errors) == (500, 0)
+    assert got["node1"].latency.quantile(0.95) == pytest.approx(0.3)
+    assert got["node3"].no_data
+    # And every request carried both keys
+    assert all(r["api_key"] and r["app_key"] for r in fake.seen)
+
+
+def test_wrong_keys_are_a_provider_error_without_the_keys(fake):
+    env = {"DD_API_KEY": "wrong-api-key-value", "DD_APP_KEY": ENV["DD_APP_KEY"]}
+    provider = make_provider("datadog", {"url": fake.url}, where="test", env=env)
+    with pytest.raises(ProviderError) as err:
+        provider.fetch([HostRef("node1")], Window(0, 60))
+    assert "HTTP 403: Forbidden" in str(err.value)
+    assert "wrong-api-key-value" not in str(err.value) and ENV["DD_APP_KEY"] not in str(err.value)
+
+
+@pytest.mark.parametrize(("status", "body", "message"), [
+    (429, {"errors": ["Too many requests"]}, "HTTP 429: Too many requests"),
+    (200, {"status": "error", "error": "Query timed out", "series": []}, "query failed: Query timed out"),
+])
+def test_error_shapes_from_the_fake(fake, status, body, message):
+    fake.fail_next(status, body)
+    provider = make_provider("datadog", {"url": fake.url}, where="test", env=ENV)
+    with pytest.raises(ProviderError) as err:
+        provider.fetch([HostRef("node1")], Window(0, 60))
+    assert message in str(err.value)
+
+
+def test_a_bad_query_template_is_the_fakes_400(fake):
+    provider = make_provider("datadog", {"url": fake.url, "requests_query": "sum:x{host:{host}"}, where="t", env=ENV)
+    with pytest.raises(ProviderError) as err:
+        provider.fetch([HostRef("node1")], Window(0, 60))
+    assert "HTTP 400: Error parsing query" in str(err.value)
+
+
+def test_errors_missing_is_zero_only_when_asked(fake):
+    now = time.time()
+    fake.add_points("demoapp.http.requests", {"host": "node1", "status_class": "2xx"}, [(now - 10, 50)])
+    settings = {"url": fake.url, "latency_queries": None}
+    assert make_provider("datadog", settings, where="t", env=ENV).fetch(
+        [HostRef("node1")], Window(now - 60, now))["node1"].errors == 0
+    strict = make_provider("datadog", {**settings, "errors_missing_is_zero": False}, where="t", env=ENV)
+    assert strict.fetch([HostRef("node1")], Window(now - 60, now))["node1"].no_data
+
+
+def test_keys_never_show_in_reprs():
+    provider = make_provider("datadog", {}, where="t", env=ENV)
+    text = repr(provider) + repr(provider.__dict__)
+    assert ENV["DD_API_KEY"] not in text and ENV["DD_APP_KEY"] not in text
+
+
+@pytest.mark.parametrize(("settings", "env", "key"), [
+    ({}, {"DD_API_KEY": "x"}, "app_key_env"),
+    ({"site": "datadog.example.com"}, ENV, "site"),
+    ({"api_key": "abc"}, ENV, "api_key"),
+    ({"latency_queries": {"p95x": "p95:m{host:{host}}"}}, ENV, "latency_queries.p95x"),
+    ({"latency_unit": "us"}, ENV, "latency_unit"),
+])
+def test_bad_settings_name_the_key(settings, env, key):
+    with pytest.raises(ConfigError) as err:
+        make_provider("datadog", settings, where="lrelease.yml: gate.apm", env=env)
+    assert err.value.key == key
