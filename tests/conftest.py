@@ -10,18 +10,28 @@ import pytest
 from lrelease.sandbox.fleet import Sandbox
 
 ROOT = Path(__file__).resolve().parents[1]
+# LRELEASE_TEST_SLOT=N (0-9) moves every sandbox of the suite to other state dirs, subnets,
+# names and ports, so two runs of the suite on one machine never touch each other's fleets.
+SLOT = int(os.environ.get("LRELEASE_TEST_SLOT", "0"))
+assert 0 <= SLOT <= 9, "LRELEASE_TEST_SLOT must be 0..9"
+
+
+def slotted(state_dir: str, third_octet: int, prefix: str, bridge: str, port: int) -> tuple[Path, dict]:
+    """State dir and sandbox settings for one of the suite's sandboxes, in this run's slot."""
+    suffix = f"-slot{SLOT}" if SLOT else ""
+    tag = str(SLOT) if SLOT else ""
+    return Path(state_dir + suffix), {
+        "subnet": f"198.18.{third_octet + 10 * SLOT}.0/24", "prefix": prefix + tag, "bridge": bridge + tag,
+        "haproxy_port": port + 100 * SLOT, "prometheus_port": port + 1000 + 100 * SLOT,
+    }
+
+
 # Its own state dir, subnet, names and ports, so a demo sandbox can stay up beside the tests.
-TEST_SANDBOX = {
-    "subnet": "198.18.78.0/24",
-    "prefix": "lrtest",
-    "bridge": "lrbrt",
-    "haproxy_port": 28080,
-    "prometheus_port": 29090,
-}
+_DEFAULT_DIR, TEST_SANDBOX = slotted("/var/lib/lrelease-sandbox-test", 78, "lrtest", "lrbrt", 28080)
 TEST_NODES = 6
 # Steady traffic (requests/s over all nodes): enough for the gate's statistics within a short bake.
 LOAD_RATE = 150
-TEST_STATE_DIR = Path(os.environ.get("LRELEASE_TEST_SANDBOX_DIR", "/var/lib/lrelease-sandbox-test"))
+TEST_STATE_DIR = Path(os.environ.get("LRELEASE_TEST_SANDBOX_DIR", str(_DEFAULT_DIR)))
 
 
 def pytest_collection_modifyitems(items):

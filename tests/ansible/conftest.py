@@ -10,6 +10,8 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from tests.conftest import slotted
+
 import pytest
 import requests
 
@@ -18,9 +20,8 @@ from lrelease.sandbox.demoapp.build import Artifact, Behaviour
 from lrelease.sandbox.fleet import Sandbox
 
 ROOT = Path(__file__).resolve().parents[2]
-STATE_DIR = Path(os.environ.get("LRELEASE_ANSIBLE_SANDBOX_DIR", "/var/lib/lrelease-sandbox-helperb"))
-SETTINGS = {"subnet": "198.18.81.0/24", "prefix": "lrhb", "bridge": "lrbrb",
-            "haproxy_port": 38180, "prometheus_port": 39190}
+_DEFAULT_DIR, SETTINGS = slotted("/var/lib/lrelease-sandbox-helperb", 81, "lrhb", "lrbrb", 38180)
+STATE_DIR = Path(os.environ.get("LRELEASE_ANSIBLE_SANDBOX_DIR", str(_DEFAULT_DIR)))
 NODES = 4
 SERVICE = "/srv/demoapp/bin/demoapp-service"
 

@@ -15,7 +15,7 @@ from click.testing import CliRunner
 from lrelease.cli.main import cli
 from lrelease.sandbox import netns, services, sshd
 from lrelease.sandbox.proc import read_pid
-from tests.conftest import LOAD_RATE, ROOT, TEST_NODES, TEST_STATE_DIR
+from tests.conftest import LOAD_RATE, ROOT, TEST_NODES, TEST_SANDBOX, TEST_STATE_DIR
 
 
 def ssh(sb, node_name: str, command: str, **kw) -> subprocess.CompletedProcess[str]:
@@ -124,7 +124,7 @@ def test_status_cli_lists_nodes_with_address_reachability_version_and_target(fle
     assert data["schema"] == "lrelease.sandbox.status/v1"
     assert [n["name"] for n in data["nodes"]] == [f"node{i}" for i in range(1, TEST_NODES + 1)]
     for n in data["nodes"]:
-        assert n["address"].startswith("198.18.78.")
+        assert n["address"].startswith(TEST_SANDBOX["subnet"].rsplit(".", 1)[0] + ".")
         assert (n["ssh"], n["link_up"], n["version"], n["healthy"], n["prometheus"]) == (True, True, "1.0.0", True, "up")
     assert data["haproxy"] and data["prometheus"] and data["load"]
 

@@ -19,16 +19,16 @@ from lrelease.sandbox import netns, sshd
 from lrelease.sandbox.fleet import Sandbox
 from lrelease.sandbox.config import SandboxConfig
 from lrelease.sandbox.proc import owned_pids, pid_alive, read_pid
+from tests.conftest import TEST_SANDBOX, slotted
 
-LIFE = {"subnet": "198.18.79.0/24", "prefix": "lrlife", "bridge": "lrbrl", "haproxy_port": 38080, "prometheus_port": 39090}
-LIFE_DIR = Path("/var/lib/lrelease-sandbox-lifecycle")
+LIFE_DIR, LIFE = slotted("/var/lib/lrelease-sandbox-lifecycle", 79, "lrlife", "lrbrl", 38080)
 
 
 def leftovers(state_dir: Path) -> list[str]:
     """Everything a sandbox could leave behind, as readable strings."""
-    found = [f"netns {n}" for n in netns.netns_list() if n.startswith("lrlife-")]
+    found = [f"netns {n}" for n in netns.netns_list() if n.startswith(LIFE["prefix"] + "-")]
     links = subprocess.run(["ip", "-o", "link", "show"], capture_output=True, text=True).stdout
-    found += [f"link {line.split(':')[1].strip()}" for line in links.splitlines() if "lrbrl" in line]
+    found += [f"link {line.split(':')[1].strip()}" for line in links.splitlines() if LIFE["bridge"] in line]
     found += [f"mount {line.split()[4]}" for line in Path("/proc/self/mountinfo").read_text().splitlines()
               if str(state_dir) in line.split()[4]]
     found += [f"dir {state_dir}"] if state_dir.exists() else []
@@ -102,7 +102,7 @@ def test_up_repairs_a_half_dead_fleet_and_resizes(life):
     assert [(n.name, n.ssh, n.version) for n in st.nodes] == [(f"node{i}", True, "1.0.0") for i in (1, 2, 3)]
     # And shrinking back to 2 removes node3's namespace
     life.up(nodes=2, **LIFE)
-    assert "lrlife-node3" not in netns.netns_list()
+    assert f"{LIFE['prefix']}-node3" not in netns.netns_list()
     assert len(life.status().nodes) == 2
 
 
@@ -130,11 +130,11 @@ def test_local_mode_runs_without_namespaces(tmp_path):
 
 def test_down_of_an_unknown_state_dir_leaves_other_sandboxes_alone(sandbox, tmp_path):
     # Given the session's fleet up, and a state dir that holds no sandbox (a typo)
-    before = sorted(n for n in netns.netns_list() if n.startswith("lrtest-"))
+    before = sorted(n for n in netns.netns_list() if n.startswith(TEST_SANDBOX["prefix"] + "-"))
     assert before
     # When down runs on it
     result = CliRunner().invoke(cli, ["sandbox", "down", "--state-dir", str(tmp_path / "typo")])
     # Then nothing of the running fleet was touched
     assert result.exit_code == 0
-    assert sorted(n for n in netns.netns_list() if n.startswith("lrtest-")) == before
+    assert sorted(n for n in netns.netns_list() if n.startswith(TEST_SANDBOX["prefix"] + "-")) == before
     assert sandbox.status().nodes[0].ssh

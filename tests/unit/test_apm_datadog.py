@@ -116,6 +116,22 @@ def test_errors_missing_is_zero_only_when_asked(fake):
     assert strict.fetch([HostRef("node1")], Window(now - 60, now))["node1"].no_data
 
 
+def test_a_server_echoing_the_key_cannot_leak_it_into_the_error():
+    # Given a misbehaving server that quotes the request's key back in its error
+    from tests.unit.loopback import serve
+
+    def answer(request):
+        return 400, {"errors": [f"bad key {request.headers.get('DD-API-KEY')} for this org"]}
+
+    with serve(answer) as stub:
+        provider = make_provider("datadog", {"url": stub.url}, where="t", env=ENV)
+        # When the query fails, Then the error says so without the key
+        with pytest.raises(ProviderError) as err:
+            provider.fetch([HostRef("node1")], Window(0, 60))
+    assert "bad key *** for this org" in str(err.value)
+    assert ENV["DD_API_KEY"] not in str(err.value)
+
+
 def test_keys_never_show_in_reprs():
     provider = make_provider("datadog", {}, where="t", env=ENV)
     text = repr(provider) + repr(provider.__dict__)

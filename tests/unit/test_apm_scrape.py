@@ -133,6 +133,22 @@ def test_a_past_window_is_answered_from_stored_readings_only():
     assert len(getter.served) == 2 and metrics.requests == 610
 
 
+def test_past_windows_take_the_nearest_readings_within_half_the_window():
+    # Given readings taken at looks (t=1000, 1180), not at a baseline slice's edges
+    clock = Clock()
+    provider = ScrapeProvider(SETTINGS, get=pages("demoapp_t0.txt", "demoapp_t1.txt"), clock=clock)
+    host = HostRef("node1", url="http://x")
+    provider.mark([host])
+    clock.now = 1180.0
+    provider.mark([host])
+    clock.now = 9000.0
+    # When a slice 1050..1150 is asked for, Then the readings around it answer, with their real span
+    metrics = provider.fetch([host], Window(1050.0, 1150.0))["node1"]
+    assert metrics.requests == 610 and metrics.seconds == 180.0
+    # But a slice far from any reading is no data
+    assert provider.fetch([host], Window(5000.0, 5100.0))["node1"].no_data
+
+
 def test_an_unreachable_host_is_reported_as_such_not_as_an_error():
     provider = ScrapeProvider(SETTINGS, clock=Clock())
     metrics = provider.fetch([HostRef("gone", url=free_port_url())], Window(990.0, 1000.0))["gone"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 
 import pytest
@@ -70,7 +71,8 @@ def test_a_bad_canary_is_rolled_back_at_the_first_look():
     assert outcome.step is Step.ROLLBACK and outcome.verdict is Verdict.FAIL
     assert len(outcome.looks) == 1 and clock.slept == [60.0]
     assert provider.marked == ["node1", *[p.name for p in PEERS]]
-    assert outcome.to_gate_result().to_dict()["evidence"]["step"] == "rollback"
+    evidence = json.loads(json.dumps(outcome.to_gate_result().to_dict()))["evidence"]
+    assert evidence["step"] == "rollback" and evidence["last"]["verdict"] == "fail"
 
 
 def test_a_good_canary_passes_once_the_evidence_suffices():
