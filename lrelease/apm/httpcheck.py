@@ -14,7 +14,6 @@ body (a 200 saying ``"fail"`` fails; a 503 saying ``"pass"`` fails too):
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -71,12 +70,10 @@ Getter = Callable[[str, float], tuple[int, str]]
 class HealthCheckProvider:
     name = NAME
 
-    def __init__(self, settings: HealthCheckSettings, *, get: Getter | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, settings: HealthCheckSettings, *, get: Getter | None = None) -> None:
         self.settings = settings
         self._get = get
         self._http: Http | None = None
-        self._clock = clock
 
     def mark(self, hosts: Sequence[HostRef]) -> None:
         """Health is read live; nothing to remember."""

@@ -217,12 +217,17 @@ class ScrapeProvider:
         return {host.name: self._fetch_one(host, window, now, tolerance) for host in hosts}
 
     def _fetch_one(self, host: HostRef, window: Window, now: float, tolerance: float) -> HostMetrics:
-        base = self.store.nearest(host.name, window.start, tolerance)
-        if window.end < now - tolerance:  # a past window: both ends from stored readings
-            end = self.store.nearest(host.name, window.end, tolerance)
+        if window.end < now - tolerance:
+            # A past window (a baseline slice) is answered from stored readings, taken whenever
+            # this host was looked at; rates, not exact edges, matter, so the nearest readings
+            # within half the window on either side will do (the time covered is reported).
+            loose = max(tolerance, window.seconds / 2.0)
+            base = self.store.nearest(host.name, window.start, loose)
+            end = self.store.nearest(host.name, window.end, loose)
             if end is None:
                 return no_data(host.name, "no stored reading near the end of this past window")
         else:
+            base = self.store.nearest(host.name, window.start, tolerance)
             try:
                 end = self._read(host)
             except Unreachable as exc:

@@ -178,7 +178,7 @@ def check_errors(canary: list[HostMetrics], reference: list[HostMetrics], cfg: E
         return CheckResult("errors", Verdict.INCONCLUSIVE,
                            f"not enough traffic: {n_c:.0f} canary requests of the {config.min_requests} needed", ev)
     parts: list[Part] = []
-    disp = Dispersion(phi=config.dispersion or 1.0, how="configured" if config.dispersion else Dispersion.how)
+    disp = Dispersion(phi=config.dispersion, how="configured") if config.dispersion else Dispersion()
     if cfg.compare:
         rate = x_r / n_r if n_r else 0.0
         disp = estimate([m.errors for m in reference], [m.requests for m in reference], rate,
