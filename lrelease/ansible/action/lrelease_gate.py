@@ -5,7 +5,9 @@
 
 from __future__ import annotations
 
+import os
 import sys
+import tempfile
 from pathlib import Path
 
 from ansible.plugins.action import ActionBase
@@ -149,8 +151,16 @@ def _apm_params(args, task_vars):
     batch = set(task_vars.get("ansible_play_batch") or [])
     after = max((play.index(h) for h in batch if h in play), default=len(play) - 1) + 1
     me = task_vars.get("inventory_hostname")
+    apm = dict(args["apm"])
+    if apm.get("provider") == "scrape":
+        # Each gate task is its own process: keep scrape readings in one file per roll-out, so
+        # later waves (and the last one, judged against its own past) can use earlier readings.
+        settings = dict(apm.get("provider_settings") or {})
+        rollout = str(task_vars.get("lrelease_rollout_id") or "adhoc")
+        settings.setdefault("state_path", os.path.join(tempfile.gettempdir(), "lrelease-scrape-%s.json" % rollout))
+        apm["provider_settings"] = settings
     return {
-        "apm": dict(args["apm"]),
+        "apm": apm,
         "canary": {"name": me, "url": _app_url(me, hostvars)},
         "reference": [{"name": h, "url": _app_url(h, hostvars)} for h in play[after:]],
         "switched_at": args.get("switched_at"),
