@@ -282,6 +282,7 @@ class Sandbox:
                     child.unlink()
             provision.install_release(cfg, node, base)
             provision.service(cfg, node, "start")
+        services.wait_until_serving(cfg)
 
 
 def project_config(cfg: SandboxConfig, **production) -> dict:

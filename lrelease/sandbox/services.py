@@ -121,6 +121,34 @@ def wait_for_targets(cfg: SandboxConfig, timeout: float = 20) -> None:
              timeout=timeout, what="Prometheus to scrape every node")
 
 
+def haproxy_up(cfg: SandboxConfig) -> set[str]:
+    """Servers HAProxy currently sends traffic to (operational state running)."""
+    try:
+        text = haproxy_command(cfg, "show servers state")
+    except OSError:
+        return set()
+    header: list[str] = []
+    up = set()
+    for line in text.splitlines():
+        if line.startswith("# "):
+            header = line[2:].split()
+        elif header and line.strip() and not line.startswith("#"):
+            row = dict(zip(header, line.split(), strict=False))
+            if row.get("srv_op_state") == "2":
+                up.add(row.get("srv_name", ""))
+    return up
+
+
+def wait_until_serving(cfg: SandboxConfig, timeout: float = 30) -> None:
+    """Every node up in HAProxy and in Prometheus (both need a few checks after a restart)."""
+    names = {n.name for n in cfg.all_nodes()}
+    if haproxy_socket(cfg).exists():
+        wait_for(lambda: names <= haproxy_up(cfg), timeout=timeout, what="HAProxy to see every node up")
+    if running_pid(prometheus_dir(cfg) / "prometheus.pid"):
+        wait_for(lambda: names <= {k for k, v in prometheus_targets(cfg).items() if v == "up"},
+                 timeout=timeout, what="Prometheus to see every node up")
+
+
 # -- load generator ------------------------------------------------------------------------
 def loadgen_pidfile(cfg: SandboxConfig) -> Path:
     return cfg.root / "loadgen.pid"
