@@ -27,6 +27,9 @@ config_option = click.option("--config", "-c", "config_path", type=click.Path(pa
                              default="lrelease.yml", show_default=True, help="The project config file.")
 env_option = click.option("--env", "-e", "env", required=True, help="Environment (e.g. next, production, dev).")
 json_option = click.option("--json", "as_json", is_flag=True, help="Machine-readable JSON on stdout.")
+reason_option = click.option("--reason", default="", help="Why (recorded with the roll-out).")
+actor_option = click.option("--actor", default=None, help="Who (default: $LRELEASE_ACTOR or the login name).")
+yes_option = click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation (cron, CI).")
 
 
 def _project(path: Path) -> ProjectConfig:
@@ -116,10 +119,10 @@ def plan(env: str, build: str | None, as_json: bool, config_path: Path) -> None:
 @env_option
 @click.option("--build", "-b", required=True, help="Build id; its artifact must exist.")
 @click.option("--sha256", default=None, help="Expected sha256 (default: the artifact's .sha256 file).")
-@click.option("--reason", default="", help="Why (recorded with the roll-out).")
-@click.option("--actor", default=None, help="Who (default: $LRELEASE_ACTOR or the login name).")
+@reason_option
+@actor_option
 @click.option("--dry-run", is_flag=True, help="Print the plan and change nothing.")
-@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation (cron, CI).")
+@yes_option
 @json_option
 @config_option
 @click.pass_context
@@ -144,10 +147,10 @@ def deploy(ctx: click.Context, env: str, build: str, sha256: str | None, reason:
 @click.command()
 @env_option
 @click.option("--to", "to", default=None, help="Go to this build instead of each host's previous one.")
-@click.option("--reason", default="", help="Why (recorded).")
-@click.option("--actor", default=None, help="Who (default: $LRELEASE_ACTOR or the login name).")
+@reason_option
+@actor_option
 @click.option("--dry-run", is_flag=True, help="Say what would happen and change nothing.")
-@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+@yes_option
 @json_option
 @config_option
 @click.pass_context
@@ -169,8 +172,8 @@ def rollback(ctx: click.Context, env: str, to: str | None, reason: str, actor: s
 
 @click.command()
 @env_option
-@click.option("--actor", default=None, help="Who (default: $LRELEASE_ACTOR or the login name).")
-@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+@actor_option
+@yes_option
 @json_option
 @config_option
 @click.pass_context
