@@ -46,6 +46,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from lrelease.apm import HostMetrics, increase_between
 from lrelease.apm.latency import INF, Latency
 from lrelease.gate import Verdict
+from lrelease.gate.bake import BASELINE_SLICES
 from lrelease.gate.judge import judge
 from lrelease.gate.judge_config import JudgeConfig
 from lrelease.gate.stats import normal_cdf
@@ -53,7 +54,6 @@ from lrelease.gate.stats import normal_cdf
 BOUNDS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, INF)
 MEDIAN, SIGMA = 0.080, 0.55
 NOMINAL_P95 = MEDIAN * math.exp(1.6449 * SIGMA)
-BASELINE_MINUTES = 15  # the last wave's baseline: this many minutes before the switch, one slice each
 
 
 def gamma_unit(rng: random.Random, cv: float) -> float:
@@ -169,14 +169,17 @@ def one_decision(rng: random.Random, scenario: Scenario, build: str, traffic: Tr
     canaries, peers = hosts[:scenario.canaries], hosts[scenario.canaries:]
     reference: dict[str, HostMetrics] = {}
     kind = "peers"
-    if not peers:  # the same hosts before their switch, on the old build, one slice per minute
+    baseline_minutes = round(config.max_bake_seconds / 60)  # as the gate does: the maximum bake before the switch
+    if not peers:  # the same hosts before their switch, on the old build, in the gate's slices
         kind = "baseline"
-        for part in range(BASELINE_MINUTES):
+        per_slice = max(1, baseline_minutes // BASELINE_SLICES)
+        for part in range(max(1, baseline_minutes // per_slice)):
             before = [Host(h.share, h.error_effect, h.latency_effect) for h in canaries]
-            glob = (gamma_unit(rng, traffic.volume_cv), gamma_unit(rng, traffic.global_error_cv),
-                    latency_hour * gamma_unit(rng, traffic.global_latency_cv))
-            for h in before:
-                h.add_minute(rng, traffic.rate, p0, *glob, 1.0, 1.0, traffic.burst_cv)
+            for _ in range(per_slice):
+                glob = (gamma_unit(rng, traffic.volume_cv), gamma_unit(rng, traffic.global_error_cv),
+                        latency_hour * gamma_unit(rng, traffic.global_latency_cv))
+                for h in before:
+                    h.add_minute(rng, traffic.rate, p0, *glob, 1.0, 1.0, traffic.burst_cv)
             reference[f"baseline@{part}"] = merged(f"baseline@{part}", before)
     cpu, outcome, used = 0.0, "", 0
     slices: list[dict[str, HostMetrics]] = []
@@ -200,7 +203,7 @@ def one_decision(rng: random.Random, scenario: Scenario, build: str, traffic: Tr
         if not outcome:
             t0 = time.process_time()
             verdict = judge(canary, reference, config, look=look, reference_kind=kind, reference_slices=slices,
-                            canary_units=None if peers else float(look * minutes_per_look)).verdict
+                            canary_units=None if peers else look * minutes_per_look / per_slice).verdict
             cpu += time.process_time() - t0
             used = look
             if verdict is Verdict.PASS:

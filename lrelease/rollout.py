@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lrelease.apm.scrape import ReadingStore
 from lrelease.config import ArtifactRef, EnvironmentConfig, ProjectConfig
 from lrelease.errors import ExitCode, LreleaseError
 from lrelease.fleet import write_inventories
@@ -152,12 +153,29 @@ class Releaser:
     # -- deploy --------------------------------------------------------------------------
     def deploy(self, env_name: str, build: str, *, reason: str = "", sha256: str | None = None,
                resumes: str | None = None, done: tuple[str, ...] = ()) -> Outcome:
+        # The scrape gate's readings of the hosts, shared by the gate tasks of this roll-out and
+        # handed on to its resume (the last wave's baseline may lie before the halt); removed
+        # once the roll-out has ended.
+        rid = new_rollout_id()
+        readings = self.readings_path(resumes or rid)
+        outcome = self._deploy(env_name, build, rid, reason=reason, sha256=sha256, resumes=resumes, done=done,
+                               readings=readings)
+        if outcome.status in ("halted", "interrupted") and readings.exists():
+            readings.replace(self.readings_path(rid))  # the same file unless this was a resume
+        if readings != self.readings_path(rid) or outcome.status not in ("halted", "interrupted"):
+            ReadingStore.discard(readings)
+        return outcome
+
+    def readings_path(self, rollout_id: str) -> Path:
+        return self.project.state_dir / "gate" / f"readings-{rollout_id}.json"
+
+    def _deploy(self, env_name: str, build: str, rid: str, *, reason: str, sha256: str | None,
+                resumes: str | None, done: tuple[str, ...], readings: Path) -> Outcome:
         env = self.project.environment(env_name)
         ref = self.artifact(build, sha256)
         plan, _ = self.plan(env.name, done=done)
         inventory = self.inventory(env)
         last = self.store.last_rollout(env.name, status="succeeded")
-        rid = new_rollout_id()
         action = "resume" if resumes else "deploy"
         with self.store.acquire_lock(env.name, rid):
             self.store.start_rollout(env.name, build, action, self.actor, reason=reason, rollout_id=rid,
@@ -170,6 +188,8 @@ class Releaser:
                 "lrelease_waves": list(plan.serial), "lrelease_hosts": env.name,
                 "lrelease_rollout_id": rid, "lrelease_actor": self.actor,
             }
+            if env.gate is not None:
+                extravars["lrelease_gate_readings"] = str(readings)
             result = run_playbook("deploy.yml", inventory, extravars, limit=",".join(plan.hosts),
                                   on_event=self._recorder(rid), cancel=self.cancel)
             if result.ok:

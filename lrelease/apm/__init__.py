@@ -185,13 +185,28 @@ def no_data(host: str, detail: str, **extra: Any) -> HostMetrics:
 
 class Provider(Protocol):
     """What every provider offers. ``mark`` lets providers without history (``scrape``) take a
-    reading now, e.g. at the moment a host switches; others ignore it."""
+    reading now, e.g. at the moment a host switches; others ignore it. A provider that can only
+    answer a past window at some moments (``scrape``: when it took readings) also has
+    ``slices(hosts, window, count)``; see :func:`past_slices`."""
 
     name: str
 
     def fetch(self, hosts: Sequence[HostRef], window: Window) -> dict[str, HostMetrics]: ...
 
     def mark(self, hosts: Sequence[HostRef]) -> None: ...
+
+
+def equal_slices(window: Window, count: int) -> list[Window]:
+    step = window.seconds / max(1, count)
+    return [Window(window.start + i * step, window.start + (i + 1) * step) for i in range(max(1, count))]
+
+
+def past_slices(provider: Provider, hosts: Sequence[HostRef], window: Window, count: int) -> list[Window]:
+    """About ``count`` consecutive windows covering the past ``window``, each one the provider can
+    answer: equal parts for a metrics server with history; for ``scrape``, the spans between
+    the readings it kept (possibly fewer, or none, when it has few readings from then)."""
+    own = getattr(provider, "slices", None)
+    return list(own(hosts, window, count)) if callable(own) else equal_slices(window, count)
 
 
 ProviderFactory = Callable[..., Provider]

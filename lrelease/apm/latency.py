@@ -169,6 +169,8 @@ def lognormal_quantile(q: float, buckets: Sequence[tuple[float, float]]) -> floa
         (lo, c_lo), (hi, c_hi) = buckets[i - 1], buckets[i]
         if hi == INF or c_hi < q * total or c_hi <= c_lo:
             continue
+        if c_lo >= q * total:  # the rank lies in an earlier bucket (float counts left a step flat)
+            return linear
         p_lo, p_hi = c_lo / total, c_hi / total
         if lo <= 0 or not 0.0 < p_lo < 1.0 or not 0.0 < p_hi < 1.0:
             return linear

@@ -14,6 +14,7 @@ restarted (it does, at a switch): the new value then counts from zero, as PromQL
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import re
@@ -43,6 +44,7 @@ class ScrapeSettings:
     start_time_metric: str = "process_start_time_seconds"
     timeout: float = 2.0
     tolerance: float = 5.0  # seconds between a window's start and the reading taken for it
+    sample_seconds: float = 10.0  # during a bake, read every host this often (0: only at looks)
     state_path: str = ""  # JSON file sharing readings between processes; "" keeps them in memory
 
     def selected(self, labels: Labels) -> bool:
@@ -118,9 +120,12 @@ def summarize(host: str, deltas: Mapping[Key, float], settings: ScrapeSettings, 
 
 
 class ReadingStore:
-    """Readings per host, newest last; optionally persisted to a JSON file (atomic rewrite)."""
+    """Readings per host, oldest first; optionally persisted to a JSON file shared by processes
+    (the gate tasks of one wave run side by side): every change is a read-modify-write under an
+    exclusive lock on a sidecar file, then an atomic rename, so no process loses another's
+    readings and no reader sees half a file."""
 
-    MAX_PER_HOST = 200
+    MAX_PER_HOST = 400
 
     def __init__(self, path: str = "") -> None:
         self.path = Path(path) if path else None
@@ -128,20 +133,40 @@ class ReadingStore:
         if self.path is not None and self.path.exists():
             self._load()
 
+    @staticmethod
+    def lock_path(path: Path) -> Path:
+        return path.with_name(f".{path.name}.lock")
+
+    @classmethod
+    def discard(cls, path: Path) -> None:
+        """Remove a readings file and its lock (the roll-out they served has ended)."""
+        path.unlink(missing_ok=True)
+        cls.lock_path(path).unlink(missing_ok=True)
+
     def add(self, host: str, reading: Reading) -> None:
-        if self.path is not None:
+        if self.path is None:
+            self._add(host, reading)
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.lock_path(self.path), "a", encoding="utf-8") as held:
+            fcntl.flock(held, fcntl.LOCK_EX)  # released when the file closes
             self._load()  # another process may have added readings since
+            self._add(host, reading)
+            self._save()
+
+    def _add(self, host: str, reading: Reading) -> None:
         readings = self._by_host.setdefault(host, [])
         readings.append(reading)
         readings.sort(key=lambda r: r.at)
         del readings[:-self.MAX_PER_HOST]
-        if self.path is not None:
-            self._save()
 
-    def nearest(self, host: str, at: float, tolerance: float) -> Reading | None:
+    def readings(self, host: str) -> list[Reading]:
         if self.path is not None:
             self._load()
-        candidates = [r for r in self._by_host.get(host, []) if abs(r.at - at) <= tolerance]
+        return list(self._by_host.get(host, []))
+
+    def nearest(self, host: str, at: float, tolerance: float) -> Reading | None:
+        candidates = [r for r in self.readings(host) if abs(r.at - at) <= tolerance]
         return min(candidates, key=lambda r: abs(r.at - at), default=None)
 
     def _load(self) -> None:
@@ -184,6 +209,7 @@ class ScrapeProvider:
         self.store = store or ReadingStore(settings.state_path)
         self._get = get or self._http_get
         self._http: Http | None = None
+        self.sample_seconds = settings.sample_seconds
 
     def _http_get(self, url: str) -> tuple[int, str]:
         if self._http is None:
@@ -210,6 +236,27 @@ class ScrapeProvider:
                 self.store.add(host.name, self._read(host))
             except (ProviderError, ExpositionError):
                 continue
+
+    def slices(self, hosts: Sequence[HostRef], window: Window, count: int) -> list[Window]:
+        """Consecutive spans of the past ``window`` between readings this provider kept (of the
+        first host; the others were read in the same passes), each at least ``window/count``
+        long: a past window can only be answered from readings, so its slices start and end on
+        them. None when fewer than two readings fall inside the window."""
+        if not hosts:
+            return []
+        times = [r.at for r in self.store.readings(hosts[0].name) if window.start <= r.at <= window.end]
+        shortest = window.seconds / max(1, count)
+        out: list[Window] = []
+        start = times[0] if times else 0.0
+        for at in times[1:]:
+            if at - start >= shortest:
+                out.append(Window(start, at))
+                start = at
+        if out and start < times[-1]:  # a short tail joins the last slice
+            out[-1] = Window(out[-1].start, times[-1])
+        elif not out and len(times) >= 2:
+            out.append(Window(times[0], times[-1]))
+        return out
 
     def fetch(self, hosts: Sequence[HostRef], window: Window) -> dict[str, HostMetrics]:
         now = self._clock()
@@ -248,7 +295,7 @@ class ScrapeProvider:
 
 def from_settings(data: Mapping[str, Any], where: str, env: Mapping[str, str]) -> ScrapeProvider:
     fields = ("requests_metric", "latency_metric", "code_label", "error_codes", "match", "exclude",
-              "metrics_path", "start_time_metric", "timeout", "tolerance", "state_path")
+              "metrics_path", "start_time_metric", "timeout", "tolerance", "sample_seconds", "state_path")
     s = Settings(data, where, fields)
     defaults = ScrapeSettings()
     patterns: dict[str, dict[str, str]] = {}
@@ -271,6 +318,7 @@ def from_settings(data: Mapping[str, Any], where: str, env: Mapping[str, str]) -
         metrics_path=metrics_path,
         start_time_metric=s.string("start_time_metric", defaults.start_time_metric),
         timeout=s.number("timeout", defaults.timeout), tolerance=s.number("tolerance", defaults.tolerance),
+        sample_seconds=s.number("sample_seconds", defaults.sample_seconds, exclusive=False),
         state_path=s.string("state_path", ""),
     ))
 

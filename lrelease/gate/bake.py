@@ -9,9 +9,9 @@ error (Prometheus stopped, keys refused) makes that look Inconclusive — never 
 
 The reference hosts' per-look increments are handed to the judge too (they sharpen its
 dispersion estimate). With no reference hosts left (the last wave), ``baseline`` is a window
-before these hosts' switch; it is fetched once, in ``baseline_slices`` equal slices (so the
-judge can see how much the traffic varies from slice to slice), and the canary is compared with
-itself then. Clock and sleep are injectable: tests run a whole bake in no time.
+before these hosts' switch; it is fetched once, in about ``baseline_slices`` slices (so the
+judge can see how much the traffic varies from slice to slice; ``scrape`` cuts them at the
+readings it kept), and the canary is compared with itself then. Clock and sleep are injectable: tests run a whole bake in no time.
 """
 
 from __future__ import annotations
@@ -30,10 +30,13 @@ from lrelease.apm import (
     Window,
     combine,
     increase_between,
+    past_slices,
 )
 from lrelease.gate import GateResult, Verdict
 from lrelease.gate.judge import CheckResult, Judgement, judge
 from lrelease.gate.judge_config import JudgeConfig
+
+BASELINE_SLICES = 10  # the last wave's baseline is judged as this many slices of time (its units)
 
 
 class Step(str, Enum):
@@ -75,7 +78,7 @@ class BakeOutcome:
 
 
 def run_bake(provider: Provider, canary: Sequence[HostRef], reference: Sequence[HostRef], config: JudgeConfig, *,
-             baseline: Window | None = None, baseline_slices: int = 10, health: Provider | None = None,
+             baseline: Window | None = None, baseline_slices: int = BASELINE_SLICES, health: Provider | None = None,
              clock: Callable[[], float] = time.time, sleep: Callable[[float], None] = time.sleep,
              on_look: Callable[[int, Judgement], None] | None = None) -> BakeOutcome:
     """Bake one wave and decide. ``canary``: the hosts just switched; ``reference``: hosts still
@@ -88,9 +91,7 @@ def run_bake(provider: Provider, canary: Sequence[HostRef], reference: Sequence[
     looks: list[Judgement] = []
     for look in range(1, config.max_looks + 1):
         due = started + config.bake_seconds + (look - 1) * config.interval_seconds
-        now = clock()
-        if due > now:
-            sleep(due - now)
+        _wait(due, provider, [*canary, *reference], clock, sleep)
         with busy:
             judgement = looker.look(look, Window(started, max(clock(), started)))
         looks.append(judgement)
@@ -105,6 +106,23 @@ def run_bake(provider: Provider, canary: Sequence[HostRef], reference: Sequence[
             reason = f"still inconclusive after {config.max_bake_seconds:g}s (policy {config.policy}): {reason}"
         return BakeOutcome(step, verdict, reason, tuple(looks), clock() - started, busy.total, looker.judge_cpu)
     raise AssertionError("unreachable: the last look always decides")  # pragma: no cover
+
+
+def _wait(due: float, provider: Provider, hosts: Sequence[HostRef], clock: Callable[[], float],
+          sleep: Callable[[float], None]) -> None:
+    """Sleep until ``due``. A provider that only knows what it reads (``scrape``, with its
+    ``sample_seconds``) reads every host on that cadence meanwhile, as a metrics server would
+    scrape: the readings become the time slices of a later wave's baseline."""
+    every = float(getattr(provider, "sample_seconds", 0) or 0)
+    while True:
+        left = due - clock()
+        if left <= 0:
+            return
+        if every <= 0 or left <= every:
+            sleep(left)
+            return
+        sleep(every)
+        provider.mark(hosts)
 
 
 class _Stopwatch:
@@ -129,6 +147,7 @@ class _Looker:
         self.previous: dict[str, HostMetrics] = {}
         self.slices: list[dict[str, HostMetrics]] = []
         self.baseline_units: dict[str, HostMetrics] | None = None
+        self.slice_seconds = 0.0  # mean length of the baseline's slices
         self.judge_cpu = 0.0
 
     def look(self, look: int, window: Window) -> Judgement:
@@ -142,7 +161,7 @@ class _Looker:
                 self._slice(dict(reference))
             elif self.baseline is not None:
                 reference, kind = self._baseline(), "baseline"
-                units = window.seconds / (self.baseline.seconds / self.baseline_slices)
+                units = window.seconds / self.slice_seconds if self.slice_seconds else None
         except ProviderError as exc:
             check = CheckResult("provider", Verdict.INCONCLUSIVE, str(exc),
                                 {"provider": exc.provider, "status": exc.status})
@@ -162,13 +181,15 @@ class _Looker:
         self.previous = totals
 
     def _baseline(self) -> dict[str, HostMetrics]:
+        """The canary hosts before their switch, one unit per slice (fetched once; a slice with
+        no data is left to the judge, which does not count it)."""
         if self.baseline_units is None:
             assert self.baseline is not None
-            step = self.baseline.seconds / self.baseline_slices
+            parts = past_slices(self.provider, self.canary, self.baseline, self.baseline_slices)
             units = {}
-            for i in range(self.baseline_slices):
-                part = Window(self.baseline.start + i * step, self.baseline.start + (i + 1) * step)
+            for i, part in enumerate(parts):
                 fetched = self.provider.fetch(self.canary, part)
                 units[f"baseline@{i}"] = combine(f"baseline@{i}", [fetched[h.name] for h in self.canary])
             self.baseline_units = units
+            self.slice_seconds = sum(p.seconds for p in parts) / len(parts) if parts else 0.0
         return self.baseline_units

@@ -92,3 +92,12 @@ def test_combine_adds_hosts_and_refuses_partial_data():
     both = combine("slice", [a, b])
     assert (both.requests, both.errors, both.latency.count) == (15, 1, 200.0)
     assert combine("slice", [a, HostMetrics("c", no_data=True)]).no_data
+
+
+def test_float_counts_that_creep_up_past_the_quantiles_bucket_do_not_move_it():
+    # Given Prometheus-style extrapolated counts: every request in the first bucket, and later
+    # buckets a hair larger from float arithmetic
+    lat = Latency.from_buckets([(0.005, 12200.0), (0.01, 12200.0), (0.025, 12200.000001), (INF, 12200.000002)])
+    # Then the log-normal p95 is still read in the first bucket, like the linear one (4.75 ms)
+    assert lat.quantile(0.95, "lognormal") == pytest.approx(0.00475, rel=1e-6)
+    assert lat.quantile(0.95, "lognormal") == pytest.approx(lat.quantile(0.95), rel=1e-6)

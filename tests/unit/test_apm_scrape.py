@@ -12,6 +12,7 @@ from lrelease.apm import HostRef, Window, make_provider
 from lrelease.apm.expfmt import parse
 from lrelease.apm.latency import INF
 from lrelease.apm.scrape import (
+    Reading,
     ReadingStore,
     ScrapeProvider,
     ScrapeSettings,
@@ -179,6 +180,46 @@ def test_readings_persist_in_a_json_file_shared_between_providers(tmp_path):
     # Then the first reading was found in the file
     assert metrics.requests == 610
     assert len(json.loads(path.read_text())["node1"]) == 2
+
+
+def _add_readings(path: str, host: str, count: int) -> None:
+    store = ReadingStore(path)
+    for i in range(count):
+        store.add(host, Reading(float(i), None, {}))
+
+
+def test_processes_adding_readings_side_by_side_lose_none(tmp_path):
+    # Given the gate tasks of one wave, each its own process, writing one readings file at once
+    import multiprocessing
+
+    path = str(tmp_path / "readings.json")
+    ctx = multiprocessing.get_context("fork")
+    workers = [ctx.Process(target=_add_readings, args=(path, f"node{i}", 40)) for i in range(4)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join(timeout=60)
+    # Then every reading of every process is in the file
+    assert [w.exitcode for w in workers] == [0] * 4
+    assert {h: len(r) for h, r in json.loads(Path(path).read_text()).items()} == {f"node{i}": 40 for i in range(4)}
+
+
+def test_a_past_window_is_sliced_at_the_readings_kept():
+    # Given readings of a host every 15 s from t=1000 to t=1090, and one after the window
+    clock = Clock()
+    provider = ScrapeProvider(SETTINGS, get=pages("demoapp_t0.txt"), clock=clock)
+    host = HostRef("node1", url="http://x")
+    for at in (1000.0, 1015.0, 1030.0, 1045.0, 1060.0, 1075.0, 1090.0, 1200.0):
+        clock.now = at
+        provider.mark([host])
+    # When the window 960..1100 is cut into about 7 slices (20 s at least)
+    slices = provider.slices([host], Window(960.0, 1100.0), 7)
+    # Then each slice starts and ends on a reading inside the window, none shorter than 20 s,
+    # the short tail joins the last one, and the window's empty start is not pretended to
+    assert [(w.start, w.end) for w in slices] == [(1000.0, 1030.0), (1030.0, 1060.0), (1060.0, 1090.0)]
+    # And a window with fewer than two readings has no slices
+    assert provider.slices([host], Window(1100.0, 1190.0), 5) == []
+    assert provider.slices([host], Window(1040.0, 1050.0), 5) == []
 
 
 def test_a_corrupt_readings_file_starts_afresh(tmp_path):

@@ -144,6 +144,21 @@ def test_the_last_wave_uses_baseline_slices_fetched_once():
     assert len(slices) == 10 and slices[0].start == baseline.start and slices[-1].end == baseline.end
 
 
+def test_a_provider_without_history_reads_every_host_on_its_cadence_while_baking():
+    # Given a provider that only knows what it reads, every 20 s, and a good canary
+    clock = Clock()
+    provider = Scripted(clock, 3000, {})
+    provider.sample_seconds = 20.0
+    marks: list[float] = []
+    provider.mark = lambda hosts: marks.append(clock.now - 10_000.0)
+    # When the wave bakes 60 s to its first look (which passes)
+    outcome = bake(provider, clock)
+    # Then every host was read at the switch and every 20 s meanwhile, and the look came on time
+    assert outcome.step is Step.PASS
+    assert marks == [0.0, 20.0, 40.0]
+    assert provider.windows == [Window(10_000.0, 10_060.0)]
+
+
 def test_the_gate_reports_its_own_time():
     clock = Clock()
     outcome = bake(Scripted(clock, 300, {"node1": 0.05}), clock)
