@@ -28,12 +28,14 @@ _SECRET_RE = re.compile(
     r"|(^|_)pass$|(^|_)pwd$|(^|_)auth$)"
 )
 _SECRET_OK_SUFFIXES = ("_env", "_file", "_path")
+# The gate's evidence: the statistics of its Pass test, not passwords.
+_NOT_SECRETS = frozenset({"p_pass", "dispersion_pass", "canary_share_above_pass"})
 
 
 def looks_secret(key: str) -> bool:
     """True for key names like ``api_key``, ``token``, ``ansible_become_pass``, ``webhook_url``."""
     low = key.lower()
-    return not low.endswith(_SECRET_OK_SUFFIXES) and bool(_SECRET_RE.search(low))
+    return low not in _NOT_SECRETS and not low.endswith(_SECRET_OK_SUFFIXES) and bool(_SECRET_RE.search(low))
 
 
 def join(parent: str, child: str | int) -> str:

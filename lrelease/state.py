@@ -183,6 +183,27 @@ class StateStore:
             raise StateError(f"no roll-out {rollout_id!r} in {self.path}")
         return _rollout(row)
 
+    def find_rollout(self, prefix: str, env: str | None = None) -> Rollout:
+        """The one roll-out whose id is ``prefix`` or starts with it (of ``env``, if given),
+        like git's abbreviated commit ids, so a human can type the first few characters shown
+        by ``history``. No match, or more than one, is a StateError naming the prefix."""
+        prefix = prefix.strip()
+        if not prefix:
+            raise StateError("a roll-out id is needed (see `lrelease history`)")
+        where, args = ("AND env = ?", (env,)) if env else ("", ())
+        # substr, not LIKE: LIKE is case-insensitive and treats _ and % as wildcards.
+        rows = self._db.execute(f"SELECT * FROM rollouts WHERE substr(id, 1, ?) = ? {where}"
+                                " ORDER BY started_at DESC, rowid DESC", (len(prefix), prefix, *args)).fetchall()
+        exact = [r for r in rows if r["id"] == prefix]
+        if exact or len(rows) == 1:
+            return _rollout((exact or rows)[0])
+        scope = f" of environment {env!r}" if env else ""
+        if not rows:
+            raise StateError(f"no roll-out {prefix!r}{scope} in {self.path} (see `lrelease history`)")
+        shown = ", ".join(r["id"] for r in rows[:5]) + (f" and {len(rows) - 5} more" if len(rows) > 5 else "")
+        raise StateError(f"roll-out id {prefix!r}{scope} is ambiguous: {len(rows)} match ({shown});"
+                         " give more characters")
+
     def history(self, env: str | None = None, limit: int = 20) -> list[Rollout]:
         """Roll-outs, newest first."""
         where, args = ("WHERE env = ?", [env]) if env else ("", [])

@@ -1,4 +1,4 @@
-"""``lrelease plan|deploy|rollback|resume|status|history|inventory``: the release commands."""
+"""``lrelease plan|deploy|rollback|resume|status|history|show|inventory``: the release commands."""
 
 from __future__ import annotations
 
@@ -7,12 +7,13 @@ import signal
 import sys
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import click
 from rich.console import Console
 from rich.table import Table
 
+from lrelease.cli import report
 from lrelease.cli.progress import ProgressView
 from lrelease.config import ProjectConfig, load_config
 from lrelease.errors import ExitCode, LreleaseError
@@ -48,7 +49,7 @@ class _Interrupt:
     def __init__(self) -> None:
         self.requested = threading.Event()
 
-    def __enter__(self) -> _Interrupt:
+    def __enter__(self) -> Self:
         # Signal handlers belong to the main thread (a caller may run us in a worker thread).
         main = threading.current_thread() is threading.main_thread()
         self._old = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)} if main else {}
@@ -237,6 +238,24 @@ def history(env: str | None, limit: int, as_json: bool, config_path: Path) -> No
     out.print(table)
 
 
+@click.command()
+@click.argument("rollout_id")
+@click.option("--env", "-e", "env", default=None, help="Only look among this environment's roll-outs.")
+@json_option
+@config_option
+def show(rollout_id: str, env: str | None, as_json: bool, config_path: Path) -> None:
+    """One roll-out in full: who, what, why, each host's phase, and every gate's evidence.
+
+    ROLLOUT_ID may be shortened to any prefix that names one roll-out (as `history` shows)."""
+    store = Releaser(_project(config_path)).store
+    found = store.find_rollout(rollout_id, env)
+    events, gates = store.host_events(found.id), store.gates(found.id)
+    if as_json:
+        _emit("rollout", report.to_json(found, events, gates))
+        return
+    out.print(report.render(report.report(found, events, gates)), highlight=False)
+
+
 @click.group()
 def inventory() -> None:
     """Ansible inventories generated from the fleet file."""
@@ -263,4 +282,4 @@ def _confirm(yes: bool, question: str) -> None:
         raise LreleaseError("not confirmed; nothing changed")
 
 
-COMMANDS = (plan, deploy, rollback, resume, status, history, inventory)
+COMMANDS = (plan, deploy, rollback, resume, status, history, show, inventory)

@@ -151,6 +151,15 @@ def test_secret_looking_keys_are_never_written(store):
     assert store.host_events(rid)[0].detail == {"webhook_url": "<redacted>", "api_key_env": "APM_KEY"}
 
 
+def test_the_gates_statistics_are_kept_whole(store):
+    # Given a gate's evidence whose keys end like a password's ("p_pass") but are statistics
+    rid = deploy(store).id
+    evidence = {"p_fail": 0.9, "p_pass": 0.0004, "canary_share_above_pass": 0.01, "dispersion_pass": {"phi": 1.2}}
+    store.record_gate(rid, 1, "node1", "pass", evidence)
+    # Then they are stored as they are
+    assert store.gates(rid)[0].evidence == evidence
+
+
 # -- the lock -----------------------------------------------------------------------------
 def test_one_rollout_at_a_time_per_environment(store):
     first, second = new_rollout_id(), new_rollout_id()
