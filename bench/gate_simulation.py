@@ -302,7 +302,7 @@ def measure_gate_overhead(config: JudgeConfig) -> None:
         now[0] += seconds
 
     try:
-        for label, cfg in (("decided at the first look", config),
+        for label, cfg in (("as soon as the data decide", config),
                            ("all looks (quiet: inconclusive to the end)",
                             JudgeConfig(bake_seconds=config.bake_seconds, max_bake_seconds=config.max_bake_seconds,
                                         interval_seconds=config.interval_seconds, min_requests=10**9))):

@@ -67,5 +67,34 @@ class ProgressView:
 
 def _note(event: ProgressEvent) -> str:
     if event.kind in (EventKind.GATE_PASSED, EventKind.GATE_FAILED):
-        return str(event.detail.get("reason", ""))[:160]
-    return str(event.detail.get("msg", ""))[:160]
+        return _gate_note(event.detail) or _cut(str(event.detail.get("reason", "")))
+    return _cut(str(event.detail.get("msg", "")))
+
+
+def _cut(text: str, width: int = 160) -> str:
+    return text if len(text) <= width else text[:width - 1] + "…"
+
+
+def _gate_note(detail: dict) -> str:
+    """The APM gate's verdict in one short line: each check's numbers, what it was compared
+    with, and at which look (the full evidence: `lrelease show`)."""
+    evidence = detail.get("evidence") or {}
+    last = evidence.get("last") or {}
+    if evidence.get("gate") != "apm" or not isinstance(last, dict):
+        return ""
+    parts = []
+    for check in last.get("checks") or []:
+        ev, verdict = check.get("evidence") or {}, check.get("verdict", "?")
+        if check.get("check") == "errors" and ev.get("canary_rate") is not None and ev.get("reference_rate") is not None:
+            parts.append(f"errors {ev['canary_rate']:.2%} vs {ev['reference_rate']:.2%} {verdict}")
+        elif check.get("check") == "latency" and any(k.startswith("reference_p") for k in ev):
+            canary = next((v for k, v in ev.items() if k.startswith("canary_p") and k.endswith("_ms")), None)
+            reference = next((v for k, v in ev.items() if k.startswith("reference_p") and k.endswith("_ms")), None)
+            name = f"p{ev.get('quantile', 0.95) * 100:g}"
+            if canary is not None and reference is not None:
+                parts.append(f"{name} {canary:.0f} vs {reference:.0f} ms {verdict}")
+        else:
+            parts.append(_cut(f"{check.get('check', '?')} {verdict}: {check.get('reason', '')}", 100))
+    against = "its own past" if evidence.get("compared_with") == "baseline" else "peers"
+    looks = f"look {evidence.get('looks', '?')}/{last.get('max_looks', '?')}"
+    return _cut(f"{'; '.join(parts)} (vs {against}, {looks})") if parts else ""

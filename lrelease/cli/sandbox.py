@@ -11,7 +11,7 @@ from rich.table import Table
 
 from lrelease.errors import SandboxError
 from lrelease.sandbox import provision, services
-from lrelease.sandbox.config import DEFAULT_SUBNET
+from lrelease.sandbox.config import DEFAULT_SUBNET, SANDBOX_GATES
 from lrelease.sandbox.demoapp.build import Behaviour
 from lrelease.sandbox.fleet import FAULTS, UNDO, Sandbox, SandboxStatus
 
@@ -33,12 +33,17 @@ def sandbox() -> None:
 @click.option("--load-duration", default=3600.0, show_default=True, type=click.FloatRange(1, 6 * 3600),
               help="The background load stops by itself after this many seconds.")
 @click.option("--local", is_flag=True, help="Without root: nodes are directories + loopback ports, no SSH (limited).")
+@click.option("--gate", type=click.Choice(SANDBOX_GATES),
+              help="The gate of the lrelease.yml it writes: none (/health), or the APM gate with the scrape or "
+                   "prometheus provider (give it a --load-rate of 200 or more) [default: as before, else none].")
 @click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
 @state_option
-def up(nodes: int | None, subnet: str | None, load_rate: float, load_duration: float, local: bool, as_json: bool, state_dir: Path | None) -> None:
+def up(nodes: int | None, subnet: str | None, load_rate: float, load_duration: float, local: bool, gate: str | None,
+       as_json: bool, state_dir: Path | None) -> None:
     """Bring the sandbox up (idempotent: repairs what is missing, keeps what runs)."""
     sb = Sandbox(state_dir)
-    sb.up(nodes=nodes, subnet=subnet, load_rate=load_rate, load_duration=load_duration, mode="local" if local else None)
+    sb.up(nodes=nodes, subnet=subnet, load_rate=load_rate, load_duration=load_duration, mode="local" if local else None,
+          gate=gate)
     _show(sb.status(), as_json)
 
 

@@ -45,6 +45,9 @@ class Node:
     app_port: int
 
 
+SANDBOX_GATES = ("none", "scrape", "prometheus")
+
+
 @dataclass(frozen=True)
 class SandboxConfig:
     """Settings of one sandbox; saved as ``sandbox.json`` in its state directory on ``up``."""
@@ -62,6 +65,7 @@ class SandboxConfig:
     haproxy_port: int = 18080
     prometheus_port: int = 19090
     mode: str = "netns"  # "netns" (root) or "local" (no root: directories + loopback ports)
+    gate: str = "none"  # the gate of the lrelease.yml it writes: none (/health), scrape or prometheus
 
     def __post_init__(self) -> None:
         where = "sandbox settings"
@@ -75,6 +79,8 @@ class SandboxConfig:
             raise ConfigError(where, "subnet", f"a private network of at least /25 (not loopback), got {self.subnet}")
         if self.mode not in ("netns", "local"):
             raise ConfigError(where, "mode", f"'netns' or 'local', got {self.mode!r}")
+        if self.gate not in SANDBOX_GATES:
+            raise ConfigError(where, "gate", f"one of {', '.join(SANDBOX_GATES)}, got {self.gate!r}")
         for key in ("prefix", "bridge", "app"):
             if not _NAME_RE.match(getattr(self, key)):
                 raise ConfigError(where, key, "lower-case letters, digits and '-', at most 16 characters")

@@ -14,7 +14,13 @@ import yaml
 
 from lrelease.errors import ConfigError, SandboxError
 from lrelease.sandbox import netns, provision, services, sshd
-from lrelease.sandbox.config import Node, SandboxConfig, state_dir_from_env, veth_name
+from lrelease.sandbox.config import (
+    SANDBOX_GATES,
+    Node,
+    SandboxConfig,
+    state_dir_from_env,
+    veth_name,
+)
 from lrelease.sandbox.proc import owned_pids, stop_pid
 
 REQUIRED_TOOLS = ("ip", "nsenter", "unshare", "mount", "/usr/sbin/sshd", "ssh", "ssh-keygen", "haproxy", "prometheus")
@@ -203,7 +209,7 @@ class Sandbox:
         cfg.fleet_path.write_text("# Written by `lrelease sandbox up`.\n" + yaml.safe_dump(fleet, sort_keys=False))
         if cfg.mode == "netns":  # local-mode nodes differ in deploy root, which lrelease.yml fixes per environment
             cfg.project_path.write_text("# Written by `lrelease sandbox up`: a project config for this fleet.\n"
-                                        + yaml.safe_dump(project_config(cfg), sort_keys=False))
+                                        + yaml.safe_dump(project_config(cfg, gate_provider=cfg.gate), sort_keys=False))
 
     # -- status ------------------------------------------------------------------------
     def status(self) -> SandboxStatus:
@@ -285,8 +291,24 @@ class Sandbox:
         services.wait_until_serving(cfg)
 
 
-def project_config(cfg: SandboxConfig, **production) -> dict:
-    """An ``lrelease.yml`` for the sandbox: production = every node, canary first, HAProxy drain."""
+def sandbox_gate(cfg: SandboxConfig, provider: str = "scrape") -> dict:
+    """The APM gate for the sandbox's traffic (tens of requests/s per node, 0.5% errors): a look
+    every 20 s up to 80 s; an error rate up to one percentage point above the reference is
+    tolerated (ruling out "twice 0.5%" would take minutes of this traffic, "+1 point" takes
+    seconds); everything else the judge's defaults. See docs/apm-gate.md."""
+    if provider not in SANDBOX_GATES or provider == "none":
+        raise ConfigError("lrelease sandbox", "gate", f"scrape or prometheus, got {provider!r}")
+    source: str | dict = "scrape"
+    if provider == "prometheus":
+        source = {"kind": "prometheus", "url": services.prometheus_url(cfg)}
+    return {"provider": source, "bake_seconds": 20, "interval_seconds": 20, "max_bake_seconds": 80,
+            "min_requests": 200, "policy": "halt", "errors": {"floor": 0.01}}
+
+
+def project_config(cfg: SandboxConfig, *, gate_provider: str | None = None, **production) -> dict:
+    """An ``lrelease.yml`` for the sandbox: production = every node, canary first, HAProxy drain;
+    with ``gate_provider`` (scrape or prometheus) the APM gate judges each wave, else /health.
+    ``production`` overrides keys of the environment (``gate`` too)."""
     env = {
         "waves": [1, 1, "50%", "100%"],
         "bake_seconds": 5,
@@ -296,6 +318,8 @@ def project_config(cfg: SandboxConfig, **production) -> dict:
         "keep_releases": 5,
         "lb": {"haproxy_socket": str(services.haproxy_socket(cfg)), "backend": f"be_{cfg.app}"},
     }
+    if gate_provider not in (None, "none"):
+        env["gate"] = sandbox_gate(cfg, gate_provider)
     env.update(production)
     return {
         "version": 1, "app": cfg.app, "fleet": str(cfg.fleet_path), "state_dir": str(cfg.root / "project"),

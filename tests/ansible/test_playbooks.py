@@ -126,6 +126,29 @@ def test_a_rollback_whose_restart_fails_needs_a_human_and_a_hook_gets_a_restart_
     assert all(fleet.current(name) == "1.4.0" for name in OTHERS)
 
 
+def test_a_rollback_that_died_before_its_restart_restarts_the_host_when_run_again(sandbox_fleet):
+    fleet = sandbox_fleet
+    # Given 1.4.0 live everywhere, and a rollback of node1 that switched it back but never
+    # restarted it (its restart command failed: the state a rollback killed at that moment leaves)
+    art = fleet.artifact("1.4.0")
+    assert fleet.play("deploy.yml", fleet.deploy_vars(art, lrelease_waves=["100%"])).rc == 0
+    pid = fleet.app_pid("node1")
+    rollback_vars = {"lrelease_hosts": "node1", "lrelease_rollback_build": "1.4.0",
+                     "lrelease_lb_socket": fleet.deploy_vars(art)["lrelease_lb_socket"],
+                     "lrelease_lb_backend": "be_demoapp", "lrelease_actor": "pytest"}
+    assert fleet.play("rollback.yml", {**rollback_vars, "lrelease_service_command": "/bin/false"}).rc != 0
+    assert fleet.current("node1") == BASE and fleet.app_pid("node1") == pid  # still the 1.4.0 process
+    # When the same rollback (of 1.4.0) is run again
+    again = fleet.play("rollback.yml", {**rollback_vars, "lrelease_service_command": "/srv/demoapp/bin/demoapp-service"})
+    # Then node1 is restarted on 1.0.0 and settled, without a second ledger line
+    assert again.rc == 0, again.out
+    assert "changed: [node1]" in again.out.split("TASK [lrelease_rollback : rolled back]")[1].split("TASK")[0]
+    assert fleet.app_pid("node1") != pid and fleet.version("node1") == BASE
+    assert not (fleet.root("node1") / ".lrelease" / "pending").exists()
+    assert fleet.lb_states()["node1"] == "ready" and len(fleet.ledger("node1")) == 2
+    assert all(fleet.current(name) == "1.4.0" for name in OTHERS)
+
+
 def test_a_checksum_mismatch_is_refused_before_any_host_changes(sandbox_fleet):
     fleet = sandbox_fleet
     # Given an artifact and a sha256 that is not its own

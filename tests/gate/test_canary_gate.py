@@ -1,6 +1,8 @@
 """The APM gate on the sandbox under steady load, with real Prometheus and the scrape provider:
 a bad build is halted on the canary and rolled back; a good one completes; a metrics source
-that goes away mid-roll-out halts for a human (exit 5) with no further host switched."""
+that goes away mid-roll-out halts for a human (exit 5) with no further host switched. The gate
+settings are the sandbox's (``sandbox_gate``: looks every 20 s up to 80 s, +1 point of errors
+tolerated), the ones `lrelease sandbox up --gate` writes."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ import time
 import pytest
 
 from lrelease.sandbox import services
+from lrelease.sandbox.fleet import sandbox_gate
 from tests.conftest import LOAD_RATE
 from tests.rollout.conftest import Project
 
@@ -17,15 +20,6 @@ BASELINE = "1.0.0"
 # Traffic while these tests run (requests/s over 6 nodes): ~50 per node, a few errors a second
 # fleet-wide at the baseline's 0.5%, so a short bake has something to judge.
 GATE_LOAD = 300
-
-
-def gate(provider: str, sandbox) -> dict:
-    """The gate settings of a small service with short bakes: looks every 20 s for 80 s at
-    most; an error rate 1 percentage point above the reference is what must not pass (the bad
-    build's 5% is far beyond it); everything else is the judge's defaults."""
-    settings = {"kind": "prometheus", "url": services.prometheus_url(sandbox.config)} if provider == "prometheus" else "scrape"
-    return {"provider": settings, "bake_seconds": 20, "interval_seconds": 20, "max_bake_seconds": 80,
-            "min_requests": 200, "policy": "halt", "errors": {"floor": 0.01}}
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +42,7 @@ def steady(busy):
 
 @pytest.fixture(params=["scrape", "prometheus"])
 def gated(request, steady, tmp_path) -> Project:
-    return Project(steady, tmp_path, waves=[1, 1, "100%"], bake_seconds=10, gate=gate(request.param, steady))
+    return Project(steady, tmp_path, waves=[1, 1, "100%"], bake_seconds=10, gate=sandbox_gate(steady.config, request.param))
 
 
 def never_switched(project: Project, rollout_id: str, nodes: list[str]) -> bool:
@@ -99,7 +93,7 @@ def test_a_good_build_completes(gated: Project):
 
 def test_prometheus_stopped_mid_rollout_halts_for_a_human(steady, tmp_path):
     # Given a roll-out judged by Prometheus, and Prometheus stopped once the canary switched
-    project = Project(steady, tmp_path, waves=[1, 1, "100%"], bake_seconds=10, gate=gate("prometheus", steady))
+    project = Project(steady, tmp_path, waves=[1, 1, "100%"], bake_seconds=10, gate=sandbox_gate(steady.config, "prometheus"))
     project.build("2.2.0", error_rate=0.005)
     result: dict = {}
     worker = threading.Thread(target=lambda: result.update(

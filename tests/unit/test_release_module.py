@@ -7,6 +7,8 @@ import importlib.util
 import io
 import json
 import os
+import subprocess
+import sys
 import tarfile
 from pathlib import Path
 from types import SimpleNamespace
@@ -192,7 +194,9 @@ def test_rollback_moves_only_a_host_on_the_failed_build_back_to_previous(root, t
     assert (root / ".lrelease" / "previous").read_text() == "1.1.0\n"
     line = json.loads((root / ".lrelease" / "ledger.jsonl").read_text().splitlines()[-1])
     assert (line["event"], line["build"], line["from"], line["to"]) == ("rollback", "1.1.0", "1.1.0", "1.0.0")
-    # And running it again changes nothing (idempotent)
+    # And once the role has settled it (service restarted), running it again changes nothing (idempotent)
+    assert (root / ".lrelease" / "pending").read_text() == "1.0.0\n"
+    (root / ".lrelease" / "pending").unlink()
     assert not rel.switch(LIVE, str(root), None, None, {"event": "rollback"}, None, only_if_current="1.1.0")["changed"]
 
 
@@ -201,6 +205,81 @@ def test_rollback_without_a_recorded_previous_build_says_so(root, tmp_path):
     rel.switch(LIVE, str(root), "1.0.0", None, None, None)
     with pytest.raises(rel.LayoutError, match="no previous build"):
         rel.switch(LIVE, str(root), None, None, None, None, only_if_current="1.0.0")
+
+
+def rolled_back_before_the_restart(root: Path, tmp_path: Path) -> None:
+    """1.0.0 -> 1.1.0 deployed and settled, then a rollback of 1.1.0 killed after `current`
+    went back to 1.0.0 and before the service was restarted (.lrelease/pending: 1.0.0)."""
+    stage(root, tmp_path, "1.0.0")
+    stage(root, tmp_path, "1.1.0", b"new")
+    rel.switch(LIVE, str(root), "1.0.0", None, None, None)
+    rel.switch(LIVE, str(root), "1.1.0", None, {"event": "switch"}, None)
+    (root / ".lrelease" / "pending").unlink()  # the deploy's role settled it
+    rel.switch(LIVE, str(root), None, None, {"event": "rollback"}, None, only_if_current="1.1.0")
+    assert (root / ".lrelease" / "pending").read_text() == "1.0.0\n"
+
+
+@pytest.mark.parametrize("target", [None, "1.0.0"], ids=["to-previous", "rollback-to"])
+def test_a_rollback_that_died_before_the_restart_is_reported_again(root, tmp_path, target):
+    # Given a rollback of 1.1.0 killed between the switch back and the restart
+    rolled_back_before_the_restart(root, tmp_path)
+    # When the rollback runs again (only hosts on 1.1.0, which this one no longer is)
+    again = rel.switch(LIVE, str(root), target, None, {"event": "rollback"}, None, only_if_current="1.1.0")
+    # Then it is reported as a resumed switch (so the role restarts it), from the failed build,
+    # without moving current again or writing a new ledger line; the role settles the marker
+    assert again["changed"] and again["resumed"] and again["from"] == "1.1.0"
+    assert again["current"] == "1.0.0" and os.readlink(root / "current") == "releases/1.0.0"
+    assert [json.loads(x)["event"] for x in (root / ".lrelease" / "ledger.jsonl").read_text().splitlines()] == [
+        "switch", "rollback"]
+    assert (root / ".lrelease" / "pending").read_text() == "1.0.0\n"
+
+
+def test_a_settled_rollback_or_someone_elses_pending_switch_is_left_alone(root, tmp_path):
+    # Given a rollback of 1.1.0 that completed (the role removed .lrelease/pending)
+    rolled_back_before_the_restart(root, tmp_path)
+    (root / ".lrelease" / "pending").unlink()
+    # When it runs again, nothing is to do
+    again = rel.switch(LIVE, str(root), None, None, {"event": "rollback"}, None, only_if_current="1.1.0")
+    assert not again["changed"] and "resumed" not in again
+    assert again["unchanged_because"] == "current is 1.0.0, not 1.1.0"
+    # And a rollback of a build the host was never moved off leaves a pending switch to the deploy's resume
+    (root / ".lrelease" / "pending").write_text("1.0.0\n")
+    other = rel.switch(LIVE, str(root), None, None, {"event": "rollback"}, None, only_if_current="9.9.9")
+    assert not other["changed"] and "resumed" not in other
+
+
+def run_module(tmp_path: Path, **args) -> dict:
+    """The module as Ansible runs it on a host: its own process, arguments in a JSON file."""
+    args_file = tmp_path / "args.json"
+    args_file.write_text(json.dumps({"ANSIBLE_MODULE_ARGS": args}))
+    proc = subprocess.run([sys.executable, str(MODULE), str(args_file)], capture_output=True, text=True, timeout=60,
+                          check=False)
+    result = json.loads(proc.stdout)
+    assert proc.returncode == 0 and not result.get("failed"), result
+    return result
+
+
+def test_a_resumed_rollback_restarts_the_service_in_the_same_module_run(root, tmp_path):
+    # Given a rollback of 1.1.0 killed before the restart, and a service command that logs its calls
+    rolled_back_before_the_restart(root, tmp_path)
+    log = tmp_path / "service.log"
+    service = tmp_path / "app-service"
+    service.write_text(f'#!/bin/sh\necho "$1 $(readlink {root}/current)" >> {log}\n')
+    service.chmod(0o755)
+    rollback = {"root": str(root), "state": "current", "only_if_current": "1.1.0", "ledger": {"event": "rollback"},
+                "restart": [str(service), "restart"]}
+    # When the rollback runs again with the restart in the same module run (the role's default)
+    result = run_module(tmp_path, **rollback)
+    # Then the service is restarted on 1.0.0 and the outcome returned for the role to judge; the marker
+    # stays until the role's settle step, after /health, as after any switch with a restart
+    assert result["changed"] and result["resumed"] and result["current"] == "1.0.0"
+    assert result["restart"]["rc"] == 0 and log.read_text() == "restart releases/1.0.0\n"
+    assert (root / ".lrelease" / "pending").read_text() == "1.0.0\n"
+    # When the role has settled it and the rollback runs again, nothing is restarted
+    (root / ".lrelease" / "pending").unlink()
+    settled = run_module(tmp_path, **rollback)
+    assert not settled["changed"] and "restart" not in settled
+    assert log.read_text() == "restart releases/1.0.0\n"
 
 
 class _Runner:

@@ -20,6 +20,7 @@ from lrelease.sandbox.config import SandboxConfig
     ({"deploy_root": "relative/path"}, "deploy_root"),
     ({"deploy_root": "/srv"}, "deploy_root"),
     ({"mode": "docker"}, "mode"),
+    ({"gate": "datadog"}, "gate"),
 ])
 def test_bad_settings_name_the_key_and_what_was_expected(settings, key):
     with pytest.raises(ConfigError) as err:
@@ -60,3 +61,26 @@ def test_without_root_the_netns_sandbox_is_refused_with_a_hint(tmp_path, monkeyp
     assert result.exit_code == 2
     assert "needs root" in result.output and "--local" in result.output
     assert not (tmp_path / "s").exists()
+
+
+@pytest.mark.parametrize("provider", ["scrape", "prometheus"])
+def test_the_sandbox_project_config_with_an_apm_gate_loads_as_written(tmp_path, provider):
+    # Given the lrelease.yml a sandbox writes with --gate (and the fleet file it points at)
+    import yaml
+
+    from lrelease.config import load_config
+    from lrelease.sandbox.fleet import project_config
+
+    cfg = SandboxConfig(state_dir=str(tmp_path), gate=provider)
+    data = project_config(cfg, gate_provider=cfg.gate)
+    data["fleet"] = str(tmp_path / "fleet.yml")
+    (tmp_path / "fleet.yml").write_text(yaml.safe_dump(
+        {"nodes": {"node1": {"environment": "production", "address": "198.18.77.11"}}}))
+    (tmp_path / "lrelease.yml").write_text(yaml.safe_dump(data))
+    # When it is loaded
+    env = load_config(tmp_path / "lrelease.yml").environment("production")
+    # Then production is judged by the APM gate with that provider and the sandbox's bake
+    assert env.gate is not None and env.gate.provider == provider
+    assert env.gate.judge_config().max_bake_seconds == 80
+    # And without a gate the same config checks /health only
+    assert "gate" not in project_config(cfg)["environments"]["production"]

@@ -39,8 +39,9 @@ options:
   restart:
     description:
       - "C(current): a command (argv list, no shell, like M(ansible.builtin.command)) run on the host once
-        C(current) has moved (changed), e.g. C([/srv/app/bin/app-service, restart]): a switch and a restart
-        in one module run. Its outcome is returned as C(restart), not judged: the switch stands either way."
+        C(current) has moved or a switch is resumed (changed), e.g. C([/srv/app/bin/app-service, restart]):
+        a switch and a restart in one module run. Its outcome is returned as C(restart), not judged: the
+        switch stands either way."
     type: list
     elements: str
   sha256: {description: "C(staged): expected sha256 of the artifact (hex). C(current): when set, the release's manifest must carry it.", type: str}
@@ -48,7 +49,10 @@ options:
   remove_src: {description: "C(staged): delete O(src) once the release is in place.", type: bool, default: true}
   previous: {description: "C(current): value for C(.lrelease/previous) (empty removes it); default the build that was current.", type: str}
   only_if_current:
-    description: "C(current): change nothing unless C(current) is this build (rollback of a failed build)."
+    description:
+      - "C(current): change nothing unless C(current) is this build (rollback of a failed build), or an
+        earlier run moved the host off it and died before the restart (C(.lrelease/pending)): then the
+        result is C(resumed), as for a switch."
     type: str
   keep: {description: "C(pruned): how many of the newest releases to keep.", type: int, default: 5}
   ledger:
@@ -67,7 +71,14 @@ release: {description: "The entry of O(build) in C(releases), or null.", type: d
 from: {description: "C(current): the build that was current before.", type: str, returned: state=current}
 previous_before: {description: "C(current): C(.lrelease/previous) before (to undo a switch).", type: str, returned: state=current}
 entry: {description: "C(current): the ledger line written.", type: dict, returned: when a ledger line was written}
-restart: {description: "C(current) with O(restart): C(cmd), C(rc), C(stdout), C(stderr) of the command.", type: dict, returned: when current moved and restart was given}
+resumed:
+  description:
+    - "C(current): true when C(current) already was the target but C(.lrelease/pending) says an earlier run
+      switched it and died before the restart (also with O(only_if_current), when that run moved the host off
+      that build): reported as changed, without a new ledger line, so the restart and checks run again."
+  type: bool
+  returned: when an earlier switch is resumed
+restart: {description: "C(current) with O(restart): C(cmd), C(rc), C(stdout), C(stderr) of the command.", type: dict, returned: when current moved (or a switch was resumed) and restart was given}
 removed: {description: "C(pruned): what was removed.", type: list, returned: state=pruned}
 """
 
@@ -284,10 +295,22 @@ def point_current(root, build):
     os.replace(tmp, link)  # rename(2): readers see the old link or the new one, never none
 
 
+def resumable_rollback(root, state, build, only_if_current):
+    """`current` is no longer on the failed build because an earlier run moved it off (to the
+    build it names, when given), and .lrelease/pending says that build is not running yet."""
+    cur = state["current"]
+    return (bool(cur) and state["previous"] == only_if_current and build in (None, cur)
+            and read_pending(root) == cur)
+
+
 def switch(module, root, build, previous, ledger, sha256, only_if_current=None):
     if build is None or only_if_current is not None:
         state = info(root)
         if only_if_current is not None and state["current"] != only_if_current:
+            if resumable_rollback(root, state, build, only_if_current):
+                # An earlier run moved `current` off the failed build but died before the service
+                # ran the build it went to: report it again, as a resumed switch, so it is restarted.
+                return dict(state, changed=True, resumed=True, **{"from": state["previous"], "previous_before": state["previous"]})
             return dict(state, changed=False, unchanged_because="current is %s, not %s" % (state["current"], only_if_current),
                         **{"from": state["current"], "previous_before": state["previous"]})
         if build is None:  # back to the build recorded before the last switch
