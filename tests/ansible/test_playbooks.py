@@ -3,10 +3,19 @@ real SSH, a real app, real HAProxy."""
 
 from __future__ import annotations
 
+import json
 import os
+import tempfile
 import threading
 from functools import partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+from lrelease.apm.scrape import ReadingStore
+from lrelease.gate.settings import parse_gate
+from lrelease.sandbox import services
+from lrelease.sandbox.fleet import sandbox_gate
+from lrelease.schema import Checker
 
 BASE = "1.0.0"
 OTHERS = ["node2", "node3", "node4"]
@@ -91,17 +100,23 @@ def test_a_bad_build_stops_after_the_canary_and_rollback_brings_it_back(sandbox_
     assert fleet.app_pid("node1") == pid and len(fleet.ledger("node1")) == 2
 
 
-def test_a_rollback_whose_restart_fails_needs_a_human_and_a_hook_gets_a_restart_of_its_own(sandbox_fleet):
-    fleet = sandbox_fleet
-    # Given 1.4.0 live everywhere
+def live_everywhere_then_rollback_node1(fleet, service_command: str):
+    """1.4.0 deployed to every node, then a rollback of node1 (of 1.4.0) with this restart
+    command; returns (the play's run, node1's 1.4.0 pid, the rollback's vars)."""
     art = fleet.artifact("1.4.0")
     assert fleet.play("deploy.yml", fleet.deploy_vars(art, lrelease_waves=["100%"])).rc == 0
     pid = fleet.app_pid("node1")
     rollback_vars = {"lrelease_hosts": "node1", "lrelease_rollback_build": "1.4.0",
                      "lrelease_lb_socket": fleet.deploy_vars(art)["lrelease_lb_socket"],
                      "lrelease_lb_backend": "be_demoapp", "lrelease_actor": "pytest"}
+    return fleet.play("rollback.yml", {**rollback_vars, "lrelease_service_command": service_command}), pid, rollback_vars
+
+
+def test_a_rollback_whose_restart_fails_needs_a_human_and_a_hook_gets_a_restart_of_its_own(sandbox_fleet):
+    fleet = sandbox_fleet
+    # Given 1.4.0 live everywhere
     # When node1 is rolled back with a restart command that fails (the switch restarts, in one step)
-    run = fleet.play("rollback.yml", {**rollback_vars, "lrelease_service_command": "/bin/false"})
+    run, pid, rollback_vars = live_everywhere_then_rollback_node1(fleet, "/bin/false")
     # Then the host is failed with the command's exit status; current went back and says so
     # (`rolled back` changed, ledger line), the switch is still pending and the host stays drained
     assert run.rc != 0
@@ -130,14 +145,8 @@ def test_a_rollback_that_died_before_its_restart_restarts_the_host_when_run_agai
     fleet = sandbox_fleet
     # Given 1.4.0 live everywhere, and a rollback of node1 that switched it back but never
     # restarted it (its restart command failed: the state a rollback killed at that moment leaves)
-    art = fleet.artifact("1.4.0")
-    assert fleet.play("deploy.yml", fleet.deploy_vars(art, lrelease_waves=["100%"])).rc == 0
-    pid = fleet.app_pid("node1")
-    rollback_vars = {"lrelease_hosts": "node1", "lrelease_rollback_build": "1.4.0",
-                     "lrelease_lb_socket": fleet.deploy_vars(art)["lrelease_lb_socket"],
-                     "lrelease_lb_backend": "be_demoapp", "lrelease_actor": "pytest"}
-    assert fleet.play("rollback.yml", {**rollback_vars, "lrelease_service_command": "/bin/false"}).rc != 0
-    assert fleet.current("node1") == BASE and fleet.app_pid("node1") == pid  # still the 1.4.0 process
+    run, pid, rollback_vars = live_everywhere_then_rollback_node1(fleet, "/bin/false")
+    assert run.rc != 0 and fleet.current("node1") == BASE and fleet.app_pid("node1") == pid  # still the 1.4.0 process
     # When the same rollback (of 1.4.0) is run again
     again = fleet.play("rollback.yml", {**rollback_vars, "lrelease_service_command": "/srv/demoapp/bin/demoapp-service"})
     # Then node1 is restarted on 1.0.0 and settled, without a second ledger line
@@ -308,3 +317,31 @@ def test_a_host_that_cannot_stage_stops_the_deploy_before_any_switch(sandbox_fle
     releases = fleet.root("node3") / "releases"
     assert sorted(p.name for p in releases.iterdir()) == [BASE]
     assert list((fleet.root("node3") / ".lrelease" / "incoming").iterdir()) == []
+
+
+def test_awx_gets_the_apm_gate_verdict_and_what_to_roll_back_from_plain_ansible_playbook(sandbox_fleet):
+    """The APM gate as AWX runs it: the `gate:` settings as the extra var lrelease_gate_apm."""
+    fleet = sandbox_fleet
+    # Given steady traffic (50 requests/s per node, 0.5% errors) and a build answering 5% errors
+    gate = parse_gate(Checker("lrelease.yml"), sandbox_gate(fleet.cfg), "gate", default_bake=0).to_vars()
+    art = fleet.artifact("2.0.0", error_rate=0.05)
+    services.start_load(fleet.cfg, rate=200, duration=300)
+    try:
+        # When deploy.yml runs it with the gate's settings (scrape), as a job template would
+        run = fleet.play("deploy.yml", fleet.deploy_vars(art, lrelease_gate_apm=gate, lrelease_rollout_id="awx-apm"))
+    finally:
+        services.stop_load(fleet.cfg)
+    # Then the canary's gate fails on its error rate against the three nodes still on 1.0.0
+    assert run.rc != 0
+    assert "gate failed on node1: fail: errors: error rate" in run.out, run.out[-3000:]
+    assert fleet.current("node1") == "2.0.0"
+    assert all(fleet.current(name) == BASE and fleet.ledger(name) == [] for name in OTHERS)
+    # And set_stats hands the workflow's rollback job the failed host and the builds
+    assert run.custom_stats() == {"lrelease_failed_hosts": ["node1"], "lrelease_rollback_build": "2.0.0",
+                                  "lrelease_previous_build": BASE}
+    # And the readings the gate took are kept under the roll-out's id for its later waves
+    readings = Path(tempfile.gettempdir()) / "lrelease-scrape-awx-apm.json"
+    try:
+        assert set(json.loads(readings.read_text())) == {"node1", *OTHERS}
+    finally:
+        ReadingStore.discard(readings)

@@ -156,9 +156,10 @@ def _apm_params(args, task_vars):
         # Each gate task is its own process: keep scrape readings in one file per roll-out, so
         # later waves (and the last one, judged against its own past) can use earlier readings.
         # The CLI names a file in its state dir (removed when the roll-out ends); a plain
-        # ansible-playbook or AWX run keeps it in the temp dir under the roll-out's id.
+        # ansible-playbook or AWX run keeps it in the temp dir under the roll-out's id, or under
+        # this ansible-playbook run (the gate runs in a worker forked from it) without one.
         settings = dict(apm.get("provider_settings") or {})
-        rollout = str(task_vars.get("lrelease_rollout_id") or "adhoc")
+        rollout = str(task_vars.get("lrelease_rollout_id") or task_vars.get("awx_job_id") or "run-%d" % os.getppid())
         settings.setdefault("state_path", task_vars.get("lrelease_gate_readings") or os.path.join(
             tempfile.gettempdir(), "lrelease-scrape-%s.json" % rollout))
         apm["provider_settings"] = settings
