@@ -162,12 +162,27 @@ class Releaser:
                                readings=readings)
         if outcome.status in ("halted", "interrupted") and readings.exists():
             readings.replace(self.readings_path(rid))  # the same file unless this was a resume
-        if readings != self.readings_path(rid) or outcome.status not in ("halted", "interrupted"):
-            ReadingStore.discard(readings)
+        self.prune_readings()
         return outcome
 
     def readings_path(self, rollout_id: str) -> Path:
         return self.project.state_dir / "gate" / f"readings-{rollout_id}.json"
+
+    def prune_readings(self) -> list[str]:
+        """Remove the gate readings of every roll-out that can no longer be resumed (it ended,
+        or a later roll-out or rollback of its environment superseded it); returns their ids."""
+        gone = []
+        for path in sorted((self.project.state_dir / "gate").glob("readings-*.json")):
+            rid = path.stem[len("readings-"):]
+            try:
+                env = self.store.rollout(rid).env
+            except LreleaseError:  # not in this database: not ours to keep
+                env = None
+            current = self.store.resumable(env) if env else None
+            if current is None or current.id != rid:
+                ReadingStore.discard(path)
+                gone.append(rid)
+        return gone
 
     def _deploy(self, env_name: str, build: str, rid: str, *, reason: str, sha256: str | None,
                 resumes: str | None, done: tuple[str, ...], readings: Path) -> Outcome:
@@ -244,6 +259,11 @@ class Releaser:
     def rollback(self, env_name: str, *, to: str | None = None, reason: str = "") -> Outcome:
         """Every host of the environment back to its previous build (or to ``to``), in parallel
         unless the environment asks for serial rollbacks."""
+        outcome = self._rollback(env_name, to=to, reason=reason)
+        self.prune_readings()  # a halted roll-out undone: its gate readings are of no more use
+        return outcome
+
+    def _rollback(self, env_name: str, *, to: str | None, reason: str) -> Outcome:
         env = self.project.environment(env_name)
         inventory = self.inventory(env)
         extravars: dict[str, Any] = {**env.playbook_vars(), "lrelease_hosts": env.name, "lrelease_actor": self.actor}

@@ -11,7 +11,8 @@ The reference hosts' per-look increments are handed to the judge too (they sharp
 dispersion estimate). With no reference hosts left (the last wave), ``baseline`` is a window
 before these hosts' switch; it is fetched once, in about ``baseline_slices`` slices (so the
 judge can see how much the traffic varies from slice to slice; ``scrape`` cuts them at the
-readings it kept), and the canary is compared with itself then. Clock and sleep are injectable: tests run a whole bake in no time.
+readings it kept), and the canary is compared with itself then. Clock and sleep are
+injectable: tests run a whole bake in no time.
 """
 
 from __future__ import annotations
