@@ -17,7 +17,6 @@ over the points (a rollup over the whole window, ``.rollup(max, <window>)``, giv
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from collections.abc import Mapping, Sequence
@@ -26,7 +25,7 @@ from typing import Any
 
 from lrelease.apm import HostMetrics, HostRef, ProviderError, Window, no_data
 from lrelease.apm.latency import Latency
-from lrelease.apm.transport import Http, Secret, Settings, snippet
+from lrelease.apm.transport import Http, Secret, Settings, json_object, snippet
 
 NAME = "datadog"
 SITE_RE = re.compile(r"^(app\.)?([a-z0-9-]+\.)?(datadoghq\.com|datadoghq\.eu|ddog-gov\.com)$")
@@ -44,12 +43,7 @@ class Series:
 
 def parse_query_response(status: int, body: str) -> list[Series]:
     """The series of one answer; ProviderError for every documented error shape."""
-    try:
-        doc = json.loads(body)
-    except ValueError:
-        raise ProviderError(NAME, f"HTTP {status}, not a JSON answer: {snippet(body)}", status=status) from None
-    if not isinstance(doc, dict):
-        raise ProviderError(NAME, f"HTTP {status}, unexpected answer: {snippet(body)}", status=status)
+    doc = json_object(NAME, status, body)
     if not 200 <= status < 300 or "errors" in doc:
         errors = doc.get("errors")
         text = "; ".join(str(e) for e in errors) if isinstance(errors, list) and errors else snippet(body)
@@ -111,10 +105,7 @@ class DatadogProvider:
                    "DD-APPLICATION-KEY": self._keys[1].reveal()}
         params = {"from": str(math.floor(window.start)), "to": str(math.ceil(window.end)), "query": query}
         reply = self._http.request("GET", f"{self.settings.base_url}/api/v1/query", params=params, headers=headers)
-        try:
-            return parse_query_response(reply.status, reply.body)
-        except ProviderError as exc:
-            raise self._http.fail(exc.detail, status=exc.status) from None
+        return self._http.parse(reply, parse_query_response)
 
     def fetch(self, hosts: Sequence[HostRef], window: Window) -> dict[str, HostMetrics]:
         return {host.name: self._fetch_one(host, window) for host in hosts}

@@ -19,7 +19,6 @@ data. ``duration`` is in seconds.
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from collections.abc import Mapping, Sequence
@@ -28,7 +27,7 @@ from typing import Any
 
 from lrelease.apm import HostMetrics, HostRef, ProviderError, Window, no_data
 from lrelease.apm.latency import Latency
-from lrelease.apm.transport import Http, Secret, Settings, snippet
+from lrelease.apm.transport import Http, Secret, Settings, json_object, snippet
 
 NAME = "newrelic"
 ENDPOINTS = {"us": "https://api.newrelic.com/graphql", "eu": "https://api.eu.newrelic.com/graphql"}
@@ -43,12 +42,7 @@ DEFAULT_NRQL = ("SELECT count(*) AS 'requests', filter(count(*), WHERE httpRespo
 def parse_nrql_response(status: int, body: str) -> list[dict[str, Any]]:
     """The ``results`` rows of a NerdGraph NRQL answer; ProviderError for HTTP errors and for
     GraphQL ``errors`` (which arrive with HTTP 200)."""
-    try:
-        doc = json.loads(body)
-    except ValueError:
-        raise ProviderError(NAME, f"HTTP {status}, not a JSON answer: {snippet(body)}", status=status) from None
-    if not isinstance(doc, dict):
-        raise ProviderError(NAME, f"HTTP {status}, unexpected answer: {snippet(body)}", status=status)
+    doc = json_object(NAME, status, body)
     errors = doc.get("errors")
     if errors:
         parts = []
@@ -138,11 +132,7 @@ class NewRelicProvider:
         body = {"query": GRAPHQL, "variables": {"accountId": self.settings.account_id, "nrql": nrql}}
         headers = {"API-Key": self._key.reveal(), "Content-Type": "application/json", "Accept": "application/json"}
         reply = self._http.request("POST", self.settings.endpoint, json_body=body, headers=headers)
-        try:
-            rows = parse_nrql_response(reply.status, reply.body)
-        except ProviderError as exc:
-            raise self._http.fail(exc.detail, status=exc.status) from None
-        return metrics_from_rows(rows, hosts, window.seconds)
+        return metrics_from_rows(self._http.parse(reply, parse_nrql_response), hosts, window.seconds)
 
 
 def from_settings(data: Mapping[str, Any], where: str, env: Mapping[str, str]) -> NewRelicProvider:

@@ -22,7 +22,7 @@ from typing import Any
 
 from lrelease.apm import HostMetrics, HostRef, ProviderError, Window, no_data
 from lrelease.apm.latency import Latency
-from lrelease.apm.transport import Http, Secret, Settings, snippet
+from lrelease.apm.transport import Http, Secret, Settings, json_object, snippet
 
 NAME = "prometheus"
 _SEL = 'node="{host}",path!~"/metrics|/health"'
@@ -37,12 +37,7 @@ Vector = list[tuple[dict[str, str], float]]
 def parse_query_response(status: int, body: str) -> Vector:
     """The samples of an instant-query answer (a vector, or a scalar as one unlabelled sample).
     Raises ProviderError for the error envelope, a non-2xx status, or an unexpected shape."""
-    try:
-        doc = json.loads(body)
-    except ValueError:
-        raise ProviderError(NAME, f"HTTP {status}, not a JSON answer: {snippet(body)}", status=status) from None
-    if not isinstance(doc, dict):
-        raise ProviderError(NAME, f"HTTP {status}, unexpected answer: {snippet(body)}", status=status)
+    doc = json_object(NAME, status, body)
     if doc.get("status") == "error" or not 200 <= status < 300:
         kind = doc.get("errorType") or "error"
         message = doc.get("error") or snippet(body)
@@ -124,10 +119,7 @@ class PrometheusProvider:
         auth = (self._basic[0].reveal(), self._basic[1].reveal()) if self._basic else None
         reply = self._http.request("GET", f"{self.settings.url}/api/v1/query",
                                    params={"query": promql, "time": f"{at:.3f}"}, headers=headers, auth=auth)
-        try:
-            return parse_query_response(reply.status, reply.body)
-        except ProviderError as exc:
-            raise self._http.fail(exc.detail, status=exc.status) from None
+        return self._http.parse(reply, parse_query_response)
 
     def fetch(self, hosts: Sequence[HostRef], window: Window) -> dict[str, HostMetrics]:
         return {host.name: self._fetch_one(host, window) for host in hosts}

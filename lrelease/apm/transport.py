@@ -9,10 +9,11 @@ it sent, so even a server that echoes a header back cannot leak one into a log.
 
 from __future__ import annotations
 
+import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from lrelease.apm import ProviderError
@@ -21,6 +22,7 @@ from lrelease.schema import Checker
 
 ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 BODY_LIMIT = 300  # characters of an error body quoted in a ProviderError
+T = TypeVar("T")
 SECRET_HINT = "name the environment variable that holds it instead, e.g. {key}_env: MYAPP_{KEY}"
 
 
@@ -96,6 +98,25 @@ class Http:
 
     def fail(self, message: str, *, status: int | None = None) -> ProviderError:
         return ProviderError(self.provider, self.scrub(message), status=status)
+
+    def parse(self, reply: Reply, parser: Callable[[int, str], T]) -> T:
+        """``parser(status, body)``; its ProviderError re-raised with this session's secrets
+        scrubbed (a vendor may echo a key back in an error)."""
+        try:
+            return parser(reply.status, reply.body)
+        except ProviderError as exc:
+            raise self.fail(exc.detail, status=exc.status) from None
+
+
+def json_object(provider: str, status: int, body: str) -> dict[str, Any]:
+    """A JSON object answer, or a ProviderError saying what came instead."""
+    try:
+        doc = json.loads(body)
+    except ValueError:
+        raise ProviderError(provider, f"HTTP {status}, not a JSON answer: {snippet(body)}", status=status) from None
+    if not isinstance(doc, dict):
+        raise ProviderError(provider, f"HTTP {status}, unexpected answer: {snippet(body)}", status=status)
+    return doc
 
 
 def _reason(exc: Exception) -> str:
