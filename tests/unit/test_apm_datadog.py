@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import json
 import time
-from pathlib import Path
 
 import pytest
 
@@ -12,15 +10,15 @@ from lrelease.apm import HostRef, ProviderError, Window, make_provider
 from lrelease.apm.datadog import api_base, mean, parse_query_response, total
 from lrelease.apm.fakes import FakeDatadog
 from lrelease.errors import ConfigError
+from tests.unit.recorded import load_case, recorded
 
-CASES = sorted((Path(__file__).parent / "fixtures" / "apm" / "datadog").glob("*.json"))
+CASES = recorded("datadog")
 ENV = {"DD_API_KEY": "dd-api-0123456789", "DD_APP_KEY": "dd-app-9876543210"}
 
 
 @pytest.mark.parametrize("path", CASES, ids=lambda p: p.stem)
 def test_recorded_answers(path):
-    case = json.loads(path.read_text())
-    body = case["body"] if isinstance(case["body"], str) else json.dumps(case["body"])
+    case, body = load_case(path)
     expect = case["expect"]
     if "error" in expect:
         with pytest.raises(ProviderError) as err:

@@ -2,23 +2,20 @@
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import pytest
 
 from lrelease.apm import HostRef, ProviderError, Window, make_provider
 from lrelease.apm.httpcheck import HealthCheckSettings, parse_health
 from lrelease.errors import ConfigError
 from tests.unit.loopback import free_port_url, serve
+from tests.unit.recorded import load_case, recorded
 
-CASES = sorted((Path(__file__).parent / "fixtures" / "apm" / "health").glob("*.json"))
+CASES = recorded("health")
 
 
 @pytest.mark.parametrize("path", CASES, ids=lambda p: p.stem)
 def test_recorded_answers(path):
-    case = json.loads(path.read_text())
-    body = case["body"] if isinstance(case["body"], str) else json.dumps(case["body"])
+    case, body = load_case(path)
     health = parse_health(case["status"], body)
     assert health.status == case["expect"]["status"]
     assert health.http_status == case["status"]

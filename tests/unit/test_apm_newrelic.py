@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import json
 import time
-from pathlib import Path
 
 import pytest
 
@@ -17,15 +15,15 @@ from lrelease.apm.newrelic import (
     render,
 )
 from lrelease.errors import ConfigError
+from tests.unit.recorded import load_case, recorded
 
-CASES = sorted((Path(__file__).parent / "fixtures" / "apm" / "newrelic").glob("*.json"))
+CASES = recorded("newrelic")
 KEY = "NRAK-0123456789ABCDEF"
 
 
 @pytest.mark.parametrize("path", CASES, ids=lambda p: p.stem)
 def test_recorded_answers(path):
-    case = json.loads(path.read_text())
-    body = case["body"] if isinstance(case["body"], str) else json.dumps(case["body"])
+    case, body = load_case(path)
     expect = case["expect"]
     if "error" in expect:
         with pytest.raises(ProviderError) as err:

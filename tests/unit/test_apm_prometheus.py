@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import json
 import math
-from pathlib import Path
 
 import pytest
 
@@ -19,15 +17,15 @@ from lrelease.apm.prometheus import (
 )
 from lrelease.errors import ConfigError
 from tests.unit.loopback import free_port_url, serve
+from tests.unit.recorded import load_case, recorded
 
-CASES = sorted((Path(__file__).parent / "fixtures" / "apm" / "prometheus").glob("*.json"))
+CASES = recorded("prometheus")
 
 
 @pytest.mark.parametrize("path", CASES, ids=lambda p: p.stem)
 def test_recorded_answers(path):
     # Given a recorded /api/v1/query answer
-    case = json.loads(path.read_text())
-    body = case["body"] if isinstance(case["body"], str) else json.dumps(case["body"])
+    case, body = load_case(path)
     expect = case["expect"]
     # When it is parsed
     if "error" in expect:
