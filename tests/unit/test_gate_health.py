@@ -13,8 +13,8 @@ from lrelease.gate import health
 class FakeClock:
     """time.monotonic + time.sleep that only move when the gate sleeps."""
 
-    def __init__(self) -> None:
-        self.now = 100.0
+    def __init__(self, start: float = 100.0) -> None:
+        self.now = start
         self.slept: list[float] = []
 
     def __call__(self) -> float:

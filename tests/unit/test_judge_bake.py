@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from functools import partial
 
 import pytest
 
@@ -12,6 +13,7 @@ from lrelease.gate import Verdict
 from lrelease.gate.bake import Step, next_step, run_bake
 from lrelease.gate.judge import Judgement
 from lrelease.gate.judge_config import JudgeConfig
+from tests.unit.test_gate_health import FakeClock
 from tests.unit.test_judge import host
 
 CONFIG = JudgeConfig(bake_seconds=60, max_bake_seconds=300, interval_seconds=60)  # 5 looks
@@ -19,17 +21,7 @@ CANARY = [HostRef("node1", url="http://n1")]
 PEERS = [HostRef(f"peer{i}", url=f"http://p{i}") for i in range(5)]
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 10_000.0
-        self.slept: list[float] = []
-
-    def __call__(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.slept.append(seconds)
-        self.now += seconds
+Clock = partial(FakeClock, 10_000.0)  # the switch happened at t=10,000
 
 
 class Scripted:
@@ -38,7 +30,7 @@ class Scripted:
 
     name = "scripted"
 
-    def __init__(self, clock: Clock, per_minute: float, rates: dict[str, float], down_after: float | None = None):
+    def __init__(self, clock: FakeClock, per_minute: float, rates: dict[str, float], down_after: float | None = None):
         self.clock, self.per_minute, self.rates, self.down_after = clock, per_minute, rates, down_after
         self.marked: list[str] = []
         self.windows: list[Window] = []
