@@ -144,25 +144,33 @@ class ReadingStore:
         cls.lock_path(path).unlink(missing_ok=True)
 
     def add(self, host: str, reading: Reading) -> None:
+        self.add_many({host: reading})
+
+    def add_many(self, readings: Mapping[str, Reading]) -> None:
+        """Keep one reading per host, all in one write (a look or a sample reads every host)."""
         if self.path is None:
-            self._add(host, reading)
+            self._add(readings)
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.lock_path(self.path), "a", encoding="utf-8") as held:
             fcntl.flock(held, fcntl.LOCK_EX)  # released when the file closes
             self._load()  # another process may have added readings since
-            self._add(host, reading)
+            self._add(readings)
             self._save()
 
-    def _add(self, host: str, reading: Reading) -> None:
-        readings = self._by_host.setdefault(host, [])
-        readings.append(reading)
-        readings.sort(key=lambda r: r.at)
-        del readings[:-self.MAX_PER_HOST]
+    def _add(self, readings: Mapping[str, Reading]) -> None:
+        for host, reading in readings.items():
+            kept = self._by_host.setdefault(host, [])
+            kept.append(reading)
+            kept.sort(key=lambda r: r.at)
+            del kept[:-self.MAX_PER_HOST]
 
-    def readings(self, host: str) -> list[Reading]:
+    def refresh(self) -> None:
+        """Take in what other processes added since (once per look, not once per host)."""
         if self.path is not None:
             self._load()
+
+    def readings(self, host: str) -> list[Reading]:
         return list(self._by_host.get(host, []))
 
     def nearest(self, host: str, at: float, tolerance: float) -> Reading | None:
@@ -231,11 +239,14 @@ class ScrapeProvider:
     def mark(self, hosts: Sequence[HostRef]) -> None:
         """Take and keep a reading of each reachable host now (a host that does not answer is
         skipped: its next fetch reports it)."""
+        taken = {}
         for host in hosts:
             try:
-                self.store.add(host.name, self._read(host))
+                taken[host.name] = self._read(host)
             except (ProviderError, ExpositionError):
                 continue
+        if taken:
+            self.store.add_many(taken)
 
     def slices(self, hosts: Sequence[HostRef], window: Window, count: int) -> list[Window]:
         """Consecutive spans of the past ``window`` between readings this provider kept (of the
@@ -244,6 +255,7 @@ class ScrapeProvider:
         them. None when fewer than two readings fall inside the window."""
         if not hosts:
             return []
+        self.store.refresh()
         times = [r.at for r in self.store.readings(hosts[0].name) if window.start <= r.at <= window.end]
         shortest = window.seconds / max(1, count)
         out: list[Window] = []
@@ -261,9 +273,15 @@ class ScrapeProvider:
     def fetch(self, hosts: Sequence[HostRef], window: Window) -> dict[str, HostMetrics]:
         now = self._clock()
         tolerance = max(self.settings.tolerance, 0.05 * window.seconds)
-        return {host.name: self._fetch_one(host, window, now, tolerance) for host in hosts}
+        self.store.refresh()
+        taken: dict[str, Reading] = {}
+        out = {host.name: self._fetch_one(host, window, now, tolerance, taken) for host in hosts}
+        if taken:
+            self.store.add_many(taken)
+        return out
 
-    def _fetch_one(self, host: HostRef, window: Window, now: float, tolerance: float) -> HostMetrics:
+    def _fetch_one(self, host: HostRef, window: Window, now: float, tolerance: float,
+                   taken: dict[str, Reading]) -> HostMetrics:
         if window.end < now - tolerance:
             # A past window (a baseline slice) is answered from stored readings, taken whenever
             # this host was looked at; rates, not exact edges, matter, so the nearest readings
@@ -283,7 +301,7 @@ class ScrapeProvider:
                 return no_data(host.name, str(exc))
             except ExpositionError as exc:
                 return no_data(host.name, f"/metrics is not valid exposition format: {exc}")
-            self.store.add(host.name, end)
+            taken[host.name] = end  # kept for the next look (all hosts in one write)
         if base is None or base.at >= end.at:
             return no_data(host.name, "no earlier reading near the window's start to take a difference from "
                                       "(this reading is kept for the next look)")
