@@ -17,7 +17,9 @@ assert 0 <= SLOT <= 9, "LRELEASE_TEST_SLOT must be 0..9"
 
 
 def slotted(state_dir: str, third_octet: int, prefix: str, bridge: str, port: int) -> tuple[Path, dict]:
-    """State dir and sandbox settings for one of the suite's sandboxes, in this run's slot."""
+    """State dir and sandbox settings for one of the suite's sandboxes, in this run's slot.
+    Ports stay below Linux's ephemeral range (32768+): a client socket holding the same local
+    port would make HAProxy's bind fail (seen once in CI rehearsal)."""
     suffix = f"-slot{SLOT}" if SLOT else ""
     tag = str(SLOT) if SLOT else ""
     return Path(state_dir + suffix), {

@@ -20,7 +20,7 @@ from lrelease.sandbox.demoapp.build import Artifact, Behaviour
 from lrelease.sandbox.fleet import Sandbox
 
 ROOT = Path(__file__).resolve().parents[2]
-_DEFAULT_DIR, SETTINGS = slotted("/var/lib/lrelease-sandbox-helperb", 81, "lrhb", "lrbrb", 38180)
+_DEFAULT_DIR, SETTINGS = slotted("/var/lib/lrelease-sandbox-helperb", 81, "lrhb", "lrbrb", 26080)
 STATE_DIR = Path(os.environ.get("LRELEASE_ANSIBLE_SANDBOX_DIR", str(_DEFAULT_DIR)))
 NODES = 4
 SERVICE = "/srv/demoapp/bin/demoapp-service"

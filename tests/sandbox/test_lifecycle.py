@@ -21,7 +21,7 @@ from lrelease.sandbox.config import SandboxConfig
 from lrelease.sandbox.proc import owned_pids, pid_alive, read_pid
 from tests.conftest import TEST_SANDBOX, slotted
 
-LIFE_DIR, LIFE = slotted("/var/lib/lrelease-sandbox-lifecycle", 79, "lrlife", "lrbrl", 38080)
+LIFE_DIR, LIFE = slotted("/var/lib/lrelease-sandbox-lifecycle", 79, "lrlife", "lrbrl", 24080)
 
 
 def leftovers(state_dir: Path) -> list[str]:
@@ -110,14 +110,14 @@ def test_local_mode_runs_without_namespaces(tmp_path):
     # Given a local-mode sandbox (what a laptop without root gets)
     sb = Sandbox(tmp_path / "local")
     try:
-        sb.up(nodes=2, mode="local", app_port=47000, haproxy_port=48080, prometheus_port=49090)
+        sb.up(nodes=2, mode="local", app_port=21000, haproxy_port=21880, prometheus_port=21890)
         st = sb.status()
         # Then each node is a directory with its app on its own loopback port
         assert st.mode == "local"
         assert [(n.address, n.port, n.version, n.healthy) for n in st.nodes] == [
-            ("127.0.0.1", 47101, "1.0.0", True), ("127.0.0.1", 47102, "1.0.0", True)]
+            ("127.0.0.1", 21101, "1.0.0", True), ("127.0.0.1", 21102, "1.0.0", True)]
         assert "ansible_connection: local" in sb.config.inventory_path.read_text()
-        assert requests.get("http://127.0.0.1:48080/health", timeout=2).status_code == 200
+        assert requests.get("http://127.0.0.1:21880/health", timeout=2).status_code == 200
         # And faults that need a real node are refused with one clear line
         result = CliRunner().invoke(cli, ["sandbox", "fault", "node1", "link-down", "--state-dir", str(tmp_path / "local")])
         assert result.exit_code == 2 and "needs the netns sandbox" in result.output
