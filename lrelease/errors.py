@@ -14,6 +14,7 @@ class ExitCode(IntEnum):
     ROLLBACK_FAILED = 3
     REFUSED = 4
     HALTED = 5
+    INTERNAL = 70  # lrelease itself failed (EX_SOFTWARE): the fleet may be inconsistent
     INTERRUPTED = 130
 
 
@@ -21,6 +22,13 @@ class LreleaseError(Exception):
     """Base of every error a user can act on. ``str(err)`` is the one line shown."""
 
     exit_code: ExitCode = ExitCode.USAGE
+
+
+class InternalError(LreleaseError):
+    """lrelease itself failed (a bug, or something it did not foresee): never exit 0 or 1, which
+    tell cron and AWX the fleet is safe. The roll-out is recorded as ``crashed``."""
+
+    exit_code = ExitCode.INTERNAL
 
 
 class ConfigError(LreleaseError):

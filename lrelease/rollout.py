@@ -11,18 +11,18 @@ from __future__ import annotations
 import getpass
 import hashlib
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from lrelease.apm.scrape import ReadingStore
 from lrelease.config import ArtifactRef, EnvironmentConfig, ProjectConfig
-from lrelease.errors import ExitCode, LreleaseError
+from lrelease.errors import ExitCode, InternalError, LreleaseError
 from lrelease.fleet import write_inventories
 from lrelease.plan import Plan, estimate_seconds, plan_waves, skip_done
-from lrelease.runner import EventKind, ProgressEvent, RunResult, run_playbook
-from lrelease.state import StateStore, new_rollout_id
+from lrelease.runner import EventKind, ProgressEvent, RunResult, StopRequest, run_playbook
+from lrelease.state import LockHandle, LockLost, Rollout, StateStore, new_rollout_id
 
 EventSink = Callable[[ProgressEvent], None]
 
@@ -51,6 +51,44 @@ class NothingToResume(LreleaseError):
 
 class NoRollbackTarget(LreleaseError):
     exit_code = ExitCode.USAGE
+
+
+# Phases of a host that a roll-out moved onto its build (whatever happened to it afterwards).
+_MOVED = ("switched", "gate_passed", "gate_failed")
+
+
+class _Stop(StopRequest):
+    """What a run polls: the caller's stop request (Ctrl-C, SIGTERM), and a stop at the next safe
+    point once the lock is lost, so a holder that was paused past its TTL touches no new host."""
+
+    def __init__(self, caller: Callable[[], bool] | StopRequest | None, lock: LockHandle) -> None:
+        self.caller, self.lock = caller, lock
+
+    @property  # type: ignore[override]
+    def level(self) -> int:
+        if isinstance(self.caller, StopRequest):
+            caller = self.caller.level
+        else:
+            caller = self.CANCEL if self.caller is not None and self.caller() else 0
+        return max(caller, self.STOP if self.lock.lost is not None else 0)
+
+
+def _still_held(lock: LockHandle) -> LockLost | None:
+    """After a run: ask the store now (the heartbeat thread may not have beaten since a pause);
+    returns the loss (also kept in ``lock.lost``), or None while the lock is ours."""
+    if lock.lost is None:
+        try:
+            lock.heartbeat()
+        except LockLost:
+            pass  # heartbeat() kept it in lock.lost
+    return lock.lost
+
+
+def _test_crash(point: str) -> None:
+    """Test-only: $LRELEASE_TEST_CRASH_AT names a point where the wrapper raises, to prove that a
+    crash exits 70 and is recorded (tests/rollout/test_failure_paths.py). Unset in real use."""
+    if os.environ.get("LRELEASE_TEST_CRASH_AT") == point:
+        raise RuntimeError(f"test crash injected at {point}")
 
 
 @dataclass(frozen=True)
@@ -192,68 +230,156 @@ class Releaser:
         inventory = self.inventory(env)
         last = self.store.last_rollout(env.name, status="succeeded")
         action = "resume" if resumes else "deploy"
-        with self.store.acquire_lock(env.name, rid):
+        with self.store.acquire_lock(env.name, rid) as lock:
             self.store.start_rollout(env.name, build, action, self.actor, reason=reason, rollout_id=rid,
-                                     previous_build=last.build if last else None, plan=plan.to_dict(), resumes=resumes)
-            if not plan.waves:
-                return self._finish(rid, env.name, build, action, "succeeded", ExitCode.OK,
-                                    "every host is already on this build", RunResult(), plan)
-            extravars = {
-                **env.playbook_vars(), **ref.playbook_vars(),
-                "lrelease_waves": list(plan.serial), "lrelease_hosts": env.name,
-                "lrelease_rollout_id": rid, "lrelease_actor": self.actor,
-            }
-            if env.gate is not None:
-                extravars["lrelease_gate_readings"] = str(readings)
-            result = run_playbook("deploy.yml", inventory, extravars, limit=",".join(plan.hosts),
-                                  on_event=self._recorder(rid), cancel=self.cancel)
-            if result.ok:
-                return self._finish(rid, env.name, build, action, "succeeded", ExitCode.OK,
-                                    f"{build} is live on {len(plan.hosts)} host(s)", result, plan)
-            if result.canceled:
-                return self._finish(rid, env.name, build, action, "interrupted", ExitCode.INTERRUPTED,
-                                    "interrupted: every host is on a complete build; `lrelease resume` continues",
-                                    result, plan)
-            if _halted(result):
-                hosts = sorted(g["host"] for g in result.gates if g.get("verdict") == "inconclusive")
-                return self._finish(rid, env.name, build, action, "halted", ExitCode.HALTED,
-                                    f"halted for a human: the gate could not decide on {', '.join(hosts)} "
-                                    "(every host is on a complete build; `lrelease resume` continues, "
-                                    "`lrelease rollback` undoes)", result, plan)
-            return self._roll_back_after_failure(rid, env, inventory, build, action, result, plan)
+                                     previous_build=last.build if last else None, plan=plan.to_dict(), resumes=resumes,
+                                     lock=lock)
+            return self._guarded(rid, env.name, build, action, plan, lock,
+                                 lambda: self._run_deploy(rid, env, inventory, ref, build, action, plan, readings, lock))
+
+    def _run_deploy(self, rid: str, env: EnvironmentConfig, inventory: Path, ref: ArtifactRef, build: str,
+                    action: str, plan: Plan, readings: Path, lock: LockHandle) -> Outcome:
+        if not plan.waves:
+            return self._finish(rid, env.name, build, action, "succeeded", ExitCode.OK,
+                                "every host is already on this build", RunResult(), plan)
+        extravars = {
+            **env.playbook_vars(), **ref.playbook_vars(),
+            "lrelease_waves": list(plan.serial), "lrelease_hosts": env.name,
+            "lrelease_rollout_id": rid, "lrelease_actor": self.actor,
+            "lrelease_lock": {"db": str(self.store.path), "env": env.name, "token": lock.row.token},
+        }
+        if env.gate is not None:
+            extravars["lrelease_gate_readings"] = str(readings)
+        result = run_playbook("deploy.yml", inventory, extravars, limit=",".join(plan.hosts),
+                              on_event=self._recorder(rid, lock), cancel=_Stop(self.cancel, lock))
+        _test_crash("after-deploy-playbook")
+        if _still_held(lock) is not None:
+            return self._lock_lost(rid, env.name, build, action, lock.lost, result, plan)
+        if result.ok:
+            return self._finish(rid, env.name, build, action, "succeeded", ExitCode.OK,
+                                f"{build} is live on {len(plan.hosts)} host(s)", result, plan)
+        if result.canceled:
+            return self._finish(rid, env.name, build, action, "interrupted", ExitCode.INTERRUPTED,
+                                "interrupted: every host is on a complete build; `lrelease resume` continues",
+                                result, plan)
+        if _halted(result):
+            hosts = sorted(g["host"] for g in result.gates if g.get("verdict") == "inconclusive")
+            return self._finish(rid, env.name, build, action, "halted", ExitCode.HALTED,
+                                f"halted for a human: the gate could not decide on {', '.join(hosts)} "
+                                "(every host is on a complete build; `lrelease resume` continues, "
+                                "`lrelease rollback` undoes)", result, plan)
+        return self._roll_back_after_failure(rid, env, inventory, build, action, result, plan, lock)
 
     def _roll_back_after_failure(self, rid: str, env: EnvironmentConfig, inventory: Path, build: str, action: str,
-                                 result: RunResult, plan: Plan) -> Outcome:
-        why = _failure_summary(result)
-        live = sorted(result.live_on_new_build)
+                                 result: RunResult, plan: Plan | None, lock: LockHandle,
+                                 hosts: Iterable[str] | None = None) -> Outcome:
+        """Undo this roll-out and the ones it resumes, on every host they moved (each host back
+        to the build it ran before them, from its own ledger). ``hosts``: where to look, when the
+        events of the run are not known (a resume of an interrupted rollback: all of them)."""
+        why = _failure_summary(result) if hosts is None else f"continuing the automatic rollback of {build}"
+        chain = self.store.chain(self.store.chain_root(self.store.rollout(rid)).id)
+        if hosts is None:
+            earlier = {h for r in chain if r.id != rid for h in self.store.hosts_in_phase(r.id, _MOVED, latest=False)}
+            hosts = result.live_on_new_build | earlier
+        live = sorted(hosts)
         if not live:
             return self._finish(rid, env.name, build, action, "rolled_back", ExitCode.ROLLED_BACK,
                                 f"roll-out failed before any host switched ({why}); nothing to roll back",
                                 result, plan)
+        self.store.start_auto_rollback(rid)  # from here on, `resume` finishes the rollback
         extravars = {**env.playbook_vars(), "lrelease_rollback_build": build, "lrelease_hosts": env.name,
-                     "lrelease_rollout_id": rid, "lrelease_actor": self.actor}
-        rb = run_playbook("rollback.yml", inventory, extravars, limit=",".join(live), on_event=self._recorder(rid))
+                     "lrelease_rollback_undo": [r.id for r in chain], "lrelease_rollout_id": rid,
+                     "lrelease_actor": self.actor}
+        # No stop request here: the first Ctrl-C lets the rollback finish; the second cancels.
+        rb = run_playbook("rollback.yml", inventory, extravars, limit=",".join(live),
+                          on_event=self._recorder(rid, lock),
+                          cancel=lambda: isinstance(self.cancel, StopRequest) and self.cancel.cancel_requested)
+        _test_crash("after-rollback-playbook")
         merged = RunResult(status=result.status, switched=result.switched, reverted=result.reverted,
                            failed=result.failed | rb.failed, unreachable=result.unreachable | rb.unreachable,
                            rolled_back=rb.rolled_back, gates=result.gates)
+        if _still_held(lock) is not None:
+            return self._lock_lost(rid, env.name, build, action, lock.lost, merged, plan)
+        moved = ", ".join(sorted(rb.rolled_back)) or "no host needed it"
         if rb.ok:
             return self._finish(rid, env.name, build, action, "rolled_back", ExitCode.ROLLED_BACK,
-                                f"roll-out failed ({why}); rolled back {', '.join(live)}", merged, plan)
+                                f"roll-out failed ({why}); rolled back {moved}", merged, plan)
+        if rb.canceled:
+            return self._finish(rid, env.name, build, action, "interrupted", ExitCode.INTERRUPTED,
+                                f"roll-out failed ({why}) and its rollback was interrupted: `lrelease resume` "
+                                "finishes the rollback (it does not deploy again)", merged, plan)
         return self._finish(rid, env.name, build, action, "rollback_failed", ExitCode.ROLLBACK_FAILED,
                             f"roll-out failed ({why}) and the rollback failed too ({_failure_summary(rb)}): "
-                            "a human is needed", merged, plan)
+                            f"a human is needed (`lrelease status --env {env.name}` shows each host's build; "
+                            f"`lrelease rollback --env {env.name}` tries again)", merged, plan)
+
+    def _guarded(self, rid: str, env: str, build: str, action: str, plan: Plan | None, lock: LockHandle,
+                 body: Callable[[], Outcome]) -> Outcome:
+        """Run the part of a roll-out that changes hosts, so that its record never lies: a lost
+        lock ends it as ``lock_lost`` (exit 4), Ctrl-C as ``interrupted`` (130), and anything
+        unforeseen as ``crashed`` (70, never 0 or 1)."""
+        try:
+            return body()
+        except LockLost as lost:
+            lock.lost = lost
+            return self._lock_lost(rid, env, build, action, lost, RunResult(), plan)
+        except KeyboardInterrupt:
+            self._record_end(rid, "interrupted", ExitCode.INTERRUPTED)
+            raise
+        except Exception as exc:
+            self._record_end(rid, "crashed", ExitCode.INTERNAL)
+            raise InternalError(
+                f"internal error during {action} {rid} of {build} to {env}: {type(exc).__name__}: {exc}; "
+                f"recorded as crashed. The fleet may be inconsistent: run `lrelease status --env {env}`, "
+                f"then `lrelease resume --env {env}` or `lrelease rollback --env {env}`") from exc
+
+    def _record_end(self, rid: str, status: str, code: ExitCode) -> None:
+        """Best effort, on the way out of a failure: the original error matters more."""
+        try:
+            self.store.finish_rollout(rid, status, int(code))
+        except Exception:  # noqa: BLE001 - never hide the first error
+            pass
+
+    def _lock_lost(self, rid: str, env: str, build: str, action: str, lost: LockLost, result: RunResult,
+                   plan: Plan | None) -> Outcome:
+        return self._finish(rid, env, build, action, "lock_lost", ExitCode.REFUSED,
+                            f"{lost}; stopped before touching another host", result, plan)
 
     def resume(self, env_name: str, *, reason: str = "") -> Outcome:
         env = self.project.environment(env_name)
         old = self.store.resumable(env.name)
         if old is None:
-            raise NothingToResume(f"nothing to resume in {env.name}: no interrupted or halted roll-out")
+            raise NothingToResume(self._why_not_resumable(env.name))
+        if old.status == "running":  # its process died: say so in the history
+            self.store.finish_rollout(old.id, "interrupted", int(ExitCode.INTERRUPTED))
+        if old.rollback_started_at:  # it was rolling itself back: finish that, never deploy again
+            return self._resume_rollback(env, old, reason=reason or f"resume of {old.id} (its rollback)")
         # Hosts that passed their gate are done; a host switched but not yet judged goes
         # through the gate again (the switch role leaves a host already on the build alone).
         done = tuple(self.store.hosts_in_phase(old.id, "gate_passed"))
-        if old.status == "running":  # its process died: say so in the history
-            self.store.finish_rollout(old.id, "interrupted", int(ExitCode.INTERRUPTED))
         return self.deploy(env.name, old.build, reason=reason or f"resume of {old.id}", resumes=old.id, done=done)
+
+    def _resume_rollback(self, env: EnvironmentConfig, old: Rollout, *, reason: str) -> Outcome:
+        inventory = self.inventory(env)
+        hosts = self.project.load_fleet().hosts(env.name)
+        rid = new_rollout_id()
+        with self.store.acquire_lock(env.name, rid) as lock:
+            self.store.start_rollout(env.name, old.build, "resume", self.actor, reason=reason, rollout_id=rid,
+                                     previous_build=old.previous_build, resumes=old.id, lock=lock)
+            outcome = self._guarded(rid, env.name, old.build, "resume", None, lock, lambda: self._roll_back_after_failure(
+                rid, env, inventory, old.build, "resume", RunResult(), None, lock, hosts=hosts))
+        self.prune_readings()
+        return outcome
+
+    def _why_not_resumable(self, env: str) -> str:
+        last = self.store.last_rollout(env)
+        if last is not None and last.action == "rollback" and last.undoes:
+            undone = self.store.rollout(last.undoes)
+            return (f"nothing to resume in {env}: roll-out {undone.id} of {undone.build} was undone by rollback "
+                    f"{last.id} ({last.status}); deploy {undone.build} again to go on")
+        if last is not None and last.action == "rollback":
+            return f"nothing to resume in {env}: the last change was rollback {last.id} to {last.build}"
+        return f"nothing to resume in {env}: no interrupted or halted roll-out"
 
     # -- rollback ------------------------------------------------------------------------
     def rollback(self, env_name: str, *, to: str | None = None, reason: str = "") -> Outcome:
@@ -267,40 +393,56 @@ class Releaser:
         env = self.project.environment(env_name)
         inventory = self.inventory(env)
         extravars: dict[str, Any] = {**env.playbook_vars(), "lrelease_hosts": env.name, "lrelease_actor": self.actor}
+        undone = None
         if to:
             extravars["lrelease_rollback_to"] = to
-            last = self.store.last_rollout(env.name, status="succeeded")
-            failed_build = last.build if last else ""
+            build = to
         else:
-            failed_build = self._latest_build(env.name)
-            if failed_build is None:
-                raise NoRollbackTarget(f"no successful roll-out of {env.name} is recorded; "
-                                       "say which build to go back to with --to BUILD")
-            extravars["lrelease_rollback_build"] = failed_build
+            undone = self.to_undo(env.name)
+            extravars["lrelease_rollback_build"] = build = undone.build
+            extravars["lrelease_rollback_undo"] = [r.id for r in self.store.chain(undone.id)]
         rid = new_rollout_id()
-        with self.store.acquire_lock(env.name, rid):
-            self.store.start_rollout(env.name, to or failed_build, "rollback", self.actor, reason=reason,
-                                     rollout_id=rid, previous_build=failed_build)
+        with self.store.acquire_lock(env.name, rid) as lock:
+            for dead in self.store.interrupted(env.name):  # killed while running: say so before undoing it
+                self.store.finish_rollout(dead.id, "interrupted", int(ExitCode.INTERRUPTED))
+            self.store.start_rollout(env.name, build, "rollback", self.actor, reason=reason, rollout_id=rid,
+                                     previous_build=undone.build if undone else None,
+                                     undoes=undone.id if undone else None, lock=lock)
             extravars["lrelease_rollout_id"] = rid
-            result = run_playbook("rollback.yml", inventory, extravars, on_event=self._recorder(rid), cancel=self.cancel)
-            build = to or failed_build
-            if result.ok:
-                moved = sorted(result.rolled_back)
-                msg = f"rolled back {', '.join(moved)}" if moved else "no host was on that build; nothing to do"
-                return self._finish(rid, env.name, build, "rollback", "succeeded", ExitCode.OK, msg, result, None)
-            if result.canceled:
-                return self._finish(rid, env.name, build, "rollback", "interrupted", ExitCode.INTERRUPTED,
-                                    "rollback interrupted", result, None)
-            return self._finish(rid, env.name, build, "rollback", "rollback_failed", ExitCode.ROLLBACK_FAILED,
-                                f"rollback failed ({_failure_summary(result)}): a human is needed", result, None)
+            return self._guarded(rid, env.name, build, "rollback", None, lock,
+                                 lambda: self._run_rollback(rid, env.name, build, inventory, extravars, undone, lock))
 
-    def _latest_build(self, env: str) -> str | None:
-        """The build the environment was last deployed with (what a rollback undoes)."""
-        last = self.store.last_rollout(env, status="succeeded")
-        if last is not None and last.action == "rollback":
-            raise NoRollbackTarget(f"the last change to {env} was already a rollback (to {last.build}); "
-                                   "say which build to go to with --to BUILD")
-        return last.build if last else None
+    def _run_rollback(self, rid: str, env: str, build: str, inventory: Path, extravars: dict[str, Any],
+                      undone: Rollout | None, lock: LockHandle) -> Outcome:
+        result = run_playbook("rollback.yml", inventory, extravars, on_event=self._recorder(rid, lock),
+                              cancel=_Stop(self.cancel, lock))
+        _test_crash("after-rollback-playbook")
+        if _still_held(lock) is not None:
+            return self._lock_lost(rid, env, build, "rollback", lock.lost, result, None)
+        what = f"undid roll-out {undone.id} of {build}" if undone else f"rollback to {build}"
+        if result.ok:
+            moved = sorted(result.rolled_back)
+            msg = f"{what}: rolled back {', '.join(moved)}" if moved else f"{what}: no host needed it; nothing changed"
+            return self._finish(rid, env, build, "rollback", "succeeded", ExitCode.OK, msg, result, None)
+        if result.canceled:
+            return self._finish(rid, env, build, "rollback", "interrupted", ExitCode.INTERRUPTED,
+                                f"{what} interrupted: every host is on a complete build; `lrelease rollback --env "
+                                f"{env}` again finishes it", result, None)
+        return self._finish(rid, env, build, "rollback", "rollback_failed", ExitCode.ROLLBACK_FAILED,
+                            f"{what} failed ({_failure_summary(result)}): a human is needed "
+                            f"(`lrelease status --env {env}` shows each host's build; `lrelease rollback --env {env}` "
+                            "tries again, `--to BUILD` names a target)", result, None)
+
+    def to_undo(self, env: str) -> Rollout:
+        """The roll-out (first of its chain) that ``rollback`` without --to undoes."""
+        undone = self.store.to_undo(env)
+        if undone is None:
+            raise NoRollbackTarget(f"nothing to roll back in {env}: no recorded roll-out left a host on its build; "
+                                   "to go to a given build use --to BUILD")
+        if undone.action == "rollback":
+            raise NoRollbackTarget(f"the last change to {env} was a rollback to {undone.build} (--to), which cannot "
+                                   "be undone by build; say which build to go to with --to BUILD")
+        return undone
 
     # -- status --------------------------------------------------------------------------
     def status(self, env_name: str) -> FleetStatus:
@@ -319,14 +461,19 @@ class Releaser:
         )
 
     # -- recording -----------------------------------------------------------------------
-    def _recorder(self, rid: str) -> EventSink:
+    def _recorder(self, rid: str, lock: LockHandle | None = None) -> EventSink:
         def record(event: ProgressEvent) -> None:
             phase = _PHASES.get(event.kind)
             if phase and event.host:
-                if event.kind in (EventKind.GATE_PASSED, EventKind.GATE_FAILED):
-                    self.store.record_gate(rid, event.wave or 0, event.host, str(event.detail.get("verdict")),
-                                           dict(event.detail.get("evidence") or {}))
-                self.store.record_host(rid, event.host, phase, dict(event.detail))
+                try:
+                    if event.kind in (EventKind.GATE_PASSED, EventKind.GATE_FAILED):
+                        self.store.record_gate(rid, event.wave or 0, event.host, str(event.detail.get("verdict")),
+                                               dict(event.detail.get("evidence") or {}))
+                    self.store.record_host(rid, event.host, phase, dict(event.detail))
+                except LockLost as lost:  # the run stops at its next safe point (see _Stop)
+                    if lock is None:
+                        raise
+                    lock.lost = lost
             if self.on_event is not None:
                 self.on_event(event)
         return record

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 import threading
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from lrelease.errors import ExitCode, LreleaseError
 
 if TYPE_CHECKING:
-    from lrelease.state import StateStore
+    from lrelease.state import Rollout, StateStore
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -22,7 +26,8 @@ class LockRow:
     hostname: str
     acquired_at: str
     heartbeat_at: str
-    ttl: float  # seconds without a heartbeat after which anyone may take the lock over
+    ttl: float  # seconds without a heartbeat after which a holder on another host counts as gone
+    token: int = 0  # fencing token: grows with every grant of this environment's lock
 
 
 class LockHeld(LreleaseError):
@@ -40,13 +45,22 @@ class LockHeld(LreleaseError):
 
 
 class LockLost(LreleaseError):
-    """This process's lock was taken over (its heartbeat had stopped for longer than the TTL)."""
+    """This roll-out's lock was taken over while it was paused (its heartbeat had stopped for
+    longer than the TTL): refused by policy (exit 4); it stops before touching another host."""
 
-    exit_code = ExitCode.HALTED
+    exit_code = ExitCode.REFUSED
 
-    def __init__(self, env: str, rollout_id: str) -> None:
-        self.env, self.rollout_id = env, rollout_id
-        super().__init__(f"roll-out {rollout_id} lost the lock of environment {env}: another roll-out took it over")
+    def __init__(self, env: str, rollout_id: str, holder: LockRow | None = None, taken_by: Rollout | None = None) -> None:
+        self.env, self.rollout_id, self.holder = env, rollout_id, holder
+        if holder is not None:
+            by = (f"it is now held by roll-out {holder.rollout_id} (pid {holder.pid} on {holder.hostname}, "
+                  f"since {holder.acquired_at})")
+        elif taken_by is not None:
+            by = (f"roll-out {taken_by.id} (pid {taken_by.pid} on {taken_by.hostname}) took it over at "
+                  f"{taken_by.started_at} and has since released it")
+        else:
+            by = "it was released"
+        super().__init__(f"roll-out {rollout_id} lost the lock of environment {env}; {by}")
 
 
 class LockHandle:
@@ -56,7 +70,8 @@ class LockHandle:
         self.store = store
         self.row = row
         self.taken_over = taken_over  # the dead holder this lock was taken from, if any
-        self.lost = False  # set when a heartbeat found the lock gone
+        self.lost: LockLost | None = None  # set when a heartbeat or a write found the lock gone
+        self.error: Exception | None = None  # the last heartbeat error (logged, and lost after a TTL of them)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -72,8 +87,8 @@ class LockHandle:
         """Refresh the heartbeat now; raises LockLost if the lock was taken over."""
         try:
             self.store.heartbeat(self.env, self.rollout_id)
-        except LockLost:
-            self.lost = True
+        except LockLost as lost:
+            self.lost = lost
             raise
 
     def start_beating(self, every: float) -> None:
@@ -84,15 +99,21 @@ class LockHandle:
 
     def _beat(self, every: float) -> None:
         db = self.store.connect()
+        last_beat = time.monotonic()
         try:
             while not self._stop.wait(every):
                 try:
                     self.store.heartbeat(self.env, self.rollout_id, db)
-                except LockLost:
-                    self.lost = True
+                    last_beat, self.error = time.monotonic(), None
+                except LockLost as lost:
+                    self.lost = lost
                     return
-                except sqlite3.Error:  # busy or briefly unavailable: the next beat retries
-                    continue
+                except sqlite3.Error as exc:  # busy or briefly unavailable: the next beat retries
+                    self.error = exc
+                    log.warning("lock heartbeat of %s failed: %s", self.env, exc)
+                    if time.monotonic() - last_beat > self.row.ttl:  # others may have taken it by now
+                        self.lost = LockLost(self.env, self.rollout_id)
+                        return
         finally:
             db.close()
 

@@ -1,4 +1,4 @@
-"""Ansible plugins shipped in the package (action, modules, inventory); put on Ansible's plugin path
+"""Ansible plugins shipped in the package (action, modules, inventory, lookup); put on Ansible's plugin path
 by the wrapper (``plugin_paths``) and by the project's ansible.cfg (for ansible-playbook,
 molecule and AWX)."""
 
@@ -17,5 +17,6 @@ def plugin_paths() -> dict[str, str]:
         "ANSIBLE_ACTION_PLUGINS": str(PACKAGE_DIR / "action"),
         "ANSIBLE_LIBRARY": str(PACKAGE_DIR / "modules"),
         "ANSIBLE_INVENTORY_PLUGINS": str(PACKAGE_DIR / "inventory"),
+        "ANSIBLE_LOOKUP_PLUGINS": str(PACKAGE_DIR / "lookup"),
         "ANSIBLE_ROLES_PATH": str(REPO_ROOT / "roles"),
     }

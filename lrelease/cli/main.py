@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import logging
+import traceback
 
 import click
 
+from lrelease import secrets
 from lrelease.errors import ExitCode, LreleaseError
 
 log = logging.getLogger("lrelease")
@@ -18,12 +20,23 @@ class _Group(click.Group):
         try:
             return super().invoke(ctx)
         except LreleaseError as err:
-            click.echo(f"lrelease: error: {err}", err=True)
+            label = "internal error" if err.exit_code == ExitCode.INTERNAL else "error"
+            if ctx.params.get("debug") and err.__cause__ is not None:
+                click.echo(secrets.scrub("".join(traceback.format_exception(err.__cause__)).rstrip()), err=True)
+            click.echo(f"lrelease: {label}: {secrets.scrub(str(err))}", err=True)
             log.debug("details", exc_info=True)
             ctx.exit(int(err.exit_code))
         except KeyboardInterrupt:
             click.echo("lrelease: interrupted", err=True)
             ctx.exit(int(ExitCode.INTERRUPTED))
+        except (click.exceptions.Exit, click.ClickException, click.Abort):
+            raise  # click's own ways out (usage errors are exit 2)
+        except Exception as exc:  # a bug or something unforeseen: never 0 or 1, which mean "safe"
+            if ctx.params.get("debug"):
+                click.echo(secrets.scrub(traceback.format_exc().rstrip()), err=True)
+            click.echo(f"lrelease: internal error: {type(exc).__name__}: {secrets.scrub(str(exc))}; the fleet may be "
+                       "inconsistent: run `lrelease status --env ENV` (details with --debug)", err=True)
+            ctx.exit(int(ExitCode.INTERNAL))
 
 
 @click.group(cls=_Group)

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from lrelease import statedb
 from lrelease.errors import ExitCode, LreleaseError
 from lrelease.state import LockHeld, LockLost, StateError, StateStore, new_rollout_id
 
@@ -34,7 +35,7 @@ def deploy(store: StateStore, env: str = "production", build: str = "1.1.0", **k
 
 # -- schema -------------------------------------------------------------------------------
 def test_a_new_database_is_versioned_and_in_wal_mode(store):
-    assert store.path.exists() and store.schema_version() == 1
+    assert store.path.exists() and store.schema_version() == statedb.SCHEMA_VERSION == 2
     db = sqlite3.connect(store.path)
     assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")} >= {
@@ -56,7 +57,7 @@ def test_a_database_from_a_newer_lrelease_is_refused(tmp_path):
     db.execute("UPDATE meta SET value = '99' WHERE key = 'schema_version'")
     db.commit()
     db.close()
-    with pytest.raises(StateError, match=r"newer lrelease \(schema 99, this one knows 1\)") as err:
+    with pytest.raises(StateError, match=r"newer lrelease \(schema 99, this one knows 2\)") as err:
         StateStore(path)
     assert err.value.exit_code == ExitCode.USAGE
 

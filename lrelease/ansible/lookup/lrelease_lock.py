@@ -1,0 +1,53 @@
+# Copyright lrelease contributors
+# Apache-2.0
+"""lrelease_lock: does this run still hold its environment's lock? (the fencing check of a wave)"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from ansible.errors import AnsibleError
+from ansible.plugins.lookup import LookupBase
+
+try:
+    from lrelease.state import lock_check
+except ImportError:  # run from a checkout whose package is not installed (AWX project sync)
+    sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
+    from lrelease.state import lock_check
+
+DOCUMENTATION = r"""
+name: lrelease_lock
+short_description: Whether a roll-out still holds its environment's lock (fencing token)
+description:
+  - "Reads the lrelease state database on the controller (read-only) and answers C(held) when the
+    lock of O(env) still carries O(token), else one line naming the holder that took it over (or
+    C(released)). deploy.yml asks before each wave when the wrapper passes C(lrelease_lock): a
+    roll-out whose lock was taken over while it was paused starts no further wave."
+options:
+  db: {description: Path of the state database (SQLite) on the controller., type: path, required: true}
+  env: {description: Environment name., type: str, required: true}
+  token: {description: The fencing token the lock was granted with., type: int, required: true}
+"""
+
+EXAMPLES = r"""
+- name: Stop unless the lock is still ours
+  ansible.builtin.meta: end_play
+  when: lookup('lrelease_lock', db=lrelease_lock.db, env=lrelease_lock.env, token=lrelease_lock.token) != 'held'
+"""
+
+RETURN = r"""
+_raw:
+  description: C(held), or a line naming who holds the lock now.
+  type: list
+  elements: str
+"""
+
+
+class LookupModule(LookupBase):
+    def run(self, terms, variables=None, **kwargs):
+        self.set_options(var_options=variables, direct=kwargs)
+        try:
+            return [lock_check(self.get_option("db"), self.get_option("env"), int(self.get_option("token")))]
+        except Exception as exc:  # the database cannot be read: the run cannot prove it holds the lock
+            raise AnsibleError(f"lrelease_lock: cannot read {self.get_option('db')}: {exc}") from exc

@@ -1,0 +1,40 @@
+"""The CLI's one error boundary: an unforeseen error exits 70 with one line, never 0 or 1."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from lrelease.cli.main import cli
+from lrelease.state import StateStore
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def example_project(tmp_path: Path) -> Path:
+    """The example config and fleet file, copied where their state dir may be written."""
+    (tmp_path / "inventories").mkdir()
+    (tmp_path / "inventories" / "fleet.example.yml").write_text((ROOT / "inventories" / "fleet.example.yml").read_text())
+    path = tmp_path / "lrelease.yml"
+    path.write_text((ROOT / "lrelease.example.yml").read_text())
+    return path
+
+
+def test_an_unforeseen_error_exits_70_with_one_line_and_the_traceback_only_with_debug(tmp_path, monkeypatch):
+    # Given a state store that fails in a way nobody foresaw
+    def broken(self, env=None, limit=20):
+        raise ZeroDivisionError("division by zero")
+    monkeypatch.setattr(StateStore, "history", broken)
+    path = str(example_project(tmp_path))
+    # When `history` runs, without and with --debug
+    plain = CliRunner().invoke(cli, ["history", "--config", path])
+    debug = CliRunner().invoke(cli, ["--debug", "history", "--config", path])
+    # Then both exit 70 (never 0 or 1), with one line that names the error and sends to `status`
+    assert plain.exit_code == debug.exit_code == 70, plain.output
+    assert plain.output.strip().splitlines() == [
+        "lrelease: internal error: ZeroDivisionError: division by zero; the fleet may be inconsistent: "
+        "run `lrelease status --env ENV` (details with --debug)"]
+    # And the traceback only with --debug
+    assert "Traceback" not in plain.output
+    assert "Traceback" in debug.output and "def broken" not in plain.output
