@@ -444,6 +444,24 @@ class Releaser:
                                    "be undone by build; say which build to go to with --to BUILD")
         return undone
 
+    def rollback_plan(self, env_name: str, *, to: str | None = None) -> dict[str, Any]:
+        """What ``rollback`` would do, read from the hosts and changing nothing: each host's
+        current build and its target (None: it stays), and the roll-out being undone."""
+        env = self.project.environment(env_name)
+        undone = None if to else self.to_undo(env.name)
+        extravars: dict[str, Any] = {**env.playbook_vars(), "lrelease_hosts": env.name}
+        if undone is not None:
+            extravars["lrelease_status_undo"] = [r.id for r in self.store.chain(undone.id)]
+        result = run_playbook("status.yml", self.inventory(env), extravars, cancel=self.cancel)
+        hosts = []
+        for host, st in sorted(result.host_status.items()):
+            current, plan = st.get("build"), st.get("rollback") or {}
+            target = (to if current != to else None) if to else plan.get("target")
+            hosts.append({"host": host, "current": current, "target": target,
+                          "note": "" if target or to else (plan.get("why") or "")})
+        return {"env": env.name, "to": to, "undoes": undone.to_dict() if undone else None, "hosts": hosts,
+                "unreachable": sorted(result.unreachable)}
+
     # -- status --------------------------------------------------------------------------
     def status(self, env_name: str) -> FleetStatus:
         env = self.project.environment(env_name)

@@ -13,6 +13,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from lrelease import secrets
 from lrelease.cli import report
 from lrelease.cli.progress import ProgressView
 from lrelease.config import ProjectConfig, load_config
@@ -20,6 +21,7 @@ from lrelease.errors import ExitCode, LreleaseError
 from lrelease.fleet import write_inventories
 from lrelease.plan import Plan
 from lrelease.rollout import FleetStatus, Outcome, Releaser
+from lrelease.runner import StopRequest
 
 console = Console(stderr=True)
 out = Console()
@@ -40,14 +42,20 @@ def _project(path: Path) -> ProjectConfig:
 
 
 def _emit(kind: str, data: dict[str, Any]) -> None:
-    out.print_json(json.dumps({"schema": f"lrelease.{kind}/v1", **data}, default=str), indent=2)
+    out.print_json(secrets.scrub(json.dumps({"schema": f"lrelease.{kind}/v1", **data}, default=str)), indent=2)
 
 
 class _Interrupt:
-    """SIGINT/SIGTERM ask ansible-runner to cancel cleanly instead of killing us mid-switch."""
+    """Ctrl-C and SIGTERM (cron's and systemd's stop signal) alike, in steps: the first stops at
+    the next safe point (the hosts in flight finish and are back in the load balancer, no new
+    host starts: exit 130, `resume` continues), the second cancels at once (ansible-runner kills
+    the playbook), a third gives up waiting for the playbook to die. A rollback has no safe point
+    before its end (rollback.yml does not read the stop request): the first signal lets it finish."""
 
-    def __init__(self) -> None:
-        self.requested = threading.Event()
+    def __init__(self, action: str = "deploy") -> None:
+        self.request = StopRequest()
+        self.first = ("the rollback finishes first (no host is left half-way)" if action == "rollback"
+                      else "stopping after the hosts in flight")
 
     def __enter__(self) -> Self:
         # Signal handlers belong to the main thread (a caller may run us in a worker thread).
@@ -56,10 +64,15 @@ class _Interrupt:
         return self
 
     def _handle(self, signum: int, frame: Any) -> None:
-        if self.requested.is_set():  # second Ctrl-C: the user means it
+        name = signal.Signals(signum).name
+        level = self.request.escalate()
+        if level == StopRequest.STOP:
+            console.print(f"[yellow]{name}: {self.first}; press Ctrl-C again to cancel at once[/]", highlight=False)
+        elif level == StopRequest.CANCEL:
+            console.print(f"[red]{name}: cancelling at once; a host in flight may stay drained "
+                          "(`lrelease status`, then `lrelease resume` or `lrelease rollback`)[/]", highlight=False)
+        else:  # the playbook has not died yet: stop waiting for it
             raise KeyboardInterrupt
-        self.requested.set()
-        console.print("[yellow]interrupt: cancelling after the current task; hosts stay on complete builds[/]")
 
     def __exit__(self, *exc: object) -> None:
         for s, handler in self._old.items():
@@ -69,9 +82,9 @@ class _Interrupt:
 def _run(ctx: click.Context, as_json: bool, project: ProjectConfig, actor: str | None, hosts: tuple[str, ...],
          action: str, call) -> None:
     view = None if as_json else ProgressView(hosts, live=sys.stderr.isatty(), console=console)
-    with _Interrupt() as interrupt:
+    with _Interrupt(action) as interrupt:
         releaser = Releaser(project, actor=actor, on_event=view.update if view else None,
-                            cancel=interrupt.requested.is_set)
+                            cancel=interrupt.request)
         if view:
             with view:
                 outcome: Outcome = call(releaser)
@@ -81,7 +94,7 @@ def _run(ctx: click.Context, as_json: bool, project: ProjectConfig, actor: str |
         _emit("outcome", outcome.to_dict())
     else:
         style = "green" if outcome.exit_code == ExitCode.OK else "red"
-        console.print(f"[{style}]{action} {outcome.build} on {outcome.env}: {outcome.status}[/] — {outcome.message} "
+        console.print(f"[{style}]{action} {outcome.build} on {outcome.env}: {outcome.status}[/] — {secrets.scrub(outcome.message)} "
                       f"(roll-out {outcome.rollout_id})", highlight=False)
     ctx.exit(int(outcome.exit_code))
 
@@ -94,7 +107,7 @@ def _show_plan(project: ProjectConfig, env_name: str, plan: Plan, seconds: float
         table.add_column(col)
     for w in plan.waves:
         table.add_row(str(w.index), ", ".join(w.hosts), f"{w.in_service_after} ({w.in_service_pct:.0f}%)",
-                      f"bake {env.bake_seconds:g}s, {env.health_path} up to {env.gate_timeout_seconds:g}s")
+                      f"bake {env.bake_seconds:g}s, {secrets.mask_url(env.health_path)} up to {env.gate_timeout_seconds:g}s")
     out.print(table)
     if plan.done:
         out.print(f"already done: {', '.join(plan.done)}")
@@ -161,14 +174,28 @@ def rollback(ctx: click.Context, env: str, to: str | None, reason: str, actor: s
     project = _project(config_path)
     hosts = project.load_fleet().hosts(project.environment(env).name)
     if dry_run:
-        target = to or "each host's previous build"
+        plan = Releaser(project).rollback_plan(env, to=to)
         if as_json:
-            _emit("plan", {"env": env, "action": "rollback", "to": to, "hosts": list(hosts), "dry_run": True})
+            _emit("plan", {"action": "rollback", "dry_run": True, **plan})
         else:
-            out.print(f"rollback of {env}: {', '.join(hosts)} -> {target} (only hosts on the build being undone)")
+            _show_rollback_plan(plan)
         return
     _confirm(yes, f"Roll back {env} ({len(hosts)} hosts)?")
     _run(ctx, as_json, project, actor, hosts, "rollback", lambda r: r.rollback(env, to=to, reason=reason))
+
+
+def _show_rollback_plan(plan: dict[str, Any]) -> None:
+    undone = plan["undoes"]
+    what = (f"undo roll-out {undone['id']} ({undone['action']} of {undone['build']}, {undone['status']})"
+            if undone else f"go to {plan['to']}")
+    table = Table(title=f"rollback of {plan['env']}: {what}")
+    for col in ("host", "current", "target"):
+        table.add_column(col)
+    for h in plan["hosts"]:
+        table.add_row(h["host"], h["current"] or "-", h["target"] or f"stays ({h['note'] or 'not moved'})")
+    for host in plan["unreachable"]:
+        table.add_row(host, "[red]unreachable[/]", "")
+    out.print(table)
 
 
 @click.command()

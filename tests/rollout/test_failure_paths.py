@@ -60,6 +60,13 @@ def test_rollback_after_a_halt_undoes_the_halted_rollout_not_the_last_success(pr
     halting.build("2.2.0")
     halted = halting.json("deploy", "--env", "production", "--build", "2.2.0", "--yes")
     assert (halted["exit_code"], halted["status"], halted["switched"]) == (5, "halted", ["node1"]), halted["message"]
+    # When the operator first asks what a rollback would do
+    dry = project.json("rollback", "--env", "production", "--dry-run")
+    # Then it names the halted roll-out and each host's current build and target, and changes nothing
+    assert dry["undoes"]["id"] == halted["rollout_id"]
+    assert {h["host"]: (h["current"], h["target"]) for h in dry["hosts"]} == {
+        "node1": ("2.2.0", "1.1.0"), **{n: ("1.1.0", None) for n in project.nodes[1:]}}
+    assert project.current("node1") == "2.2.0"
     # When the environment is rolled back
     out = project.json("rollback", "--env", "production", "--yes")
     # Then only the canary moved, back to 1.1.0 (the build it ran before the halted roll-out)
