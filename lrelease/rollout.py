@@ -310,8 +310,9 @@ class Releaser:
                                 "finishes the rollback (it does not deploy again)", merged, plan)
         return self._finish(rid, env.name, build, action, "rollback_failed", ExitCode.ROLLBACK_FAILED,
                             f"roll-out failed ({why}) and the rollback failed too ({_failure_summary(rb)}): "
-                            f"a human is needed (`lrelease status --env {env.name}` shows each host's build; "
-                            f"`lrelease rollback --env {env.name}` tries again)", merged, plan)
+                            f"a human is needed. {self._builds_now(env.name)}; once the failed hosts are "
+                            f"reachable and healthy, `lrelease rollback --env {env.name}` finishes the rollback",
+                            merged, plan)
 
     def _guarded(self, rid: str, env: str, build: str, action: str, plan: Plan | None, lock: LockHandle,
                  body: Callable[[], Outcome]) -> Outcome:
@@ -428,10 +429,19 @@ class Releaser:
             return self._finish(rid, env, build, "rollback", "interrupted", ExitCode.INTERRUPTED,
                                 f"{what} interrupted: every host is on a complete build; `lrelease rollback --env "
                                 f"{env}` again finishes it", result, None)
+        again = f"`lrelease rollback --env {env}" + (f" --to {build}`" if not undone else "`")
         return self._finish(rid, env, build, "rollback", "rollback_failed", ExitCode.ROLLBACK_FAILED,
-                            f"{what} failed ({_failure_summary(result)}): a human is needed "
-                            f"(`lrelease status --env {env}` shows each host's build; `lrelease rollback --env {env}` "
-                            "tries again, `--to BUILD` names a target)", result, None)
+                            f"{what} failed ({_failure_summary(result)}): a human is needed. {self._builds_now(env)}; "
+                            f"once the failed hosts are reachable and healthy, {again} finishes it", result, None)
+
+    def _builds_now(self, env: str) -> str:
+        """Each host's build, read from the hosts now (for the message of a failed rollback)."""
+        try:
+            st = self.status(env)
+        except Exception as exc:  # noqa: BLE001 - the failure being reported matters more
+            return f"Each host's build could not be read ({exc}); `lrelease status --env {env}` shows it"
+        parts = [f"{h.host} on {h.build or 'no build'}" for h in st.hosts] + [f"{h} unreachable" for h in st.unreachable]
+        return "Hosts now: " + ", ".join(parts)
 
     def to_undo(self, env: str) -> Rollout:
         """The roll-out (first of its chain) that ``rollback`` without --to undoes."""
