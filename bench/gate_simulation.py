@@ -16,19 +16,30 @@ Traffic model (per host and minute; standard library ``random`` only; seedable):
 - builds: good; errors x2; latency x1.5 (p95 +50%).
 
 Scenarios: the canary (1 host vs 5 peers), a middle wave (3 vs 3), the last wave (3 hosts vs
-their own 15 minutes before the switch, one slice a minute). The gate looks every 3 minutes up
-to 30 (10 looks; weighted Bonferroni) — the judge's defaults. "Halts" = anything but Pass: Fail (rolled back) or still
-Inconclusive at the maximum bake (paused for a human). For bad builds that is the power; for
-good builds the false-halt rate. The naive gate: "error rate <= 1.5 x normal and p95 <= 1.25 x
-normal", with the normal levels known in advance, checked once after the first look (as
-fixed-bake gates do) and, for fairness, once after the maximum bake.
+their own maximum bake before the switch, in ten slices). The gate looks every 3 minutes up
+to 30 (10 looks; weighted Bonferroni) — the judge's defaults. "Halts" = anything but Pass: Fail
+(rolled back) or still Inconclusive at the maximum bake (paused for a human). For bad builds that
+is the power; for good builds the false-halt rate. The naive gate: "error rate <= 1.5 x normal
+and p95 <= 1.25 x normal", with the normal levels known in advance, checked once after the first
+look (as fixed-bake gates do) and, for fairness, once after the maximum bake.
 
 Two traffic regimes are printed: a busy service (1200 requests/host/minute, 1% errors) and a
 quiet one (300 requests/host/minute, 0.5% errors: a few hundred requests per host per minute,
 like the sandbox). Targets: power >= 95% for 2x errors and >= 90% for +50% p95, false halts <= 1%.
 
-    python bench/gate_simulation.py                      # both regimes, 600 decisions per row (~90 s)
-    python bench/gate_simulation.py --rate 600 --p0 0.02 --max-bake 30 --decisions 300
+Then small reference sets on the busy service, with the default settings: 1 canary vs 2 peers,
+2 vs 1, 1 vs 1, each at overdispersion phi 1, 2 and 3 (one-minute bursts on single hosts tuned
+so that one host's 5xx count in a minute varies phi times as much as Poisson; the 3% persistent
+host differences stay). As the gate does with fewer than ten reference hosts, every host's own
+30 minutes before the switch (ten slices) joins the dispersion estimate (in the first block too,
+for 1 vs 5 and 3 vs 3). Reported per row: false
+halts (a good build Inconclusive at the maximum bake), false rollbacks (a good build Failed) and
+power (a 2x error build not passed; of which rolled back). Targets: false halts and false
+rollbacks <= 1%, power >= 90%.
+
+    python bench/gate_simulation.py                      # everything, 600 decisions per row (~2 min)
+    python bench/gate_simulation.py --decisions 0 --skip-overhead   # the small-reference block only
+    python bench/gate_simulation.py --rate 600 --p0 0.02 --max-bake 30 --decisions 300 --small-decisions 0
 """
 
 from __future__ import annotations
@@ -47,7 +58,7 @@ from lrelease.apm import HostMetrics, increase_between
 from lrelease.apm.latency import INF, Latency
 from lrelease.gate import Verdict
 from lrelease.gate.bake import BASELINE_SLICES
-from lrelease.gate.judge import judge
+from lrelease.gate.judge import FEW_REFERENCE_HOSTS, judge
 from lrelease.gate.judge_config import JudgeConfig
 from lrelease.gate.stats import normal_cdf
 
@@ -138,6 +149,8 @@ class Scenario:
 
 SCENARIOS = (Scenario("canary 1 vs 5 peers", 1, 5), Scenario("wave 3 vs 3 peers", 3, 3),
              Scenario("last wave 3 vs baseline", 3, 0))
+SMALL = (Scenario("1 vs 2 peers", 1, 2), Scenario("2 vs 1 peer", 2, 1), Scenario("1 vs 1 peer", 1, 1))
+OVERDISPERSION = (1.0, 2.0, 3.0)
 BUILDS = {"good": (1.0, 1.0), "errors x2": (2.0, 1.0), "p95 +50%": (1.0, 1.5)}
 
 
@@ -155,6 +168,12 @@ class Traffic:
     hour_error_cv: float = 0.3  # the hour's level (traffic mix, dependencies), the same for every host
     hour_latency_cv: float = 0.1
 
+    def with_overdispersion(self, phi: float) -> Traffic:
+        """The same traffic with one-minute bursts on single hosts tuned so that one host's 5xx count
+        in a minute varies ``phi`` times as much as Poisson (given what all hosts share)."""
+        per_minute = self.rate * self.p0
+        return Traffic(**{**self.__dict__, "burst_cv": math.sqrt(max(0.0, phi - 1.0) / per_minute)})
+
 
 def one_decision(rng: random.Random, scenario: Scenario, build: str, traffic: Traffic, config: JudgeConfig,
                  minutes_per_look: int) -> tuple[str, int, float, bool, bool]:
@@ -170,17 +189,15 @@ def one_decision(rng: random.Random, scenario: Scenario, build: str, traffic: Tr
     reference: dict[str, HostMetrics] = {}
     kind = "peers"
     baseline_minutes = round(config.max_bake_seconds / 60)  # as the gate does: the maximum bake before the switch
+    per_slice = max(1, baseline_minutes // BASELINE_SLICES)
+    past: list[dict[str, HostMetrics]] = []
     if not peers:  # the same hosts before their switch, on the old build, in the gate's slices
         kind = "baseline"
-        per_slice = max(1, baseline_minutes // BASELINE_SLICES)
-        for part in range(max(1, baseline_minutes // per_slice)):
-            before = [Host(h.share, h.error_effect, h.latency_effect) for h in canaries]
-            for _ in range(per_slice):
-                glob = (gamma_unit(rng, traffic.volume_cv), gamma_unit(rng, traffic.global_error_cv),
-                        latency_hour * gamma_unit(rng, traffic.global_latency_cv))
-                for h in before:
-                    h.add_minute(rng, traffic.rate, p0, *glob, 1.0, 1.0, traffic.burst_cv)
+        for part, before in enumerate(the_past(rng, canaries, traffic, p0, latency_hour, baseline_minutes, per_slice)):
             reference[f"baseline@{part}"] = merged(f"baseline@{part}", before)
+    elif len(peers) < FEW_REFERENCE_HOSTS:  # as the gate does: every host's own past joins the dispersion estimate
+        past = [{f"h{i}": h.metrics(f"h{i}") for i, h in enumerate(before)}
+                for before in the_past(rng, hosts, traffic, p0, latency_hour, baseline_minutes, per_slice)]
     cpu, outcome, used = 0.0, "", 0
     slices: list[dict[str, HostMetrics]] = []
     naive_first = False
@@ -203,7 +220,8 @@ def one_decision(rng: random.Random, scenario: Scenario, build: str, traffic: Tr
         if not outcome:
             t0 = time.process_time()
             verdict = judge(canary, reference, config, look=look, reference_kind=kind, reference_slices=slices,
-                            canary_units=None if peers else look * minutes_per_look / per_slice).verdict
+                            canary_units=None if peers else look * minutes_per_look / per_slice,
+                            past_slices=past).verdict
             cpu += time.process_time() - t0
             used = look
             if verdict is Verdict.PASS:
@@ -213,6 +231,21 @@ def one_decision(rng: random.Random, scenario: Scenario, build: str, traffic: Tr
             elif look == config.max_looks:
                 outcome = "inconclusive"
     return outcome, used, cpu, naive_first, naive_halts(canary, traffic)
+
+
+def the_past(rng: random.Random, hosts: list[Host], traffic: Traffic, p0: float, latency_hour: float,
+             minutes: int, per_slice: int) -> list[list[Host]]:
+    """``hosts`` on the old build over the ``minutes`` before the switch, in slices of ``per_slice`` minutes."""
+    parts = []
+    for _ in range(max(1, minutes // per_slice)):
+        before = [Host(h.share, h.error_effect, h.latency_effect) for h in hosts]
+        for _ in range(per_slice):
+            glob = (gamma_unit(rng, traffic.volume_cv), gamma_unit(rng, traffic.global_error_cv),
+                    latency_hour * gamma_unit(rng, traffic.global_latency_cv))
+            for h in before:
+                h.add_minute(rng, traffic.rate, p0, *glob, 1.0, 1.0, traffic.burst_cv)
+        parts.append(before)
+    return parts
 
 
 def merged(name: str, hosts: list[Host]) -> HostMetrics:
@@ -271,6 +304,42 @@ def run_block(title: str, traffic: Traffic, config: JudgeConfig, decisions: int,
                   f"{tally['fail'] / decisions:>6.1%} {tally['inconclusive'] / decisions:>7.1%} "
                   f"{tally['pass'] / decisions:>6.1%} {looks / decisions:>5.1f} | "
                   f"{naive_first / decisions:>9.1%} {naive_last / decisions:>9.1%}")
+    return cpu_total, count, worst
+
+
+def run_small_block(traffic: Traffic, config: JudgeConfig, decisions: int, interval: int,
+                    rng: random.Random) -> tuple[float, int, float]:
+    """Waves judged against one or two reference hosts, at overdispersion 1 to 3 (the first regime: busy)."""
+    print(f"\nsmall reference sets: {traffic.rate:g} requests/host/minute, 5xx {traffic.p0:.1%}, "
+          f"host differences {traffic.host_error_cv:.0%}, one-minute bursts on single hosts such that a host's "
+          f"5xx per minute vary phi x Poisson; default judge settings; {decisions} decisions per build and row")
+    header = (f"{'reference':<13} {'phi':>3} | {'good: false halt':>16} {'false rollback':>14} {'looks':>5} | "
+              f"{'2x errors: caught':>17} {'rolled back':>11} {'looks':>5} | target")
+    print(header)
+    print("-" * len(header))
+    cpu_total, count, worst = 0.0, 0, 0.0
+    for scenario in SMALL:
+        for phi in OVERDISPERSION:
+            noisy = traffic.with_overdispersion(phi)
+            row: dict[str, tuple[dict[str, int], float]] = {}
+            for build in ("good", "errors x2"):
+                tally, looks = {"pass": 0, "fail": 0, "inconclusive": 0}, 0
+                for _ in range(decisions):
+                    outcome, used, cpu, _, _ = one_decision(rng, scenario, build, noisy, config, interval)
+                    tally[outcome] += 1
+                    looks += used
+                    cpu_total += cpu
+                    worst = max(worst, cpu)
+                    count += 1
+                row[build] = tally, looks / decisions
+            (good, good_looks), (bad, bad_looks) = row["good"], row["errors x2"]
+            halts, rollbacks = good["inconclusive"] / decisions, good["fail"] / decisions
+            caught = (bad["fail"] + bad["inconclusive"]) / decisions
+            met = halts <= 0.01 and rollbacks <= 0.01 and caught >= 0.90
+            print(f"{scenario.name:<13} {phi:>3g} | {halts:>16.1%} {rollbacks:>14.1%} {good_looks:>5.1f} | "
+                  f"{caught:>17.1%} {bad['fail'] / decisions:>11.1%} {bad_looks:>5.1f} | {'ok' if met else '--'}")
+    print("target: false halts (Inconclusive at the maximum bake) <= 1%, false rollbacks (Fail) <= 1%, "
+          "2x errors caught (not passed) >= 90%")
     return cpu_total, count, worst
 
 
@@ -337,7 +406,8 @@ def _gate_wall_time(hosts: list, config: JudgeConfig) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[1])
-    parser.add_argument("--decisions", type=int, default=600, help="per scenario and build (default 600)")
+    parser.add_argument("--decisions", type=int, default=600,
+                        help="per scenario and build (default 600; 0 skips this block)")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--rate", type=float, help="one custom regime: requests per host per minute")
     parser.add_argument("--p0", type=float, help="one custom regime: normal 5xx rate")
@@ -346,6 +416,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-bake", type=int, default=30, help="maximum bake, minutes")
     parser.add_argument("--interval", type=int, default=3, help="minutes between looks (the first after one interval)")
     parser.add_argument("--scenarios", default="", help="comma-separated scenario numbers (1-3), default all")
+    parser.add_argument("--small-decisions", type=int, default=600,
+                        help="per row of the small-reference block (1 vs 2, 2 vs 1, 1 vs 1 at phi 1-3, busy service or "
+                             "the custom regime); 0 skips it")
+    parser.add_argument("--skip-overhead", action="store_true", help="do not measure the gate's cost on loopback")
     args = parser.parse_args(argv)
     config = JudgeConfig(bake_seconds=60 * args.interval, max_bake_seconds=60 * args.max_bake,
                          interval_seconds=60 * args.interval)
@@ -356,15 +430,20 @@ def main(argv: list[str] | None = None) -> int:
     rng = random.Random(args.seed)
     started = time.perf_counter()
     cpu_total, count, worst = 0.0, 0, 0.0
-    for title, traffic in regimes:
+    for title, traffic in regimes if args.decisions > 0 else ():
         traffic = Traffic(**{**traffic.__dict__, "host_error_cv": args.host_cv, "host_latency_cv": args.host_cv})
         cpu, n, w = run_block(title, traffic, config, args.decisions, args.interval, scenarios, rng)
+        cpu_total, count, worst = cpu_total + cpu, count + n, max(worst, w)
+    if args.small_decisions > 0:
+        busy = Traffic(**{**regimes[0][1].__dict__, "host_error_cv": args.host_cv, "host_latency_cv": args.host_cv})
+        cpu, n, w = run_small_block(busy, config, args.small_decisions, args.interval, rng)
         cpu_total, count, worst = cpu_total + cpu, count + n, max(worst, w)
     print("\nhalts = fail (rolled back) + inconcl (paused for a human at the maximum bake); target: power for bad "
           "builds, false-halt rate for good ones; ok/-- = target met or not.")
     print(f"judge CPU per wave (all its looks): {cpu_total / count * 1000:.2f} ms on average, {worst * 1000:.2f} ms "
           f"at worst, over {count} simulated decisions in {time.perf_counter() - started:.0f} s")
-    measure_gate_overhead(config)
+    if not args.skip_overhead:
+        measure_gate_overhead(config)
     return 0
 
 

@@ -11,8 +11,10 @@ The reference hosts' per-look increments are handed to the judge too (they sharp
 dispersion estimate). With no reference hosts left (the last wave), ``baseline`` is a window
 before these hosts' switch; it is fetched once, in about ``baseline_slices`` slices (so the
 judge can see how much the traffic varies from slice to slice; ``scrape`` cuts them at the
-readings it kept), and the canary is compared with itself then. Clock and sleep are
-injectable: tests run a whole bake in no time.
+readings it kept), and the canary is compared with itself then. With reference hosts but fewer
+than ``FEW_REFERENCE_HOSTS``, the same window's slices of every host (canary and reference, all
+still on the old build then) are handed to the judge for its dispersion estimate only. Clock
+and sleep are injectable: tests run a whole bake in no time.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from lrelease.apm import (
     past_slices,
 )
 from lrelease.gate import GateResult, Verdict
-from lrelease.gate.judge import CheckResult, Judgement, judge
+from lrelease.gate.judge import FEW_REFERENCE_HOSTS, CheckResult, Judgement, judge
 from lrelease.gate.judge_config import JudgeConfig
 
 BASELINE_SLICES = 10  # the last wave's baseline is judged as this many slices of time (its units)
@@ -83,7 +85,8 @@ def run_bake(provider: Provider, canary: Sequence[HostRef], reference: Sequence[
              clock: Callable[[], float] = time.time, sleep: Callable[[float], None] = time.sleep,
              on_look: Callable[[int, Judgement], None] | None = None) -> BakeOutcome:
     """Bake one wave and decide. ``canary``: the hosts just switched; ``reference``: hosts still
-    on the old build (may be empty; then ``baseline`` is needed for comparisons)."""
+    on the old build (may be empty; then ``baseline`` is needed for comparisons; with a few of
+    them, ``baseline`` adds every host's own past to the dispersion estimate)."""
     started = clock()
     busy = _Stopwatch(clock)
     with busy:
@@ -148,6 +151,7 @@ class _Looker:
         self.previous: dict[str, HostMetrics] = {}
         self.slices: list[dict[str, HostMetrics]] = []
         self.baseline_units: dict[str, HostMetrics] | None = None
+        self.past: list[dict[str, HostMetrics]] | None = None
         self.slice_seconds = 0.0  # mean length of the baseline's slices
         self.judge_cpu = 0.0
 
@@ -156,10 +160,11 @@ class _Looker:
             checked = self.health.fetch(self.canary, window) if self.health is not None else {}
             fetched = self.provider.fetch([*self.canary, *self.reference], window)
             canary = {h.name: fetched[h.name] for h in self.canary}
-            kind, units = "peers", None
+            kind, units, past = "peers", None, []
             reference: Mapping[str, HostMetrics] = {h.name: fetched[h.name] for h in self.reference}
             if self.reference:
                 self._slice(dict(reference))
+                past = self._past()
             elif self.baseline is not None:
                 reference, kind = self._baseline(), "baseline"
                 units = window.seconds / self.slice_seconds if self.slice_seconds else None
@@ -170,7 +175,7 @@ class _Looker:
                              {"look": look, "max_looks": self.config.max_looks})
         cpu0 = time.process_time()
         judgement = judge(canary, reference, self.config, look=look, reference_kind=kind, health=checked,
-                          reference_slices=self.slices, canary_units=units)
+                          reference_slices=self.slices, canary_units=units, past_slices=past)
         self.judge_cpu += time.process_time() - cpu0
         return judgement
 
@@ -180,6 +185,21 @@ class _Looker:
         else:
             self.slices.append(totals)  # the first look's increment is its total
         self.previous = totals
+
+    def _past(self) -> list[dict[str, HostMetrics]]:
+        """With few reference hosts: every host in slices of the window before the switch, all on
+        the old build then (fetched once; if the provider fails, this look goes without). Not
+        needed when the dispersion is configured."""
+        if self.baseline is None or self.config.dispersion is not None or len(self.reference) >= FEW_REFERENCE_HOSTS:
+            return []
+        if self.past is None:
+            hosts = [*self.canary, *self.reference]
+            try:
+                self.past = [dict(self.provider.fetch(hosts, part))
+                             for part in past_slices(self.provider, hosts, self.baseline, self.baseline_slices)]
+            except ProviderError:
+                return []
+        return self.past
 
     def _baseline(self) -> dict[str, HostMetrics]:
         """The canary hosts before their switch, one unit per slice (fetched once; a slice with

@@ -3,8 +3,10 @@
 The action plugin gives it, per host of a wave: the host itself (the canary), the hosts of the
 play that have not switched yet (the reference, a free control group measured over the same
 minutes), the moment the wave started, and the ``gate:`` settings. With no reference left (the
-last wave) the canary is compared with its own window before the switch. The bake loop, the
-statistics and the policy live in ``bake`` and ``judge``; this module only wires them up.
+last wave) the canary is compared with its own window before the switch; with fewer than
+``FEW_REFERENCE_HOSTS`` reference hosts, that window (of every host) joins the dispersion
+estimate. The bake loop, the statistics and the policy live in ``bake`` and ``judge``; this
+module only wires them up.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import Any
 from lrelease.apm import HostRef, Window, make_provider
 from lrelease.gate import GateRequest, GateResult, register
 from lrelease.gate.bake import run_bake
+from lrelease.gate.judge import FEW_REFERENCE_HOSTS
 from lrelease.gate.settings import GateSettings
 
 BASELINE_MIN_SECONDS = 60.0
@@ -34,7 +37,7 @@ def decide(request: GateRequest) -> GateResult:
     canary = [_host(params["canary"])]
     reference = [_host(r) for r in params.get("reference", [])]
     baseline = None
-    if not reference:
+    if len(reference) < FEW_REFERENCE_HOSTS:
         switched_at = float(params.get("switched_at") or time.time())
         span = max(BASELINE_MIN_SECONDS, judge.max_bake_seconds)
         baseline = Window(switched_at - span, switched_at)
@@ -42,7 +45,7 @@ def decide(request: GateRequest) -> GateResult:
     result = outcome.to_gate_result()
     evidence = dict(result.evidence)
     evidence.update(provider=settings.provider, reference=[h.name for h in reference],
-                    compared_with="baseline" if baseline else "peers")
+                    compared_with="peers" if reference else "baseline")
     return GateResult(result.verdict, evidence, result.reason)
 
 

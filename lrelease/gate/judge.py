@@ -16,7 +16,9 @@ out) or, for the last wave, the same hosts' window before their switch (``refere
    one-sample exact binomial test against the reference rate plus the floor.
    Overdispersion: counts from real hosts vary more than Poisson (host differences, bursts);
    every count is divided by a factor ``phi`` estimated from the reference units before the
-   exact test (quasi-likelihood effective counts; see ``dispersion``).
+   exact test (quasi-likelihood effective counts; see ``dispersion``: never below 1, moderated
+   towards 1 by a Poisson prior when it rests on few degrees of freedom, and with fewer than
+   ``FEW_REFERENCE_HOSTS`` reference hosts also measured on every host's own past).
 3. **Latency** — the same three-way logic on the tail: with ``Q`` the reference's quantile
    (p95), Fail when significantly more than 5% of canary requests are slower than
    ``max(Q (1 + margin), Q + floor)``; Pass when significantly fewer than 5% are slower than
@@ -46,7 +48,7 @@ from typing import Any
 from lrelease.apm import HostMetrics
 from lrelease.apm.latency import INF, Latency, cumulative_at, pool
 from lrelease.gate import GateResult, Verdict
-from lrelease.gate.dispersion import Dispersion, estimate
+from lrelease.gate.dispersion import PRIOR_DF, Dispersion, estimate
 from lrelease.gate.judge_config import ErrorCheck, JudgeConfig, LatencyCheck
 from lrelease.gate.stats import (
     binom_cdf,
@@ -56,6 +58,7 @@ from lrelease.gate.stats import (
     negbin_sf,
 )
 
+FEW_REFERENCE_HOSTS = 10  # fewer reference hosts than this: every host's own past joins the dispersion estimate
 SHAPE = "lognormal"  # within-bucket model for decisions (see apm.latency); evidence also shows PromQL's linear
 _ORDER = {Verdict.PASS: 0, Verdict.INCONCLUSIVE: 1, Verdict.FAIL: 2}
 Part = tuple[Verdict, str]
@@ -100,12 +103,14 @@ class _Setup:
     alpha: float  # this look's Fail level
     beta: float  # this look's Pass level
     canary_units: float  # reference-unit equivalents in the canary total (hosts, or baseline slices)
+    prior_df: float = PRIOR_DF  # the Poisson prior's weight in the dispersion estimate (0 for time slices)
 
 
 def judge(canary: Mapping[str, HostMetrics], reference: Mapping[str, HostMetrics], config: JudgeConfig, *,
           look: int = 1, reference_kind: str = "peers", health: Mapping[str, HostMetrics] | None = None,
           reference_slices: Sequence[Mapping[str, HostMetrics]] = (),
-          canary_units: float | None = None) -> Judgement:
+          canary_units: float | None = None,
+          past_slices: Sequence[Mapping[str, HostMetrics]] = ()) -> Judgement:
     """Judge the canary hosts (pooled) against the reference units at look ``look`` (1-based).
 
     ``canary`` and ``reference`` hold totals since the bake started; the reference is the hosts
@@ -114,7 +119,10 @@ def judge(canary: Mapping[str, HostMetrics], reference: Mapping[str, HostMetrics
     reference hosts' per-look increments (``apm.increase_between``); they sharpen the dispersion
     estimate. ``canary_units``: how many reference-sized units the canary total spans (default:
     its host count for peers, ``look`` for one-look-long baseline slices). ``health`` adds
-    hard-check results per canary host."""
+    hard-check results per canary host. ``past_slices``: with few reference hosts, the canary
+    hosts' and the reference hosts' own time slices before the switch (every host on the old
+    build, one entry per host), which join the dispersion estimate only — the comparison stays
+    against the reference over the same minutes."""
     alpha, beta = config.alpha_at(look), config.beta_at(look)
     evidence: dict[str, Any] = {
         "look": look, "max_looks": config.max_looks, "alpha_this_look": _p(alpha), "beta_this_look": _p(beta),
@@ -131,10 +139,14 @@ def judge(canary: Mapping[str, HostMetrics], reference: Mapping[str, HostMetrics
         check = CheckResult("traffic", Verdict.INCONCLUSIVE, f"no data for canary host(s): {details}")
         return Judgement(Verdict.INCONCLUSIVE, check.reason, (check,), evidence)
     usable = [m for m in reference.values() if not m.no_data and m.reachable]
-    slices = [[m for m in part.values() if not m.no_data and m.reachable] for part in reference_slices]
+    slices = [[m for m in part.values() if not m.no_data and m.reachable] for part in [*past_slices, *reference_slices]]
     evidence["reference_excluded"] = sorted(h for h, m in reference.items() if m.no_data or not m.reachable)
+    evidence["dispersion_reference"] = _dispersion_reference(reference_kind, len(usable), len(reference_slices),
+                                                             past_slices)
     units = canary_units or (float(len(canary)) if reference_kind == "peers" else float(max(look, 1)))
-    setup = _Setup(config, alpha, beta, units)
+    # Baseline units are time slices: their spread includes what every host shares at a time (not
+    # Poisson at all), so no Poisson prior; their df stand alone (and Student's t accounts for them).
+    setup = _Setup(config, alpha, beta, units, 0.0 if reference_kind == "baseline" else PRIOR_DF)
     checks: list[CheckResult] = []
     if config.errors is not None:
         checks.append(check_errors(list(canary.values()), usable, config.errors, setup, slices))
@@ -143,6 +155,18 @@ def judge(canary: Mapping[str, HostMetrics], reference: Mapping[str, HostMetrics
     verdict = worst(c.verdict for c in checks)
     reason = "; ".join(f"{c.check}: {c.reason}" for c in checks if c.verdict is verdict)
     return Judgement(verdict, f"{verdict.value}: {reason}", tuple(checks), evidence)
+
+
+def _dispersion_reference(kind: str, units: int, looks: int, past: Sequence[Mapping[str, HostMetrics]]) -> str:
+    """Which units the dispersion was estimated from, in words (the comparison's reference is ``kind``)."""
+    what = f"{units} baseline slices" if kind == "baseline" else f"{units} reference host(s)"
+    if looks:
+        what += f" and their increments over {looks} look(s)"
+    if past:
+        hosts = sorted({h for part in past for h in part})
+        what += (f", plus {len(past)} slices before the switch of {len(hosts)} host(s) on the old build "
+                 f"({', '.join(hosts)})")
+    return what
 
 
 def _hard_checks(canary: Mapping[str, HostMetrics], health: Mapping[str, HostMetrics]) -> CheckResult | None:
@@ -182,7 +206,8 @@ def check_errors(canary: list[HostMetrics], reference: list[HostMetrics], cfg: E
     if cfg.compare:
         rate = x_r / n_r if n_r else 0.0
         disp = estimate([m.errors for m in reference], [m.requests for m in reference], rate,
-                        [[(m.errors, m.requests) for m in part] for part in slices], config.dispersion)
+                        [[(m.errors, m.requests) for m in part] for part in slices], config.dispersion,
+                        setup.prior_df)
         ev.update({"reference_requests": _r(n_r), "reference_errors": _r(x_r), "reference_rate": _r(rate, 6),
                    "dispersion": disp.to_dict()})
         if n_r < config.min_requests:
@@ -268,7 +293,7 @@ def check_latency(canary: list[HostMetrics], reference: list[HostMetrics], cfg: 
     ev: dict[str, Any] = {"quantile": q, "canary": lat_c.to_dict(), f"canary_{name}_ms": _ms(lat_c.quantile(q, SHAPE)),
                           "interpolation": SHAPE}
     parts: list[Part] = []
-    tails = _Tails(config, reference, slices)
+    tails = _Tails(setup, reference, slices)
     if cfg.compare:
         lat_r = pool(m.latency for m in reference)
         q_r = lat_r.quantile(q, SHAPE) if lat_r is not None else None
@@ -286,8 +311,8 @@ class _Tails:
     """Dispersion of "requests slower than t" counts across the reference units, for each
     threshold t a test uses (the far tail varies differently from the p95)."""
 
-    def __init__(self, config: JudgeConfig, reference: list[HostMetrics], slices: Sequence[list[HostMetrics]]):
-        self.config, self.reference, self.slices = config, reference, slices
+    def __init__(self, setup: _Setup, reference: list[HostMetrics], slices: Sequence[list[HostMetrics]]):
+        self.config, self.prior_df, self.reference, self.slices = setup.config, setup.prior_df, reference, slices
 
     def at(self, threshold: float) -> Dispersion:
         def tails(metrics: Iterable[HostMetrics]) -> list[tuple[float, float]]:
@@ -298,7 +323,7 @@ class _Tails:
         trials = sum(n for _, n in totals)
         share = sum(x for x, _ in totals) / trials if trials else 0.0
         return estimate([x for x, _ in totals], [n for _, n in totals], share,
-                        [tails(part) for part in self.slices], self.config.dispersion)
+                        [tails(part) for part in self.slices], self.config.dispersion, self.prior_df)
 
 
 def _tail_test(lat: Latency, threshold: float, tail: float, tails: _Tails, units: float,

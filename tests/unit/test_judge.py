@@ -161,7 +161,40 @@ def test_per_look_increments_sharpen_the_dispersion_estimate():
     plain = check(judge(canary, reference, CONFIG, look=10), "errors")
     sharper = check(judge(canary, reference, CONFIG, look=10, reference_slices=slices), "errors")
     assert plain.evidence["dispersion"]["phi"] == 1.0 and plain.verdict is Verdict.FAIL
-    assert sharper.evidence["dispersion"]["phi"] > 10 and sharper.verdict is not Verdict.FAIL
+    # (8 df of bursts: the raw per-look estimate ~16, moderated towards 1 by the Poisson prior)
+    assert sharper.evidence["dispersion"]["estimates"]["per_look"] > 10
+    assert sharper.evidence["dispersion"]["phi"] > 5 and sharper.verdict is not Verdict.FAIL
+
+
+def test_with_one_reference_host_every_hosts_own_past_gives_the_dispersion():
+    # Given one peer, and a canary at 1.8x its rate (360 vs 200 errors of 20,000)
+    canary, reference = {"node1": host("node1", 20000, 360)}, peers(1, 20000, 200)
+    # and both hosts' ten slices before the switch (both on the old build), far more spread than Poisson
+    past = [{"node1": host("node1", 2000, a), "peer0": host("peer0", 2000, b)} for a, b in [(5, 35), (35, 5)] * 5]
+    # When judged with the one peer alone, and with the hosts' past as well
+    alone = judge(canary, reference, CONFIG, look=10)
+    with_past = judge(canary, reference, CONFIG, look=10, past_slices=past)
+    # Then alone there is no degree of freedom: Poisson is assumed (the floor applies), and 1.8x fails
+    assert check(alone, "errors").evidence["dispersion"]["phi"] == 1.0
+    assert "Poisson" in check(alone, "errors").evidence["dispersion"]["from"]
+    assert alone.evidence["dispersion_reference"] == "1 reference host(s)"
+    assert check(alone, "errors").verdict is Verdict.FAIL
+    # With the past, 10 df show the noise, and the same 1.8x is within it; the evidence says what was used
+    assert check(with_past, "errors").evidence["dispersion"]["phi"] > 5
+    assert check(with_past, "errors").verdict is not Verdict.FAIL
+    assert with_past.evidence["dispersion_reference"] == (
+        "1 reference host(s), plus 10 slices before the switch of 2 host(s) on the old build (node1, peer0)")
+
+
+def test_two_poisson_reference_hosts_no_longer_halt_a_good_build():
+    # Given the live halt: a good canary against two peers with 30 and 52 errors of 6,000 (raw phi 5.94)
+    canary, reference = {"node2": host("node2", 6000, 41)}, peers(2, 6000, [30, 52])
+    # When judged at the last look of an 80 s bake (the sandbox's 4 looks of 20 s)
+    config = JudgeConfig(bake_seconds=20, max_bake_seconds=80, interval_seconds=20)
+    errors = check(judge(canary, reference, config, look=4), "errors")
+    # Then the dispersion is moderated to under 1.5 with 11 df, and the good build passes
+    assert errors.evidence["dispersion"]["phi"] < 1.5 and errors.evidence["dispersion"]["df"] == 11
+    assert errors.verdict is Verdict.PASS, errors.reason
 
 
 def test_repeated_looks_spend_the_error_budget_by_the_data_seen():
@@ -252,6 +285,21 @@ def test_the_last_wave_is_compared_with_its_own_baseline_slices():
     result = judge(canary, baseline, CONFIG, look=3, reference_kind="baseline")
     assert result.evidence["reference"] == "baseline"
     assert result.verdict is Verdict.FAIL
+
+
+def test_baseline_slices_are_not_pulled_towards_poisson():
+    # Given the last wave's own past in ten slices whose errors swing with the traffic of the moment
+    # (what every host shares at a time: not Poisson, so no Poisson prior fits)
+    baseline = {f"baseline@{i}": host(f"baseline@{i}", 3000, 15 if i % 2 else 45) for i in range(10)}
+    canary = {f"node{i}": host(f"node{i}", 3000, 30) for i in range(3)}
+    result = judge(canary, baseline, CONFIG, look=3, reference_kind="baseline")
+    dispersion = check(result, "errors").evidence["dispersion"]
+    # Then the slices' spread is used as measured (9 df), not moderated
+    assert dispersion["phi"] == dispersion["estimates"]["totals"] > 5 and dispersion["df"] == 9
+    assert "no Poisson prior" in dispersion["from"]
+    # While the same units as peers are moderated towards 1
+    as_peers = check(judge(canary, baseline, CONFIG, look=3), "errors").evidence["dispersion"]
+    assert 1 < as_peers["phi"] < dispersion["phi"] and as_peers["df"] == 19
 
 
 def test_excluded_reference_hosts_are_listed():

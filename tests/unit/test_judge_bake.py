@@ -136,6 +136,43 @@ def test_the_last_wave_uses_baseline_slices_fetched_once():
     assert len(slices) == 10 and slices[0].start == baseline.start and slices[-1].end == baseline.end
 
 
+@pytest.mark.parametrize(("peers", "past_fetched"), [(1, True), (2, True), (9, True), (10, False)])
+def test_a_wave_with_few_reference_hosts_adds_every_hosts_own_past_to_the_dispersion(peers, past_fetched):
+    # Given a good canary, fewer than 10 peers (or 10), and the 10 minutes before the switch
+    clock = Clock()
+    provider = Scripted(clock, 3000, {})
+    baseline = Window(10_000.0 - 600, 10_000.0)
+    reference = [HostRef(f"peer{i}", url=f"http://p{i}") for i in range(peers)]
+    # When the wave bakes
+    outcome = run_bake(provider, CANARY, reference, CONFIG, baseline=baseline, baseline_slices=10, clock=clock,
+                       sleep=clock.sleep)
+    # Then it is still compared with its peers over the same minutes (and passes)
+    assert outcome.step is Step.PASS and outcome.looks[-1].evidence["reference"] == "peers"
+    # and with fewer than 3 peers, every host's past before the switch was fetched once, in ten slices,
+    # and the evidence says the dispersion used it
+    past = [w for w in provider.windows if w.end <= 10_000.0]
+    used = outcome.looks[-1].evidence["dispersion_reference"]
+    if past_fetched:
+        assert len(past) == 10 and past[0].start == baseline.start and past[-1].end == baseline.end
+        assert used.endswith(f"plus 10 slices before the switch of {peers + 1} host(s) on the old build "
+                             f"({', '.join(sorted(['node1', *(p.name for p in reference)]))})")
+    else:
+        assert past == [] and "before the switch" not in used
+
+
+def test_a_configured_dispersion_needs_no_past():
+    # Given two peers but a dispersion fixed in the settings
+    clock = Clock()
+    provider = Scripted(clock, 3000, {})
+    config = JudgeConfig(bake_seconds=60, max_bake_seconds=300, interval_seconds=60, dispersion=1.0)
+    outcome = run_bake(provider, CANARY, PEERS[:2], config, baseline=Window(10_000.0 - 600, 10_000.0), clock=clock,
+                       sleep=clock.sleep)
+    # Then nothing before the switch is fetched, and the configured value is used
+    assert [w for w in provider.windows if w.end <= 10_000.0] == []
+    assert outcome.step is Step.PASS
+    assert outcome.looks[-1].checks[0].evidence["dispersion"] == {"phi": 1.0, "from": "configured"}
+
+
 def test_a_provider_without_history_reads_every_host_on_its_cadence_while_baking():
     # Given a provider that only knows what it reads, every 20 s, and a good canary
     clock = Clock()
