@@ -31,15 +31,17 @@ from typing import Any
 
 import yaml
 
-from lrelease.errors import ConfigError
+from lrelease.errors import ConfigError, LreleaseError
 from lrelease.schema import ENV_NAME_EXPECTED, ENV_NAME_RE, Checker, join, load_yaml_mapping
 
 CANARY_TAG = "canary"
 TAG_GROUP_PREFIX = "tag_"
-NODE_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
-TAG_RE = re.compile(r"^[a-z0-9][a-z0-9_]{0,31}$")
-VAR_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_DNS_LABEL_RE = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
+# Whole-string patterns (fullmatch; the \Z also guards a .match): the safe sets of docs/design.md.
+NODE_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}\Z")
+TAG_RE = re.compile(r"[a-z0-9][a-z0-9_]{0,31}\Z")
+VAR_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}\Z")
+_DNS_LABEL_RE = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)\Z")
+_IP_CHARS_RE = re.compile(r"[0-9A-Fa-f.:]+\Z")  # no IPv6 zone ("%eth0"): it may hold anything
 SECRET_HINT = "keep {key} in Ansible Vault (group_vars/host_vars) or an environment variable"
 
 
@@ -135,14 +137,21 @@ def write_inventories(fleet: Fleet, out_dir: str | Path) -> list[Path]:
     """Write ``<out_dir>/<env>.yml`` for every environment of the fleet (sorted by name).
     Each file is replaced atomically; files of other environments are left alone."""
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     written = []
-    for env in sorted(fleet.environments):
-        target = out / f"{env}.yml"
-        tmp = out / f".{env}.yml.{os.getpid()}.tmp"
-        tmp.write_text(render_inventory(fleet, env), encoding="utf-8")
-        os.replace(tmp, target)
-        written.append(target)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        for env in sorted(fleet.environments):
+            target = out / f"{env}.yml"
+            tmp = out / f".{env}.yml.{os.getpid()}.tmp"
+            try:
+                tmp.write_text(render_inventory(fleet, env), encoding="utf-8")
+                os.replace(tmp, target)
+            finally:
+                tmp.unlink(missing_ok=True)
+            written.append(target)
+    except (OSError, ValueError) as exc:  # not a directory, no permission, name too long, a NUL...
+        reason = getattr(exc, "strerror", None) or type(exc).__name__
+        raise LreleaseError(f"{out}: cannot write inventories there ({reason})") from None
     return written
 
 
@@ -161,12 +170,28 @@ def load_fleet(path: str | Path) -> Fleet:
     if not nodes_data:
         check.fail("nodes", "at least one node, e.g. {node1: {environment: production, address: 198.18.77.11}}")
     nodes = tuple(_node(check, name, value) for name, value in nodes_data.items())
+    _distinct_addresses(check, nodes)
     return Fleet(path=path, defaults=defaults, nodes=nodes)
+
+
+def _distinct_addresses(check: Checker, nodes: tuple[FleetNode, ...]) -> None:
+    """Two nodes at one address would be deployed, drained and counted twice: refused, naming
+    both (IP addresses compared as addresses, DNS names without case or a final dot)."""
+    seen: dict[str, str] = {}
+    for node in nodes:
+        try:
+            same = str(ipaddress.ip_address(node.address))
+        except ValueError:
+            same = node.address.lower().rstrip(".")
+        if same in seen:
+            check.fail(join(join("nodes", node.name), "address"),
+                       f"an address of its own; node {seen[same]} has {node.address} too")
+        seen[same] = node.name
 
 
 def _node(check: Checker, name: str, value: Any) -> FleetNode:
     key = join("nodes", name)
-    if not NODE_NAME_RE.match(name):
+    if not NODE_NAME_RE.fullmatch(name):
         check.fail(key, "a host name of letters, digits, '.', '_' and '-' (at most 63 characters)")
     node = check.mapping(value, key, required=("environment", "address"), optional=("tags", "vars"),
                          example="{environment: production, address: 198.18.77.11}")
@@ -192,19 +217,21 @@ def _vars(check: Checker, value: Any, key: str) -> dict:
     check.mapping(value, key, example="{ansible_user: root}")
     check.no_secrets(value, key, SECRET_HINT)
     for name in value:
-        if not VAR_NAME_RE.match(name):
-            check.fail(join(key, name), "a variable name of letters, digits and '_' not starting with a digit")
+        if not VAR_NAME_RE.fullmatch(name):
+            check.fail(join(key, name), "a variable name of letters, digits and '_' not starting with a digit "
+                                        "(at most 128 characters)")
         if name == "ansible_host":
             check.fail(join(key, name), "no ansible_host here; the node's address sets it")
     return dict(value)
 
 
 def _address_ok(text: str) -> bool:
-    try:
-        ipaddress.ip_address(text)
-        return True
-    except ValueError:
-        pass
-    if len(text) > 253 or re.match(r"^[0-9.]+$", text):  # a mistyped IPv4 is not a DNS name
+    if _IP_CHARS_RE.fullmatch(text):
+        try:
+            ipaddress.ip_address(text)
+            return True
+        except ValueError:
+            pass
+    if len(text) > 253 or re.fullmatch(r"[0-9.]+", text):  # a mistyped IPv4 is not a DNS name
         return False
-    return all(_DNS_LABEL_RE.match(label) for label in text.rstrip(".").split("."))
+    return all(_DNS_LABEL_RE.fullmatch(label) for label in text.rstrip(".").split("."))

@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from lrelease.apm.scrape import ReadingStore
-from lrelease.config import ArtifactRef, EnvironmentConfig, ProjectConfig
-from lrelease.errors import ExitCode, InternalError, LreleaseError
+from lrelease.config import BUILD_RE, ArtifactRef, EnvironmentConfig, ProjectConfig
+from lrelease.errors import ConfigError, ExitCode, InternalError, LreleaseError
 from lrelease.fleet import write_inventories
 from lrelease.plan import Plan, estimate_seconds, plan_waves, skip_done
 from lrelease.runner import EventKind, ProgressEvent, RunResult, StopRequest, run_playbook
@@ -71,6 +71,12 @@ class _Stop(StopRequest):
         else:
             caller = self.CANCEL if self.caller is not None and self.caller() else 0
         return max(caller, self.STOP if self.lock.lost is not None else 0)
+
+
+def check_to(to: str | None) -> None:
+    """A rollback target given by a user (--to) must be a build id: one line, exit 2."""
+    if to is not None and not BUILD_RE.fullmatch(to):
+        raise ConfigError("--to", "build", f"a build id (letters, digits, '.', '_', '+', '-'), got {to!r}")
 
 
 def _still_held(lock: LockHandle) -> LockLost | None:
@@ -386,6 +392,7 @@ class Releaser:
     def rollback(self, env_name: str, *, to: str | None = None, reason: str = "") -> Outcome:
         """Every host of the environment back to its previous build (or to ``to``), in parallel
         unless the environment asks for serial rollbacks."""
+        check_to(to)
         outcome = self._rollback(env_name, to=to, reason=reason)
         self.prune_readings()  # a halted roll-out undone: its gate readings are of no more use
         return outcome
@@ -457,6 +464,7 @@ class Releaser:
     def rollback_plan(self, env_name: str, *, to: str | None = None) -> dict[str, Any]:
         """What ``rollback`` would do, read from the hosts and changing nothing: each host's
         current build and its target (None: it stays), and the roll-out being undone."""
+        check_to(to)
         env = self.project.environment(env_name)
         undone = None if to else self.to_undo(env.name)
         extravars: dict[str, Any] = {**env.playbook_vars(), "lrelease_hosts": env.name}

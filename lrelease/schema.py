@@ -3,22 +3,41 @@
 Every failure is a :class:`~lrelease.errors.ConfigError` whose one line names the file, the
 dotted key path (``environments.production.waves[2]``) and what was expected, plus what was
 found when that helps. Values found under keys that look like secrets are never echoed.
+
+What every file must be, before any key is looked at: a regular UTF-8 file of at most 1 MiB,
+YAML without aliases (``*name``: an alias bomb expands exponentially), nested at most 32
+levels deep, every integer within 64 bits, every float finite (no ``.nan``, ``.inf``), every
+date a real date. Patterns are matched against the whole string (``re.fullmatch``), so a
+trailing newline never gets through.
 """
 
 from __future__ import annotations
 
+import math
 import re
+import stat
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, NoReturn
+from urllib.parse import urlsplit
 
 import yaml
 
 from lrelease.errors import ConfigError
 
 # Environment names become Ansible group names, so: no '-', no upper case.
-ENV_NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
+ENV_NAME_RE = re.compile(r"[a-z][a-z0-9_]{0,31}\Z")
 ENV_NAME_EXPECTED = "lower-case letters, digits and '_' (an Ansible group name; e.g. production, next, dev)"
+# A path on the hosts (deploy_root, service.command, the HAProxy socket): absolute, letters,
+# digits and ". _ + @ -" between the slashes. No whitespace, no shell metacharacters
+# (; & | $ ` ( ) < > * ? ! quotes \\), no Jinja delimiters ({{ }} {% %}), no newline.
+SAFE_PATH_RE = re.compile(r"(/[A-Za-z0-9._+@-]+)+/?\Z")
+SAFE_PATH_EXPECTED = "an absolute path of letters, digits, '.', '_', '+', '@', '-' and '/'"
+JINJA_DELIMITERS = ("{{", "}}", "{%", "%}", "{#", "#}")
+MAX_SECONDS = 86400.0  # every duration in these files: at most a day
+MAX_FILE_BYTES = 1 << 20
+MAX_DEPTH = 32
+_INT_LIMIT = 2**63
 
 # Key names that hold a secret's *value*. A key naming where a secret lives is fine:
 # ``api_key_env: DEMOAPP_APM_KEY`` (an environment variable), ``..._file``/``..._path`` (a
@@ -39,9 +58,12 @@ def looks_secret(key: str) -> bool:
 
 
 def join(parent: str, child: str | int) -> str:
-    """``join("a", "b") == "a.b"``, ``join("a", 2) == "a[2]"``, ``join("", "b") == "b"``."""
+    """``join("a", "b") == "a.b"``, ``join("a", 2) == "a[2]"``, ``join("", "b") == "b"``. A key
+    that is not a plain printable word is shown quoted (``'canary\\n'``): messages stay one line."""
     if isinstance(child, int):
         return f"{parent}[{child}]"
+    if not (child.isprintable() and child.strip() == child and child):
+        child = repr(child)
     return f"{parent}.{child}" if parent else child
 
 
@@ -55,16 +77,52 @@ def show(value: Any) -> str:
         return "a mapping"
     if isinstance(value, list):
         return "a list" if value else "an empty list"
+    if isinstance(value, int) and abs(value) >= _INT_LIMIT:
+        return "a number too large"
     text = repr(value) if isinstance(value, str) else str(value)
     text = text.replace("\n", " ")
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """SafeLoader that refuses a key written twice in one mapping (PyYAML keeps the last)."""
+def safe_path(text: str) -> bool:
+    """An absolute path on a host that no shell, Jinja or ``argv`` split can misread."""
+    return SAFE_PATH_RE.fullmatch(text) is not None
 
 
-def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
+def plain_text(text: str) -> bool:
+    """No control characters (newline, tab, NUL...) and no Jinja delimiters."""
+    return text.isprintable() and not any(d in text for d in JINJA_DELIMITERS)
+
+
+def url_problem(url: str, schemes: tuple[str, ...] = ("http", "https")) -> str | None:
+    """What is wrong with ``url`` (None when nothing is): it must parse, use one of
+    ``schemes``, name a host, have a port from 1 to 65535 if any, and hold no whitespace,
+    control characters or Jinja delimiters."""
+    if not plain_text(url) or any(c.isspace() for c in url):
+        return "no whitespace, control characters, {{ }} or {% %}"
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:  # "http://[::1", "http://h:99999", "http://h:x"
+        return f"a URL that parses ({exc})"
+    if parts.scheme not in schemes or not parts.hostname:
+        return f"a {' or '.join(s + '://' for s in schemes)} URL with a host"
+    if port == 0:
+        return "a port from 1 to 65535"
+    return None
+
+
+# -- reading YAML -------------------------------------------------------------------------
+_BaseLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when PyYAML has it: fast
+
+
+class _StrictLoader(_BaseLoader):  # type: ignore[misc, valid-type]
+    """SafeLoader (libyaml's when available) that refuses a key written twice in one mapping
+    (PyYAML keeps the last). Aliases, depth and numbers are checked on the composed nodes
+    (:func:`_check_nodes`) before anything is constructed."""
+
+
+def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
     loader.flatten_mapping(node)
     seen: set = set()
     for key_node, _ in node.value:
@@ -81,22 +139,97 @@ def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: b
     return yaml.SafeLoader.construct_mapping(loader, node, deep=deep)
 
 
-_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+_INT_TAG, _FLOAT_TAG = "tag:yaml.org,2002:int", "tag:yaml.org,2002:float"
+_TIMESTAMP_TAG = "tag:yaml.org,2002:timestamp"
+
+
+def _check_nodes(loader: _StrictLoader, root: yaml.Node, where: str) -> None:
+    """Walk the composed document once (iteratively, each node once): no aliases, at most
+    MAX_DEPTH levels, integers within 64 bits, finite floats, valid dates."""
+    seen: set[int] = set()
+    stack: list[tuple[yaml.Node, str, int]] = [(root, "", 1)]
+    while stack:
+        node, key, depth = stack.pop()
+        label = key or "(top level)"
+        if id(node) in seen:  # only an alias (or a merge of one) reaches a node twice
+            raise ConfigError(where, label, "no YAML aliases (*name) or merges of them; write the value out")
+        seen.add(id(node))
+        if depth > MAX_DEPTH:
+            raise ConfigError(where, label, f"at most {MAX_DEPTH} levels of nesting")
+        if isinstance(node, yaml.MappingNode):
+            children = []
+            for k, v in node.value:
+                name = k.value if isinstance(k, yaml.ScalarNode) else "(key)"
+                children += [(k, join(key, name), depth + 1), (v, join(key, name), depth + 1)]
+            stack.extend(reversed(children))
+        elif isinstance(node, yaml.SequenceNode):
+            stack.extend(reversed([(v, join(key, i), depth + 1) for i, v in enumerate(node.value)]))
+        else:
+            _check_scalar(loader, node, label, where)
+
+
+def _check_scalar(loader: _StrictLoader, node: yaml.ScalarNode, key: str, where: str) -> None:
+    found = "" if looks_secret(key.rsplit(".", 1)[-1]) else f", got {show(node.value)}"
+    if node.tag == _INT_TAG:
+        value = None
+        if len(node.value) <= 40:
+            try:
+                value = loader.construct_yaml_int(node)
+            except ValueError:
+                raise ConfigError(where, key, f"an integer{found}") from None
+        if value is None or abs(value) >= _INT_LIMIT:
+            raise ConfigError(where, key, f"a number below 2**63 (9223372036854775807){found}")
+    elif node.tag == _FLOAT_TAG:
+        try:
+            number = loader.construct_yaml_float(node)
+        except ValueError:
+            raise ConfigError(where, key, f"a number{found}") from None
+        if not math.isfinite(number):
+            raise ConfigError(where, key, f"a finite number (no .nan, .inf or 1e400){found}")
+    elif node.tag == _TIMESTAMP_TAG:
+        try:
+            loader.construct_yaml_timestamp(node)
+        except (ValueError, OverflowError):
+            raise ConfigError(where, key, f"a real date (YYYY-MM-DD) or a quoted string{found}") from None
+
+
+def _read(path: Path, what: str) -> str:
+    """The text of ``path``: a regular UTF-8 file of at most MAX_FILE_BYTES (not a directory,
+    a FIFO or /dev/zero)."""
+    where = str(path)
+    try:
+        mode = path.stat().st_mode
+        if stat.S_ISDIR(mode):
+            raise ConfigError(where, "(file)", f"a {what}, got a directory")
+        if not stat.S_ISREG(mode):
+            raise ConfigError(where, "(file)", f"a {what} that is a regular file")
+        with open(path, "rb") as fh:
+            data = fh.read(MAX_FILE_BYTES + 1)
+    except FileNotFoundError:
+        raise ConfigError(where, "(file)", f"an existing {what}; no such file") from None
+    except (OSError, ValueError) as exc:  # ValueError: a NUL in the path
+        raise ConfigError(where, "(file)", f"a readable {what} ({exc.__class__.__name__})") from None
+    if len(data) > MAX_FILE_BYTES:
+        raise ConfigError(where, "(file)", f"a {what} of at most {MAX_FILE_BYTES // 1024} KiB")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(where, "(file)", f"a readable UTF-8 {what} (UnicodeDecodeError)") from None
 
 
 def load_yaml_mapping(path: Path, what: str) -> dict:
     """Read ``path`` (a YAML mapping); ``what`` names the kind of file in errors."""
     where = str(path)
+    text = _read(Path(path), what)
+    loader = _StrictLoader(text)
     try:
-        text = Path(path).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(where, "(file)", f"an existing {what}; no such file") from None
-    except IsADirectoryError:
-        raise ConfigError(where, "(file)", f"a {what}, got a directory") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(where, "(file)", f"a readable UTF-8 {what} ({exc.__class__.__name__})") from None
-    try:
-        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+        node = loader.get_single_node()
+        data = None
+        if node is not None:
+            _check_nodes(loader, node, where)
+            data = loader.construct_document(node)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "(file)"
@@ -104,6 +237,12 @@ def load_yaml_mapping(path: Path, what: str) -> dict:
         raise ConfigError(where, line, f"valid YAML ({problem})") from None
     except yaml.YAMLError as exc:
         raise ConfigError(where, "(file)", f"valid YAML ({' '.join(str(exc).split())})") from None
+    except RecursionError:  # the pure-Python parser, nested hundreds of levels deep
+        raise ConfigError(where, "(file)", f"at most {MAX_DEPTH} levels of nesting") from None
+    except (ValueError, OverflowError, TypeError) as exc:  # a constructor PyYAML does not guard
+        raise ConfigError(where, "(file)", f"valid YAML ({type(exc).__name__}: {' '.join(str(exc).split())})") from None
+    finally:
+        loader.dispose()
     if not isinstance(data, dict):
         raise ConfigError(where, "(top level)", f"a mapping of keys to values, got {show(data)}")
     return data
@@ -163,12 +302,19 @@ class Checker:
             self.fail(key, f"an integer{bounds}, got {show(value)}")
         return value
 
-    def number(self, value: Any, key: str, *, minimum: float = 0.0, exclusive: bool = False) -> float:
+    def number(self, value: Any, key: str, *, minimum: float = 0.0, exclusive: bool = False,
+               maximum: float = MAX_SECONDS) -> float:
+        """A finite number of seconds from ``minimum`` (excluded with ``exclusive``) to ``maximum``."""
         ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if ok and not (math.isfinite(value) and abs(value) < _INT_LIMIT):
+            ok = False
         if ok and (value <= minimum if exclusive else value < minimum):
             ok = False
+        if ok and value > maximum:
+            ok = False
         if not ok:
-            self.fail(key, f"a number {'>' if exclusive else '>='} {minimum:g} (seconds), got {show(value)}")
+            self.fail(key, f"a number {'>' if exclusive else '>='} {minimum:g} and <= {maximum:g} (seconds), "
+                           f"got {show(value)}")
         return float(value) if isinstance(value, float) else value
 
     def boolean(self, value: Any, key: str) -> bool:
@@ -179,13 +325,21 @@ class Checker:
     def string(self, value: Any, key: str, *, pattern: re.Pattern | None = None,
                describe: str = "a string", test: Callable[[str], bool] | None = None) -> str:
         ok = isinstance(value, str) and value != ""
-        if ok and pattern is not None and not pattern.match(value):
+        if ok and pattern is not None and not pattern.fullmatch(value):
             ok = False
         if ok and test is not None and not test(value):
             ok = False
         if not ok:
             self.fail(key, f"{describe}, got {show(value)}")
         return value
+
+    def url(self, value: Any, key: str, *, describe: str = "an http:// or https:// URL") -> str:
+        """A URL that parses, with an http(s) scheme, a host and a valid port (see url_problem)."""
+        text = self.string(value, key, describe=describe)
+        problem = url_problem(text)
+        if problem:
+            self.fail(key, f"{describe}: {problem}, got {show(text)}")
+        return text
 
 
 def _bounds(minimum: int | None, maximum: int | None) -> str:

@@ -15,7 +15,8 @@ ROOT = Path(__file__).resolve().parents[2]
 def example_project(tmp_path: Path) -> Path:
     """The example config and fleet file, copied where their state dir may be written."""
     (tmp_path / "inventories").mkdir()
-    (tmp_path / "inventories" / "fleet.example.yml").write_text((ROOT / "inventories" / "fleet.example.yml").read_text())
+    for name in ("fleet.example.yml", "fleet.yml"):  # the example's `fleet:` names the second
+        (tmp_path / "inventories" / name).write_text((ROOT / "inventories" / "fleet.example.yml").read_text())
     path = tmp_path / "lrelease.yml"
     path.write_text((ROOT / "lrelease.example.yml").read_text())
     return path
@@ -38,3 +39,13 @@ def test_an_unforeseen_error_exits_70_with_one_line_and_the_traceback_only_with_
     # And the traceback only with --debug
     assert "Traceback" not in plain.output
     assert "Traceback" in debug.output and "def broken" not in plain.output
+
+
+def test_a_rollback_target_that_is_not_a_build_id_is_one_line_and_changes_nothing(tmp_path):
+    path = str(example_project(tmp_path))
+    for bad in ("1.0.0\n", "../etc", "$(reboot)", ""):
+        result = CliRunner().invoke(cli, ["rollback", "--env", "production", "--to", bad, "--yes", "--config", path])
+        assert result.exit_code == 2, (bad, result.output)
+        [line] = result.output.strip().splitlines()
+        assert line.startswith("lrelease: error: --to: build: a build id"), line
+    assert not (tmp_path / ".lrelease").exists()

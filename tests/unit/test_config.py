@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import time
 from pathlib import Path
 
 import pytest
@@ -96,7 +97,7 @@ def test_playbook_vars_are_the_design_variables(tmp_path):
         "lrelease_keep_releases": 5,
         "lrelease_lb_socket": "/run/haproxy/admin.sock",
         "lrelease_lb_backend": "be_demoapp",
-        "lrelease_rollback_serial": "100%",
+        "lrelease_rollback_min_in_service": "50%",
     }
 
 
@@ -172,7 +173,7 @@ BAD = [
      "absolute path"),
     ("port too big", prod(health={"port": 70000}), "environments.production.health.port", "from 1 to 65535"),
     ("health path", prod(health={"path": "health"}), "environments.production.health.path", "starting with /"),
-    ("keep 1", prod(keep_releases=1), "environments.production.keep_releases", ">= 2"),
+    ("keep 1", prod(keep_releases=1), "environments.production.keep_releases", "from 2 to 100"),
     ("lb without backend", prod(lb={"haproxy_socket": "/run/a.sock"}), "environments.production.lb.backend",
      "required"),
     ("rollback serial text", prod(rollback={"serial": "yes please"}), "environments.production.rollback.serial",
@@ -345,3 +346,187 @@ def test_load_fleet_refuses_a_node_in_an_environment_lrelease_yml_does_not_have(
                               "(production, next), got 'prodution'")
     fleet.write_text("nodes:\n  node1: {environment: production, address: 10.0.0.1}\n")
     assert load_config(path).load_fleet().hosts("production") == ("node1",)
+
+
+# -- bad input: names, paths, numbers, YAML (issue 8) ---------------------------------------
+P = "environments.production"
+HOSTILE = [
+    # (what is wrong, edit, key, words of the expectation): each got through before
+    ("app ends in a newline", lambda d: d.update(app="demoapp\n"), "app", "lower-case letters"),
+    ("env name ends in a newline", lambda d: d["environments"].update({"next\n": d["environments"].pop("next")}),
+     "environments.'next\\n'", "Ansible group name"),
+    ("wave ends in a newline", prod(waves=[1, "50%\n"]), f"{P}.waves[1]", 'percentage "1%" to "100%"'),
+    ("wave of a billion hosts", prod(waves=[10**9]), f"{P}.waves[0]", "an integer from 1 to 10000"),
+    ("unit ends in a newline", prod(service={"systemd": "demoapp\n"}), f"{P}.service.systemd", "systemd unit"),
+    ("backend ends in a newline", prod(lb={"haproxy_socket": "/run/a.sock", "backend": "be\n"}), f"{P}.lb.backend",
+     "HAProxy backend"),
+    ("deploy_root with a space", prod(deploy_root="/srv/demo app"), f"{P}.deploy_root", "letters, digits"),
+    ("deploy_root with ;", prod(deploy_root="/srv/demoapp;reboot"), f"{P}.deploy_root", "letters, digits"),
+    ("deploy_root with $()", prod(deploy_root="/srv/$(id)"), f"{P}.deploy_root", "letters, digits"),
+    ("deploy_root with a backtick", prod(deploy_root="/srv/`id`"), f"{P}.deploy_root", "letters, digits"),
+    ("deploy_root with {{ }}", prod(deploy_root="/srv/{{ lookup('pipe', 'id') }}"), f"{P}.deploy_root",
+     "letters, digits"),
+    ("deploy_root with {% %}", prod(deploy_root="/srv/{% if 1 %}a{% endif %}"), f"{P}.deploy_root",
+     "letters, digits"),
+    ("deploy_root ends in a newline", prod(deploy_root="/srv/demoapp\n"), f"{P}.deploy_root", "letters, digits"),
+    ("command with arguments", prod(service={"command": "/srv/demoapp/bin/svc --fast"}), f"{P}.service.command",
+     "no arguments"),
+    ("command with ;", prod(service={"command": "/srv/demoapp/bin/svc;reboot"}), f"{P}.service.command",
+     "letters, digits"),
+    ("command with a newline", prod(service={"command": "/srv/demoapp/bin/svc\nreboot"}), f"{P}.service.command",
+     "letters, digits"),
+    ("socket with a space", prod(lb={"haproxy_socket": "/run/ha proxy.sock", "backend": "b"}),
+     f"{P}.lb.haproxy_socket", "letters, digits"),
+    ("health path with {{ }}", prod(health={"path": "/health{{ x }}"}), f"{P}.health.path", "a URL path"),
+    ("health path ends in a newline", prod(health={"path": "/health\n"}), f"{P}.health.path", "a URL path"),
+    ("bake NaN", prod(bake_seconds=float("nan")), f"{P}.bake_seconds", "a finite number"),
+    ("bake infinite", prod(bake_seconds=float("inf")), f"{P}.bake_seconds", "a finite number"),
+    ("gate timeout -inf", prod(gate_timeout_seconds=float("-inf")), f"{P}.gate_timeout_seconds", "a finite number"),
+    ("bake of a year", prod(bake_seconds=365 * 86400), f"{P}.bake_seconds", "<= 86400 (seconds)"),
+    ("bake of 10**30", prod(bake_seconds=10**30), f"{P}.bake_seconds", "a number below 2**63"),
+    ("keep a billion", prod(keep_releases=10**9), f"{P}.keep_releases", "from 2 to 100"),
+    ("url with a bad IPv6 host", lambda d: d.update(artifacts={"source": "url", "url": "http://[::1/{build}"}),
+     "artifacts.url", "a URL that parses"),
+    ("url port out of range", lambda d: d.update(artifacts={"source": "url", "url": "http://h:99999/{build}"}),
+     "artifacts.url", "a URL that parses"),
+    ("url port zero", lambda d: d.update(artifacts={"source": "url", "url": "http://h:0/{build}"}),
+     "artifacts.url", "a port from 1 to 65535"),
+    ("url ends in a newline", lambda d: d.update(artifacts={"source": "url", "url": "https://ci/{build}\n"}),
+     "artifacts.url", "http(s) URL"),
+    ("APM url with a bad IPv6 host", prod(gate={"provider": {"kind": "prometheus", "url": "http://[::1"}}),
+     f"{P}.gate.provider", "url: an http:// or https:// URL: a URL that parses"),
+    ("APM url port out of range", prod(gate={"provider": {"kind": "prometheus", "url": "http://h:99999"}}),
+     f"{P}.gate.provider", "url: an http:// or https:// URL: a URL that parses"),
+    ("state_dir with a newline", lambda d: d.update(state_dir=".lrelease\n"), "state_dir", "without control"),
+    ("fleet with {{ }}", lambda d: d.update(fleet="{{ x }}.yml"), "fleet", "without control characters, {{ }}"),
+]
+
+
+@pytest.mark.parametrize("case, edit, key, expected", HOSTILE, ids=[c[0] for c in HOSTILE])
+def test_hostile_values_are_refused_in_one_line(tmp_path, case, edit, key, expected):
+    # Given a config with a value that a shell, Jinja, Ansible or a file name would misread
+    path = write_config(tmp_path, changed(edit))
+    # When it is loaded, Then it is refused: one line naming the file, the key and what was expected
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    message = str(err.value)
+    assert "\n" not in message
+    assert message.startswith(f"{path}: {key}: "), message
+    assert expected in message, message
+
+
+RAW = [
+    # (what is wrong, the YAML text, key, words of the expectation)
+    ("a number of 5000 digits", "version: 1\napp: demoapp\nx: " + "9" * 5000 + "\n", "x", "a number below 2**63"),
+    ("a float that overflows", "version: 1\nbake: 1.0e+400\n", "bake", "a finite number"),
+    (".nan", "version: .nan\n", "version", "a finite number"),
+    ("a date that is not one", "version: 1\nwhen: 2020-13-45\n", "when", "a real date"),
+    ("an explicit int that is not one", "version: !!int 1.5\n", "version", "an integer"),
+    ("an alias", "version: 1\na: &x [1]\nb: *x\n", "b", "no YAML aliases"),
+    ("a merge of an alias", "version: 1\na: &x {k: 1}\nb: {<<: *x}\n", "b.<<", "no YAML aliases"),
+    ("a recursive alias", "version: 1\na: &x [*x]\n", "a[0]", "no YAML aliases"),
+    ("33 levels of nesting", "version: 1\nx: " + "[" * 33 + "]" * 33 + "\n", "x" + "[0]" * 31,
+     "at most 32 levels of nesting"),
+    ("900 levels of nesting", "version: 1\nx: " + "[" * 900 + "]" * 900 + "\n", "x" + "[0]" * 31,
+     "at most 32 levels of nesting"),
+    ("2000 levels of nesting", "version: 1\nx: " + "[" * 2000 + "]" * 2000 + "\n", "line 2, column 1003",
+     "valid YAML (exceeded maximum nesting depth)"),
+]
+
+
+@pytest.mark.parametrize("case, text, key, expected", RAW, ids=[c[0] for c in RAW])
+def test_yaml_that_would_crash_or_explode_is_one_line(tmp_path, case, text, key, expected):
+    # Given a file PyYAML alone would crash on, expand exponentially or recurse into
+    path = write_config(tmp_path, text)
+    # When it is loaded, Then one line names the file, the key and what was expected
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    message = str(err.value)
+    assert "\n" not in message
+    assert message.startswith(f"{path}: {key}: "), message
+    assert expected in message, message
+
+
+def test_an_alias_bomb_is_refused_at_once(tmp_path):
+    # Given a "billion laughs": 12 levels of 4 aliases each (16 million leaves once expanded)
+    lines = ["version: 1", "app: demoapp", "x0: &a0 [lol, lol]"]
+    lines += [f"x{i}: &a{i} [*a{i - 1}, *a{i - 1}, *a{i - 1}, *a{i - 1}]" for i in range(1, 13)]
+    path = write_config(tmp_path, "\n".join(lines) + "\n")
+    # When it is loaded
+    started = time.monotonic()
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    # Then the first alias is refused before anything is expanded
+    assert time.monotonic() - started < 1.0
+    assert str(err.value) == f"{path}: x1[0]: no YAML aliases (*name) or merges of them; write the value out"
+
+
+@pytest.mark.parametrize("case, make, expected", [
+    ("a directory", lambda p: p.mkdir(), "a lrelease config (lrelease.yml), got a directory"),
+    ("a device", lambda p: p.symlink_to("/dev/null"), "a lrelease config (lrelease.yml) that is a regular file"),
+    ("over 1 MiB", lambda p: p.write_text("version: 1\n" + "#" * (1 << 20)), "of at most 1024 KiB"),
+    ("not UTF-8", lambda p: p.write_bytes(b"version: 1\napp: \xff\n"), "readable UTF-8"),
+])
+def test_a_config_that_is_no_regular_small_text_file_is_one_line(tmp_path, case, make, expected):
+    path = tmp_path / "lrelease.yml"
+    make(path)
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert str(err.value) == f"{path}: (file): {expected}" or expected in str(err.value)
+    assert str(err.value).startswith(f"{path}: (file): ") and "\n" not in str(err.value)
+
+
+def test_a_state_dir_that_is_a_file_is_refused(tmp_path):
+    # Given state_dir naming a file (or a path under one)
+    (tmp_path / "state").write_text("not a directory\n")
+    for state_dir in ("state", "state/deeper"):
+        path = write_config(tmp_path, changed(lambda d, s=state_dir: d.update(state_dir=s)))
+        # Then loading names the key, instead of a crash when the database is opened
+        with pytest.raises(ConfigError) as err:
+            load_config(path)
+        assert str(err.value).startswith(f"{path}: state_dir: a directory (or where one can be made)")
+
+
+@pytest.mark.parametrize("build", ["1.0.0\n", "1.0.0\n\n", "1.0.0 ", "1.0.0\x00"])
+def test_a_build_id_with_a_trailing_newline_is_not_a_build_id(tmp_path, build):
+    make_artifact(tmp_path, "1.0.0")
+    cfg = load_config(write_config(tmp_path, GOOD))
+    with pytest.raises(BuildNotFound, match="is not a build id"):
+        cfg.artifact_for(build)
+
+
+def test_a_checksum_with_a_trailing_newline_is_not_a_checksum(tmp_path):
+    make_artifact(tmp_path, "1.0.0")
+    cfg = load_config(write_config(tmp_path, GOOD))
+    with pytest.raises(BuildNotFound, match="64 hex digits"):
+        cfg.artifact_for("1.0.0", sha256=SHA + "\n")
+
+
+CLI_BAD = [
+    ("a number of 5000 digits", "version: " + "9" * 5000 + "\n", "version: a number below 2**63"),
+    ("900 levels of nesting", "version: 1\nx: " + "[" * 900 + "]" * 900 + "\n", "at most 32 levels of nesting"),
+    ("a bad URL", yaml.safe_dump(changed(lambda d: d.update(
+        artifacts={"source": "url", "url": "http://[::1/{build}"}))), "artifacts.url: an http(s) URL: a URL that parses"),
+    ("a port out of range", yaml.safe_dump(changed(lambda d: d.update(
+        artifacts={"source": "url", "url": "http://h:99999/{build}"}))),
+     "artifacts.url: an http(s) URL: a URL that parses"),
+    ("a bake of .inf", yaml.safe_dump(changed(prod(bake_seconds=float("inf")))), "bake_seconds: a finite number"),
+]
+
+
+@pytest.mark.parametrize("case, text, expected", CLI_BAD, ids=[c[0] for c in CLI_BAD])
+def test_the_cli_answers_bad_input_with_one_line_and_exit_2(tmp_path, case, text, expected):
+    from click.testing import CliRunner
+
+    from lrelease.cli.main import cli
+
+    # Given a project whose lrelease.yml is bad in a way that used to end in a traceback
+    path = write_config(tmp_path, text)
+    before = sorted(tmp_path.rglob("*"))
+    # When `lrelease plan` reads it
+    result = CliRunner().invoke(cli, ["plan", "--env", "production", "--config", str(path)])
+    # Then: exit 2, one line naming the file and the key, nothing written
+    assert result.exit_code == 2, result.output
+    assert result.stderr.count("\n") == 1 and result.stderr.startswith(f"lrelease: error: {path}: "), result.stderr
+    assert expected in result.stderr, result.stderr
+    assert sorted(tmp_path.rglob("*")) == before

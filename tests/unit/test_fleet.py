@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lrelease.errors import ConfigError
+from lrelease.errors import ConfigError, LreleaseError
 from lrelease.fleet import load_fleet, render_inventory, write_inventories
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -211,3 +211,64 @@ def test_private_key_files_are_paths_not_secrets(tmp_path):
     path = tmp_path / "fleet.yml"
     path.write_text(node(vars={"ansible_ssh_private_key_file": "~/.ssh/id_ed25519"}))
     assert load_fleet(path).nodes[0].vars == {"ansible_ssh_private_key_file": "~/.ssh/id_ed25519"}
+
+
+HOSTILE = [
+    # (what is wrong, fleet text, key, words of the expectation): each got through before
+    ("node name ends in a newline", yaml.safe_dump({"nodes": {"node1\n": {"environment": "production",
+                                                                          "address": "198.18.77.11"}}}),
+     "nodes.'node1\\n'", "a host name"),
+    ("tag ends in a newline", node(tags=["canary\n"]), "nodes.node1.tags[0]", "a tag of lower-case letters"),
+    ("environment ends in a newline", node(environment="production\n"), "nodes.node1.environment",
+     "an environment name"),
+    ("DNS name ends in a newline", node(address="web1.example.com\n"), "nodes.node1.address", "an IP address"),
+    ("IPv6 with a zone", node(address="fe80::1%eth0"), "nodes.node1.address", "an IP address"),
+    ("var name ends in a newline", node(vars={"app_port\n": 1}), "nodes.node1.vars.'app_port\\n'",
+     "a variable name"),
+    ("address at .nan", "nodes:\n  node1: {environment: production, address: .nan}\n", "nodes.node1.address",
+     "a finite number"),
+]
+
+
+@pytest.mark.parametrize("case, text, key, expected", HOSTILE, ids=[c[0] for c in HOSTILE])
+def test_hostile_fleet_values_are_refused_in_one_line(tmp_path, case, text, key, expected):
+    # Given a fleet with a name or address a file name, group or Ansible would misread
+    path = tmp_path / "fleet.yml"
+    path.write_text(text)
+    # When it is loaded, Then it is refused: one line naming the file, the key and what was expected
+    with pytest.raises(ConfigError) as err:
+        load_fleet(path)
+    message = str(err.value)
+    assert "\n" not in message
+    assert message.startswith(f"{path}: {key}: "), message
+    assert expected in message, message
+
+
+@pytest.mark.parametrize("first, second", [
+    ("198.18.77.11", "198.18.77.11"),
+    ("2001:db8::1", "2001:0db8:0:0::1"),  # one IPv6 address written two ways
+    ("web1.example.com", "WEB1.example.com."),  # DNS names ignore case and a final dot
+])
+def test_two_nodes_at_one_address_are_refused_naming_both(tmp_path, first, second):
+    # Given two nodes with the same address
+    path = tmp_path / "fleet.yml"
+    path.write_text(yaml.safe_dump({"nodes": {
+        "node1": {"environment": "production", "address": first},
+        "node2": {"environment": "production", "address": "198.18.77.12"},
+        "node3": {"environment": "next", "address": second}}}))
+    # When the fleet is loaded, Then the second is refused, naming the first
+    with pytest.raises(ConfigError) as err:
+        load_fleet(path)
+    assert str(err.value) == f"{path}: nodes.node3.address: an address of its own; node node1 has {second} too"
+
+
+def test_inventories_that_cannot_be_written_are_one_line(fleet_file, tmp_path):
+    # Given an output "directory" that is a file
+    blocker = tmp_path / "out"
+    blocker.write_text("a file\n")
+    # When inventories are written there, Then one line says where and why, nothing else is written
+    with pytest.raises(LreleaseError) as err:
+        write_inventories(load_fleet(fleet_file), blocker / "inventories")
+    assert str(err.value) == f"{blocker / 'inventories'}: cannot write inventories there (Not a directory)"
+    assert err.value.exit_code == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fleet.yml", "out"]
