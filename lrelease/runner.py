@@ -5,6 +5,12 @@ and ``cancel``. Per run: a fresh private data dir (mode 0700, on tmpfs where the
 removed afterwards), no env files written, pipelining + ControlPersist on, the package's
 plugins on Ansible's path, and ansible-playbook tied to our life (it gets SIGTERM if we die,
 so a killed wrapper never leaves a roll-out running on its own).
+
+Stopping: ansible-runner's cancel kills the playbook's process group at once, mid-task. A
+:class:`StopRequest` passed as ``cancel`` asks first for a stop at a safe point instead: the
+run writes a stop file in its private dir (extra var ``lrelease_stop_file``) that deploy.yml
+checks before each wave; the play ends there (task ``lrelease stopped``) and the result says
+``stopped``. Only a second request cancels at once.
 """
 
 from __future__ import annotations
@@ -23,6 +29,8 @@ from typing import Any
 
 import ansible_runner
 
+from lrelease import secrets
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PLAYBOOKS = REPO_ROOT / "playbooks"
 
@@ -39,6 +47,7 @@ class EventKind(str, Enum):
     HOST_FAILED = "host_failed"
     HOST_UNREACHABLE = "host_unreachable"
     HOST_STATUS = "host_status"
+    STOPPED = "stopped"  # a stop request ended the run at a safe point (before a wave)
 
 
 @dataclass(frozen=True)
@@ -65,21 +74,56 @@ class RunResult:
     gates: list[dict[str, Any]] = field(default_factory=list)
     host_status: dict[str, dict[str, Any]] = field(default_factory=dict)
     waves: int = 0
+    stopped: bool = False  # ended on a stop request at a safe point (no wave left half-done)
     error: str = ""
 
     @property
     def ok(self) -> bool:
-        """Success needs the final stats event: a run that lost it counts as failed."""
-        return self.status == "successful" and self.stats is not None and not self.failed and not self.unreachable
+        """Success needs the final stats event: a run that lost it counts as failed; a stopped
+        run did not do all its work."""
+        return (self.status == "successful" and self.stats is not None and not self.failed and not self.unreachable
+                and not self.stopped)
 
     @property
     def canceled(self) -> bool:
-        return self.status == "canceled"
+        """Ended early because someone asked: a hard cancel, or a clean stop at a safe point
+        (``stopped``, and nothing failed: a failure still counts as one, so it is rolled back)."""
+        return self.status == "canceled" or (self.stopped and not self.failed and not self.unreachable)
 
     @property
     def live_on_new_build(self) -> set[str]:
         """Hosts whose ``current`` points at the new build (switched and not put back)."""
         return self.switched - self.reverted
+
+
+class StopRequest:
+    """Ctrl-C / SIGTERM in two steps, for :func:`run_playbook`'s ``cancel``.
+
+    ``escalate()`` once: stop at the next safe point (the hosts in flight finish, no new host
+    starts); twice: cancel at once (ansible-runner kills the playbook's process group). Called
+    with no argument it answers ansible-runner's cancel_callback: True only for the hard cancel.
+    Signal-handler safe: it only sets flags."""
+
+    STOP, CANCEL = 1, 2
+
+    def __init__(self) -> None:
+        self.level = 0
+
+    def escalate(self) -> int:
+        """Raise the request one step; returns the new level (3 and up: the caller's to handle)."""
+        self.level += 1
+        return self.level
+
+    @property
+    def stop_requested(self) -> bool:
+        return self.level >= self.STOP
+
+    @property
+    def cancel_requested(self) -> bool:
+        return self.level >= self.CANCEL
+
+    def __call__(self) -> bool:
+        return self.cancel_requested
 
 
 # Task names are a contract with the roles (docs/design.md).
@@ -94,6 +138,8 @@ _OK_TASKS = {
 _NEEDS_CHANGED = {EventKind.HOST_SWITCHED, EventKind.HOST_REVERTED, EventKind.HOST_ROLLED_BACK}
 # First task of the switch play, run once per serial batch; its result lists the batch.
 _WAVE_TASK = ("", "lrelease wave")
+# Run once before a wave when a stop was requested; the play ends right after it.
+_STOPPED_TASK = ("", "lrelease stopped")
 
 
 class _EventTranslator:
@@ -108,11 +154,11 @@ class _EventTranslator:
         handler = getattr(self, f"_on_{kind}", None)
         if handler is not None:
             handler(data)
-        return False  # ansible-runner keeps no per-event files in memory for us
+        return _keep_dir() is not None  # events are files only in a kept run dir (LRELEASE_KEEP_RUNS)
 
     def _emit(self, kind: EventKind, host: str | None, detail: Mapping[str, Any] | None = None) -> None:
         if self.sink is not None:
-            self.sink(ProgressEvent(kind, host, self.result.waves or None, detail or {}))
+            self.sink(ProgressEvent(kind, host, self.result.waves or None, secrets.scrub_data(detail or {})))
 
     @staticmethod
     def _key(data: dict[str, Any]) -> tuple[str, str]:
@@ -127,6 +173,11 @@ class _EventTranslator:
             self.result.waves += 1
             hosts = list((data.get("res") or {}).get("ansible_play_batch") or [])
             self._emit(EventKind.WAVE_STARTED, None, {"wave": self.result.waves, "hosts": hosts})
+            return
+        if key == _STOPPED_TASK:
+            self.result.stopped = True
+            self._emit(EventKind.STOPPED, None, {"waves_done": self.result.waves,
+                                                 "msg": str((data.get("res") or {}).get("msg", ""))})
             return
         kind = _OK_TASKS.get(key)
         if kind is None:
@@ -150,6 +201,7 @@ class _EventTranslator:
     def _gate(self, host: str, res: dict[str, Any], default: str) -> None:
         record = {"host": host, "wave": self.result.waves, "verdict": res.get("verdict", default),
                   "reason": str(res.get("reason") or res.get("msg") or ""), "evidence": res.get("evidence", {})}
+        record = secrets.scrub_data(record)  # kept in RunResult.gates: shown and stored
         self.result.gates.append(record)
         self._emit(EventKind.GATE_PASSED if record["verdict"] == "pass" else EventKind.GATE_FAILED, host, record)
 
@@ -199,8 +251,20 @@ os.execv({playbook!r}, [{playbook!r}, *sys.argv[1:]])
 """
 
 
+KEEP_RUNS = "LRELEASE_KEEP_RUNS"  # a directory: each run's private dir is kept there, events included
+
+
+def _keep_dir() -> Path | None:
+    """Where runs are kept (tests and debugging look at what ansible-runner wrote), or None."""
+    value = os.environ.get(KEEP_RUNS, "")
+    return Path(value) if value else None
+
+
 def _private_dir() -> Path:
     base = Path("/dev/shm") if Path("/dev/shm").is_dir() and os.access("/dev/shm", os.W_OK) else None
+    if _keep_dir() is not None:
+        base = _keep_dir()
+        base.mkdir(mode=0o700, parents=True, exist_ok=True)
     return Path(tempfile.mkdtemp(prefix="lrelease-run-", dir=base))  # mkdtemp: mode 0700
 
 
@@ -211,10 +275,13 @@ def run_playbook(
     *,
     limit: str | None = None,
     on_event: Callable[[ProgressEvent], None] | None = None,
-    cancel: Callable[[], bool] | None = None,
+    cancel: Callable[[], bool] | StopRequest | None = None,
     verbosity: int = 0,
 ) -> RunResult:
-    """Run ``playbook`` (a name in playbooks/ or a path) and return what happened."""
+    """Run ``playbook`` (a name in playbooks/ or a path) and return what happened.
+
+    ``cancel`` is polled about once a second; True kills the run at once. A :class:`StopRequest`
+    first asks the playbook to stop at its next safe point (``lrelease_stop_file``)."""
     path = Path(playbook)
     if not path.is_absolute():
         path = PLAYBOOKS / path
@@ -224,6 +291,7 @@ def run_playbook(
     launcher = data_dir / "ansible-playbook"
     launcher.write_text(_LAUNCHER.format(python=sys.executable, playbook=str(Path(sys.executable).parent / "ansible-playbook")))
     launcher.chmod(0o700)
+    extravars, poll = _cancel_callback(data_dir, extravars, cancel)
 
     def scrub_env(status: dict[str, Any], runner_config: Any = None) -> None:
         # ansible-runner writes the whole environment into artifacts/<ident>/command before it
@@ -233,8 +301,12 @@ def run_playbook(
             if cmd.exists():
                 saved = json.loads(cmd.read_text())
                 saved["env"] = sorted(saved.get("env", {}))
+                saved["command"] = secrets.scrub_data(saved.get("command", []))  # none expected: see vars_via_env
                 cmd.write_text(json.dumps(saved))
 
+    # A variable holding a secret (an artifact URL's password) travels in the environment, not
+    # on the command line, where `ps` and the `command` artifact would show it.
+    extravars, secret_env = secrets.vars_via_env(extravars)
     try:
         r = ansible_runner.run(
             private_data_dir=str(data_dir),
@@ -247,21 +319,45 @@ def run_playbook(
             extravars=dict(extravars),
             limit=limit,
             binary=str(launcher),
-            envvars=plugin_env(),
+            envvars={**plugin_env(), **secret_env},
             suppress_env_files=True,
             quiet=True,
             verbosity=verbosity or None,
             event_handler=translator,
             status_handler=scrub_env,
-            cancel_callback=cancel,
+            cancel_callback=poll,
             settings={"suppress_ansible_output": True, "pexpect_timeout": 1},
         )
         result.status, result.rc = r.status, r.rc
         if not result.ok and result.stats is None:
-            result.error = _tail(r)
+            result.error = secrets.scrub(_tail(r))
     finally:
-        shutil.rmtree(data_dir, ignore_errors=True)
+        if _keep_dir() is None:
+            shutil.rmtree(data_dir, ignore_errors=True)
     return result
+
+
+def _never() -> bool:
+    return False
+
+
+def _cancel_callback(data_dir: Path, extravars: Mapping[str, Any], cancel: Callable[[], bool] | StopRequest | None,
+                     ) -> tuple[Mapping[str, Any], Callable[[], bool]]:
+    """With a StopRequest: the extra vars naming the run's stop file, and a cancel callback
+    that writes the file once a stop is requested (before any hard cancel). Never None: without
+    a callback ansible-runner installs SIGINT/SIGTERM handlers of its own (kill at once) and
+    leaves them in place after the run."""
+    if not isinstance(cancel, StopRequest):
+        return extravars, cancel or _never
+    stop_file = data_dir / "stop"
+
+    def poll() -> bool:
+        if cancel.stop_requested and not stop_file.exists():
+            stop_file.touch(mode=0o600)
+        return cancel()
+
+    poll()  # a stop asked before the run started holds from its first wave
+    return {**extravars, "lrelease_stop_file": str(stop_file)}, poll
 
 
 def _tail(r: Any, lines: int = 5) -> str:

@@ -16,11 +16,12 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
+from lrelease import secrets
 from lrelease.apm import ProviderError
 from lrelease.errors import ConfigError
-from lrelease.schema import Checker
+from lrelease.schema import Checker, url_problem
 
-ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z")  # \Z: no trailing newline
 BODY_LIMIT = 300  # characters of an error body quoted in a ProviderError
 T = TypeVar("T")
 SECRET_HINT = "name the environment variable that holds it instead, e.g. {key}_env: MYAPP_{KEY}"
@@ -41,6 +42,9 @@ class Secret:
         value = env.get(variable, "")
         if not value:
             raise ConfigError(where, key, f"environment variable {variable} to be set (it holds the secret); it is not")
+        # Scrubbed by value from every message, record and output from here on; also when only the
+        # settings are checked (lrelease.yml loaded): the variable's value in this process.
+        secrets.register_env(variable)
         return cls(value, variable)
 
     def reveal(self) -> str:
@@ -83,7 +87,7 @@ class Http:
     def scrub(self, text: str) -> str:
         for value in self._secrets:
             text = text.replace(value, "***")
-        return text
+        return secrets.scrub(text)
 
     def request(self, method: str, url: str, *, params: Mapping[str, Any] | None = None,
                 headers: Mapping[str, str] | None = None, json_body: Any = None,
@@ -178,6 +182,10 @@ class Settings:
 
     def url(self, key: str, default: str | None = None) -> str:
         value = self.string(key, default, describe="an http(s) URL")
+        secrets.register_url(value)  # a token= in its query
+        problem = url_problem(value)  # "http://[::1", "http://h:99999": one line, not a traceback
+        if problem:
+            self.check.fail(key, f"an http:// or https:// URL: {problem}")
         parts = urlsplit(value)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             self.check.fail(key, f"an http:// or https:// URL, got {value!r}")

@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from lrelease import secrets
 from lrelease.runner import EventKind, ProgressEvent
 
 _STATE = {
@@ -66,9 +67,10 @@ class ProgressView:
 
 
 def _note(event: ProgressEvent) -> str:
+    """The detail column: registered secrets masked (before cutting, which could split one)."""
     if event.kind in (EventKind.GATE_PASSED, EventKind.GATE_FAILED):
-        return _gate_note(event.detail) or _cut(str(event.detail.get("reason", "")))
-    return _cut(str(event.detail.get("msg", "")))
+        return _gate_note(event.detail) or _cut(secrets.scrub(str(event.detail.get("reason", ""))))
+    return _cut(secrets.scrub(str(event.detail.get("msg", ""))))
 
 
 def _cut(text: str, width: int = 160) -> str:

@@ -20,7 +20,7 @@ from lrelease.config import ProjectConfig, load_config
 from lrelease.errors import ExitCode, LreleaseError
 from lrelease.fleet import write_inventories
 from lrelease.plan import Plan
-from lrelease.rollout import FleetStatus, Outcome, Releaser
+from lrelease.rollout import FleetStatus, Outcome, Releaser, check_to
 from lrelease.runner import StopRequest
 
 console = Console(stderr=True)
@@ -37,7 +37,7 @@ yes_option = click.option("--yes", "-y", is_flag=True, help="Do not ask for conf
 
 def _project(path: Path) -> ProjectConfig:
     if not path.exists():
-        raise LreleaseError(f"{path}: no such config file (use --config or $LRELEASE_CONFIG)")
+        raise LreleaseError(f"{str(path)!r}: no such config file (use --config or $LRELEASE_CONFIG)")
     return load_config(path)
 
 
@@ -171,6 +171,7 @@ def deploy(ctx: click.Context, env: str, build: str, sha256: str | None, reason:
 def rollback(ctx: click.Context, env: str, to: str | None, reason: str, actor: str | None, dry_run: bool,
              yes: bool, as_json: bool, config_path: Path) -> None:
     """Every host of an environment back to its previous build (or --to BUILD), in parallel."""
+    check_to(to)  # before anything is read or created
     project = _project(config_path)
     hosts = project.load_fleet().hosts(project.environment(env).name)
     if dry_run:

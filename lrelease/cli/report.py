@@ -15,13 +15,14 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
 from rich.console import Console, ConsoleOptions, RenderResult
 from rich.text import Text
 
+from lrelease import secrets
 from lrelease.state import GateOutcome, HostEvent, Rollout
 
 VERDICT_STYLE = {"pass": "green", "fail": "bold red", "inconclusive": "yellow"}
@@ -157,6 +158,7 @@ def _text(*parts: str | Text) -> Text:
 # -- the report ----------------------------------------------------------------------------------
 def report(rollout: Rollout, events: Sequence[HostEvent], gates: Sequence[GateOutcome]) -> list[Line]:
     """The whole report: header, waves with each host's final phase, then one block per gate."""
+    rollout, events, gates = scrubbed(rollout, events, gates)
     lines = header(rollout)
     lines.append(Line(Text("")))
     lines.extend(waves(rollout, events))
@@ -407,5 +409,14 @@ def to_json(rollout: Rollout, events: Sequence[HostEvent], gates: Sequence[GateO
     phases: dict[str, str] = {}
     for event in events:
         phases[event.host] = event.phase
-    return {**rollout.to_dict(), "hosts": phases, "events": [e.__dict__ for e in events],
-            "gates": [g.__dict__ for g in gates]}
+    return secrets.scrub_data({**rollout.to_dict(), "hosts": phases, "events": [e.__dict__ for e in events],
+                               "gates": [g.__dict__ for g in gates]})
+
+
+def scrubbed(rollout: Rollout, events: Sequence[HostEvent], gates: Sequence[GateOutcome],
+             ) -> tuple[Rollout, list[HostEvent], list[GateOutcome]]:
+    """The record with every secret this process knows masked (one stored before lrelease
+    scrubbed by value, or one it learned since, never reaches the screen)."""
+    return (replace(rollout, reason=secrets.scrub(rollout.reason), plan=secrets.scrub_data(rollout.plan)),
+            [replace(e, detail=secrets.scrub_data(e.detail)) for e in events],
+            [replace(g, evidence=secrets.scrub_data(g.evidence)) for g in gates])

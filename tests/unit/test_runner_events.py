@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
-from lrelease.rollout import Outcome
+import signal
+from pathlib import Path
+
+import pytest
+
+from lrelease.cli.release import _Interrupt
 from lrelease.errors import ExitCode
-from lrelease.runner import EventKind, RunResult, _EventTranslator
+from lrelease.rollout import Outcome
+from lrelease.runner import EventKind, RunResult, StopRequest, _cancel_callback, _EventTranslator
 
 
 def ev(event: str, host: str | None = None, task: str = "", role: str = "", **res) -> dict:
@@ -91,3 +97,121 @@ def test_gate_records_carry_the_deciders_reason():
     assert result.gates == [{"host": "node1", "wave": 0, "verdict": "pass", "reason": "answered 200",
                              "evidence": {"probes": 1}}]
     assert seen[0].detail["reason"] == "answered 200"
+
+
+# -- stop at a safe point (Ctrl-C / SIGTERM) ----------------------------------------------
+
+def test_a_stop_before_a_wave_is_an_interruption_not_a_success_nor_a_failure():
+    # Given wave 1 (node1) switched and passed its gate, then the stop check ended the play
+    result, seen = translate([
+        ev("runner_on_ok", "node1", "lrelease wave", ansible_play_batch=["node1"]),
+        ev("runner_on_ok", "node1", "switched", "lrelease_switch", changed=True),
+        ev("runner_on_ok", "node1", "lrelease gate", verdict="pass", evidence={}),
+        ev("runner_on_ok", "node2", "lrelease stop check", stat={"exists": True}),
+        ev("runner_on_ok", "node2", "lrelease stopped", msg="stop requested: no further wave starts"),
+        ev("playbook_on_stats", ok={"node1": 5, "node2": 2}),
+    ])
+    # Then the run stopped: not ok (so not "succeeded"), canceled (so interrupted, no rollback)
+    assert result.stopped and not result.ok and result.canceled
+    assert not result.failed and result.switched == {"node1"} and result.waves == 1
+    # And the stop is one event after wave 1, naming how many waves ran
+    assert seen[-1].kind == EventKind.STOPPED and seen[-1].detail["waves_done"] == 1
+    assert [e.kind for e in seen].count(EventKind.WAVE_STARTED) == 1
+
+
+def test_a_stop_check_that_found_no_request_changes_nothing():
+    result, seen = translate([
+        ev("runner_on_ok", "node1", "lrelease stop check", stat={"exists": False}),
+        ev("runner_on_skipped", "node1", "lrelease stopped"),
+        ev("runner_on_ok", "node1", "lrelease wave", ansible_play_batch=["node1"]),
+        ev("playbook_on_stats"),
+    ])
+    assert not result.stopped and result.ok and not result.canceled
+    assert [e.kind for e in seen] == [EventKind.WAVE_STARTED]
+
+
+def test_a_failure_before_the_stop_still_counts_as_a_failure_so_it_is_rolled_back():
+    result, _ = translate([
+        ev("runner_on_ok", "node1", "switched", "lrelease_switch", changed=True),
+        ev("runner_on_failed", "node1", "lrelease gate", verdict="fail", evidence={}),
+        ev("runner_on_ok", "node2", "lrelease stopped", msg="stop requested"),
+        ev("playbook_on_stats"),
+    ])
+    assert result.stopped and not result.ok and not result.canceled
+    assert result.live_on_new_build == {"node1"}
+
+
+def test_a_hard_cancel_is_canceled_as_before():
+    result = RunResult(status="canceled")
+    assert result.canceled and not result.ok and not result.stopped
+
+
+def test_the_first_request_stops_the_second_cancels_at_once():
+    request = StopRequest()
+    assert (request.stop_requested, request()) == (False, False)
+    # When asked once: a stop at the next safe point, ansible-runner's cancel_callback still False
+    assert request.escalate() == StopRequest.STOP
+    assert (request.stop_requested, request()) == (True, False)
+    # When asked again: the hard cancel
+    assert request.escalate() == StopRequest.CANCEL
+    assert request.cancel_requested and request()
+
+
+def test_a_stop_request_becomes_the_stop_file_the_playbook_reads(tmp_path):
+    # Given a run driven by a StopRequest
+    request = StopRequest()
+    extravars, poll = _cancel_callback(tmp_path, {"lrelease_build": "1.1.0"}, request)
+    stop_file = Path(extravars["lrelease_stop_file"])
+    assert stop_file.parent == tmp_path and extravars["lrelease_build"] == "1.1.0"
+    # When polled before any request, nothing is written and the run goes on
+    assert poll() is False and not stop_file.exists()
+    # When a stop is requested, the next poll writes the file and still does not kill the run
+    request.escalate()
+    assert poll() is False and stop_file.exists()
+    # And a second request kills it
+    request.escalate()
+    assert poll() is True
+
+
+def test_a_stop_asked_before_the_run_started_holds_from_its_first_wave(tmp_path):
+    request = StopRequest()
+    request.escalate()
+    extravars, _ = _cancel_callback(tmp_path, {}, request)
+    assert Path(extravars["lrelease_stop_file"]).exists()
+
+
+def test_without_a_stop_request_no_stop_file_and_never_a_missing_cancel_callback(tmp_path):
+    # ansible-runner installs its own kill-at-once SIGINT/SIGTERM handlers when given none
+    extravars, poll = _cancel_callback(tmp_path, {"a": 1}, None)
+    assert extravars == {"a": 1} and poll is not None and poll() is False
+    flag = [False]
+    extravars, poll = _cancel_callback(tmp_path, {}, lambda: flag[0])
+    assert "lrelease_stop_file" not in extravars
+    flag[0] = True
+    assert poll() is True
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_sigterm_and_ctrl_c_step_stop_then_cancel_then_give_up():
+    # Given the CLI's handler (what deploy/rollback/resume install around a run)
+    interrupt = _Interrupt()
+    # When SIGTERM arrives (cron, systemd), it asks for the stop at a safe point, not a kill
+    interrupt._handle(signal.SIGTERM, None)
+    assert interrupt.request.stop_requested and not interrupt.request()
+    # When Ctrl-C follows, it cancels at once
+    interrupt._handle(signal.SIGINT, None)
+    assert interrupt.request()
+    # And a third gives up waiting
+    with pytest.raises(KeyboardInterrupt):
+        interrupt._handle(signal.SIGINT, None)
+
+
+def test_the_first_signal_says_what_happens_next(capsys):
+    # Given a deploy and a rollback (rollback.yml has no safe point before its end)
+    for action, words in (("deploy", "stopping after the hosts in flight"),
+                          ("rollback", "the rollback finishes first")):
+        # When SIGTERM arrives once
+        _Interrupt(action)._handle(signal.SIGTERM, None)
+        # Then one line says what happens and how to cancel at once
+        err = " ".join(capsys.readouterr().err.split())
+        assert f"SIGTERM: {words}" in err and "press Ctrl-C again to cancel at once" in err, err

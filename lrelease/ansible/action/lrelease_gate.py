@@ -13,10 +13,12 @@ from pathlib import Path
 from ansible.plugins.action import ActionBase
 
 try:
+    from lrelease import secrets
     from lrelease.errors import LreleaseError
     from lrelease.gate import GateRequest, evaluate
 except ImportError:  # run from a checkout whose package is not installed (AWX project sync)
     sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
+    from lrelease import secrets
     from lrelease.errors import LreleaseError
     from lrelease.gate import GateRequest, evaluate
 
@@ -108,6 +110,7 @@ class ActionModule(ActionBase):
         result = super().run(tmp, task_vars)
         task_vars = task_vars or {}
         _, args = self.validate_argument_spec(argument_spec=ARGUMENT_SPEC)
+        secrets.register_url(args["url"])  # a health URL's token= never leaves in the result
         if self._task.check_mode:
             result.update(skipped=True, msg="the gate does not run in check mode")
             return result
@@ -123,14 +126,14 @@ class ActionModule(ActionBase):
             outcome = evaluate(request, args["kind"])
         except LreleaseError as err:
             result.update(failed=True, verdict="fail", evidence={}, msg=str(err))
-            return result
+            return secrets.scrub_data(result)
         result.update(outcome.to_dict(), changed=False)
         what = "port check" if args["kind"] == "port" else "gate"
         if outcome.passed:
             result["msg"] = f"{what} passed on {host}: {outcome.reason}"
         else:
             result.update(failed=True, msg=f"{what} failed on {host}: {outcome.reason}")
-        return result
+        return secrets.scrub_data(result)
 
 
 def _app_url(name, hostvars):
