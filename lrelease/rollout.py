@@ -110,6 +110,7 @@ class Outcome:
     message: str
     switched: tuple[str, ...] = ()
     rolled_back: tuple[str, ...] = ()
+    app_stopped: tuple[str, ...] = ()  # first installs undone: nothing to go back to, app stopped, drained
     failed: tuple[str, ...] = ()
     unreachable: tuple[str, ...] = ()
     gates: tuple[dict[str, Any], ...] = ()
@@ -303,13 +304,13 @@ class Releaser:
         _test_crash("after-rollback-playbook")
         merged = RunResult(status=result.status, switched=result.switched, reverted=result.reverted,
                            failed=result.failed | rb.failed, unreachable=result.unreachable | rb.unreachable,
-                           rolled_back=rb.rolled_back, gates=result.gates)
+                           rolled_back=rb.rolled_back, app_stopped=rb.app_stopped, gates=result.gates)
         if _still_held(lock) is not None:
             return self._lock_lost(rid, env.name, build, action, lock.lost, merged, plan)
-        moved = ", ".join(sorted(rb.rolled_back)) or "no host needed it"
+        moved = ", ".join(sorted(rb.rolled_back)) or ("no host" if rb.app_stopped else "no host needed it")
         if rb.ok:
             return self._finish(rid, env.name, build, action, "rolled_back", ExitCode.ROLLED_BACK,
-                                f"roll-out failed ({why}); rolled back {moved}", merged, plan)
+                                f"roll-out failed ({why}); rolled back {moved}{_first_installs(rb)}", merged, plan)
         if rb.canceled:
             return self._finish(rid, env.name, build, action, "interrupted", ExitCode.INTERRUPTED,
                                 f"roll-out failed ({why}) and its rollback was interrupted: `lrelease resume` "
@@ -430,7 +431,11 @@ class Releaser:
         what = f"undid roll-out {undone.id} of {build}" if undone else f"rollback to {build}"
         if result.ok:
             moved = sorted(result.rolled_back)
-            msg = f"{what}: rolled back {', '.join(moved)}" if moved else f"{what}: no host needed it; nothing changed"
+            if moved:
+                msg = f"{what}: rolled back {', '.join(moved)}"
+            else:
+                msg = f"{what}: no host was moved" if result.app_stopped else f"{what}: no host needed it; nothing changed"
+            msg += _first_installs(result)
             return self._finish(rid, env, build, "rollback", "succeeded", ExitCode.OK, msg, result, None)
         if result.canceled:
             return self._finish(rid, env, build, "rollback", "interrupted", ExitCode.INTERRUPTED,
@@ -520,9 +525,18 @@ class Releaser:
         return Outcome(
             rollout_id=rid, env=env, build=build, action=action, status=status, exit_code=code, message=message,
             switched=tuple(sorted(result.switched)), rolled_back=tuple(sorted(result.rolled_back)),
+            app_stopped=tuple(sorted(result.app_stopped)),
             failed=tuple(sorted(result.failed)), unreachable=tuple(sorted(result.unreachable)),
             gates=tuple(result.gates), plan=plan.to_dict() if plan else {},
         )
+
+
+def _first_installs(result: RunResult) -> str:
+    if not result.app_stopped:
+        return ""
+    hosts = ", ".join(sorted(result.app_stopped))
+    return (f"; {hosts}: first install, nothing to roll back to: the app is stopped and the host stays out of the "
+            "load balancer until a good build is deployed (or `lrelease rollback --to BUILD` names one)")
 
 
 def _halted(result: RunResult) -> bool:

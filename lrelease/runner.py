@@ -44,6 +44,7 @@ class EventKind(str, Enum):
     GATE_PASSED = "gate_passed"
     GATE_FAILED = "gate_failed"
     HOST_ROLLED_BACK = "host_rolled_back"
+    HOST_APP_STOPPED = "host_app_stopped"  # a first install undone: nothing to go back to, app stopped
     HOST_FAILED = "host_failed"
     HOST_UNREACHABLE = "host_unreachable"
     HOST_STATUS = "host_status"
@@ -69,6 +70,7 @@ class RunResult:
     switched: set[str] = field(default_factory=set)
     reverted: set[str] = field(default_factory=set)
     rolled_back: set[str] = field(default_factory=set)
+    app_stopped: set[str] = field(default_factory=set)  # first installs undone: app stopped, host drained
     failed: set[str] = field(default_factory=set)
     unreachable: set[str] = field(default_factory=set)
     gates: list[dict[str, Any]] = field(default_factory=list)
@@ -132,6 +134,7 @@ _OK_TASKS = {
     ("lrelease_switch", "switched"): EventKind.HOST_SWITCHED,
     ("lrelease_switch", "reverted"): EventKind.HOST_REVERTED,
     ("lrelease_rollback", "rolled back"): EventKind.HOST_ROLLED_BACK,
+    ("lrelease_rollback", "first install stopped"): EventKind.HOST_APP_STOPPED,
     ("", "lrelease gate"): EventKind.GATE_PASSED,
     ("", "lrelease host status"): EventKind.HOST_STATUS,
 }
@@ -190,6 +193,7 @@ class _EventTranslator:
             EventKind.HOST_SWITCHED: self.result.switched,
             EventKind.HOST_REVERTED: self.result.reverted,
             EventKind.HOST_ROLLED_BACK: self.result.rolled_back,
+            EventKind.HOST_APP_STOPPED: self.result.app_stopped,
         }.get(kind, set()).add(host)
         if kind is EventKind.GATE_PASSED:
             self._gate(host, res, "pass")

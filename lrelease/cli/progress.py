@@ -22,6 +22,7 @@ _STATE = {
     EventKind.GATE_PASSED: ("gate passed", "green"),
     EventKind.GATE_FAILED: ("gate FAILED", "red"),
     EventKind.HOST_ROLLED_BACK: ("rolled back", "magenta"),
+    EventKind.HOST_APP_STOPPED: ("first install: app stopped, stays drained", "red"),
     EventKind.HOST_FAILED: ("failed", "red"),
     EventKind.HOST_UNREACHABLE: ("unreachable", "red"),
 }

@@ -237,3 +237,41 @@ def test_a_paused_holder_whose_lock_was_taken_over_touches_no_further_host_and_e
     assert {n: slow.serving(n) for n in slow.nodes} == {n: "1.7.0" for n in slow.nodes}
     for n in slow.nodes:
         assert len([e for e in slow.ledger(n) if e["event"] == "switch" and e["to"] == "1.7.0"]) == 1, n
+
+
+def test_a_first_install_whose_gate_fails_is_stopped_and_kept_out_of_the_load_balancer(project: Project):
+    from lrelease.ansible.action.lrelease_haproxy import _module as haproxy_module
+    from lrelease.sandbox import provision, services
+
+    # Given node1 as a new host: its app stopped, no release, no `current`, no ledger
+    cfg = project.cfg
+    node1 = cfg.find_node("node1")
+    provision.service(cfg, node1, "stop", check=False)
+    root = cfg.node_root(node1)
+    for name in ("current", "releases", ".lrelease"):
+        path = root / name
+        if path.is_symlink() or path.is_file():
+            path.unlink()
+        elif path.exists():
+            import shutil
+            shutil.rmtree(path)
+    # When a build whose health fails is deployed (node1 is the canary)
+    project.build("1.8.0-bad", health_fail=True)
+    out = project.json("deploy", "--env", "production", "--build", "1.8.0-bad", "--yes")
+    # Then the roll-out stops with exit 1, saying there was nothing to roll back to on node1
+    assert out["exit_code"] == 1, out["message"]
+    assert out["app_stopped"] == ["node1"] and out["rolled_back"] == []
+    assert "node1: first install, nothing to roll back to" in out["message"]
+    # And node1's app is stopped and it stays drained in HAProxy; no other host was touched
+    read = haproxy_module().read_state
+    state = read(str(services.haproxy_socket(cfg)), f"be_{cfg.app}", "node1", 5)["state"]
+    assert state == "drain"
+    import requests
+    try:
+        requests.get(f"http://{node1.address}:{node1.app_port}/version", timeout=2)
+        answered = True
+    except requests.RequestException:
+        answered = False
+    assert not answered
+    for n in project.nodes[1:]:
+        assert lines_of(project, n, out["rollout_id"]) == [] and project.serving(n) == BASE, n

@@ -38,6 +38,11 @@ def make_artifact(path: Path, members: dict[str, bytes], links: dict[str, str] |
     return hashlib.sha256(buf.getvalue()).hexdigest()
 
 
+def pending_to(root: Path) -> str:
+    """The build the switch recorded in .lrelease/pending (the intent) goes to."""
+    return json.loads((root / ".lrelease" / "pending").read_text())["to"]
+
+
 @pytest.fixture
 def root(tmp_path):
     r = tmp_path / "srv"
@@ -123,7 +128,7 @@ def test_switch_records_previous_and_ledger_in_one_step(root, tmp_path):
     assert {k: line[k] for k in ("event", "build", "from", "to", "who", "rollout_id")} == {
         "event": "switch", "build": "1.1.0", "from": "1.0.0", "to": "1.1.0", "who": "ann", "rollout_id": "r7"}
     # And once the role has settled it (service restarted), switching again changes nothing
-    assert (root / ".lrelease" / "pending").read_text() == "1.1.0\n"
+    assert pending_to(root) == "1.1.0"
     (root / ".lrelease" / "pending").unlink()
     again = rel.switch(LIVE, str(root), "1.1.0", None, {"event": "switch"}, None)
     assert not again["changed"] and len((root / ".lrelease" / "ledger.jsonl").read_text().splitlines()) == 1
@@ -195,7 +200,7 @@ def test_rollback_moves_only_a_host_on_the_failed_build_back_to_previous(root, t
     line = json.loads((root / ".lrelease" / "ledger.jsonl").read_text().splitlines()[-1])
     assert (line["event"], line["build"], line["from"], line["to"]) == ("rollback", "1.1.0", "1.1.0", "1.0.0")
     # And once the role has settled it (service restarted), running it again changes nothing (idempotent)
-    assert (root / ".lrelease" / "pending").read_text() == "1.0.0\n"
+    assert pending_to(root) == "1.0.0"
     (root / ".lrelease" / "pending").unlink()
     assert not rel.switch(LIVE, str(root), None, None, {"event": "rollback"}, None, only_if_current="1.1.0")["changed"]
 
@@ -216,7 +221,7 @@ def rolled_back_before_the_restart(root: Path, tmp_path: Path) -> None:
     rel.switch(LIVE, str(root), "1.1.0", None, {"event": "switch"}, None)
     (root / ".lrelease" / "pending").unlink()  # the deploy's role settled it
     rel.switch(LIVE, str(root), None, None, {"event": "rollback"}, None, only_if_current="1.1.0")
-    assert (root / ".lrelease" / "pending").read_text() == "1.0.0\n"
+    assert pending_to(root) == "1.0.0"
 
 
 @pytest.mark.parametrize("target", [None, "1.0.0"], ids=["to-previous", "rollback-to"])
@@ -231,7 +236,7 @@ def test_a_rollback_that_died_before_the_restart_is_reported_again(root, tmp_pat
     assert again["current"] == "1.0.0" and os.readlink(root / "current") == "releases/1.0.0"
     assert [json.loads(x)["event"] for x in (root / ".lrelease" / "ledger.jsonl").read_text().splitlines()] == [
         "switch", "rollback"]
-    assert (root / ".lrelease" / "pending").read_text() == "1.0.0\n"
+    assert pending_to(root) == "1.0.0"
 
 
 def test_a_settled_rollback_or_someone_elses_pending_switch_is_left_alone(root, tmp_path):
@@ -274,7 +279,7 @@ def test_a_resumed_rollback_restarts_the_service_in_the_same_module_run(root, tm
     # stays until the role's settle step, after /health, as after any switch with a restart
     assert result["changed"] and result["resumed"] and result["current"] == "1.0.0"
     assert result["restart"]["rc"] == 0 and log.read_text() == "restart releases/1.0.0\n"
-    assert (root / ".lrelease" / "pending").read_text() == "1.0.0\n"
+    assert pending_to(root) == "1.0.0"
     # When the role has settled it and the rollback runs again, nothing is restarted
     (root / ".lrelease" / "pending").unlink()
     settled = run_module(tmp_path, **rollback)
@@ -313,3 +318,203 @@ def test_a_restart_command_that_cannot_run_is_reported_like_a_shell_would():
     denied = rel.restart_service(_Runner(PermissionError(13, "Permission denied")), ["/etc/passwd", "restart"])
     assert (missing["rc"], denied["rc"]) == (127, 126)
     assert "No such file" in missing["stderr"] and "Permission denied" in denied["stderr"]
+
+
+def ledger_of(root: Path) -> list[dict]:
+    path = root / ".lrelease" / "ledger.jsonl"
+    return [json.loads(x) for x in path.read_text().splitlines()] if path.exists() else []
+
+
+def previous_of(root: Path) -> str | None:
+    path = root / ".lrelease" / "previous"
+    return path.read_text().strip() if path.exists() else None
+
+
+def deployed(root: Path, tmp_path: Path, *steps: tuple[str, str]) -> None:
+    """Each (build, rollout id) staged and switched to in turn, and settled by the role."""
+    for build, rollout in steps:
+        if not (root / "releases" / build).exists():
+            stage(root, tmp_path, build, build.encode())
+        rel.switch(LIVE, str(root), build, None, {"event": "switch", "rollout_id": rollout}, None)
+        (root / ".lrelease" / "pending").unlink()
+
+
+def undo(root: Path, ids: list[str], check_mode: bool = False) -> dict:
+    module = SimpleNamespace(check_mode=check_mode)
+    return rel.switch(module, str(root), None, None, {"event": "rollback", "who": "ann", "rollout_id": "rb"}, None,
+                      undo=ids)
+
+
+def test_undo_goes_back_to_the_build_before_the_roll_out_and_restores_previous(root, tmp_path):
+    # Given 0.9.0, then 1.0.0, then roll-out r1 brought 1.1.0 (previous: 1.0.0)
+    deployed(root, tmp_path, ("0.9.0", "r0"), ("1.0.0", "r00"), ("1.1.0", "r1"))
+    # When r1 is undone
+    result = undo(root, ["r1"])
+    # Then the host is on 1.0.0 again, .lrelease/previous is what it was before r1 (0.9.0), never 1.1.0
+    assert result["changed"] and (result["target"], result["undone"], result["from"]) == ("1.0.0", "r1", "1.1.0")
+    assert os.readlink(root / "current") == "releases/1.0.0" and previous_of(root) == "0.9.0"
+    # And the ledger says which roll-out was undone and which build was left
+    line = ledger_of(root)[-1]
+    assert {k: line[k] for k in ("event", "build", "from", "to", "undoes", "who", "rollout_id", "previous")} == {
+        "event": "rollback", "build": "1.1.0", "from": "1.1.0", "to": "1.0.0", "undoes": "r1", "who": "ann",
+        "rollout_id": "rb", "previous": "1.0.0"}
+    # And once settled, undoing it again changes nothing (already undone)
+    (root / ".lrelease" / "pending").unlink()
+    again = undo(root, ["r1"])
+    assert not again["changed"] and again["target"] == "1.0.0" and "undone already" in again["unchanged_because"]
+    assert len(ledger_of(root)) == 4
+
+
+def test_undo_of_a_roll_out_and_its_resumes_starts_from_the_first_switch(root, tmp_path):
+    # Given roll-out r1 brought 1.1.0 and its resume r2 brought 1.1.1 (two switches on this host)
+    deployed(root, tmp_path, ("0.9.0", "r0"), ("1.0.0", "r00"), ("1.1.0", "r1"), ("1.1.1", "r2"))
+    # When a dry run (check mode) asks what undoing r2 alone, then r1 with r2, would do
+    alone = undo(root, ["r2"], check_mode=True)
+    both = undo(root, ["r2", "r1"], check_mode=True)
+    # Then r2 alone goes back to 1.1.0, both together to 1.0.0, the build before r1's first switch;
+    # and the dry run changed nothing
+    assert (alone["changed"], alone["from"], alone["target"], alone["undone"]) == (True, "1.1.1", "1.1.0", "r2")
+    assert (both["changed"], both["from"], both["target"], both["undone"]) == (True, "1.1.1", "1.0.0", "r1")
+    assert os.readlink(root / "current") == "releases/1.1.1" and len(ledger_of(root)) == 4
+    assert not (root / ".lrelease" / "pending").exists()
+    # When both are undone for real
+    result = undo(root, ["r1", "r2"])
+    # Then the host is on 1.0.0 with the previous it had before r1 (0.9.0)
+    assert result["changed"] and result["current"] == "1.0.0" and previous_of(root) == "0.9.0"
+    assert ledger_of(root)[-1]["undoes"] == "r1" and ledger_of(root)[-1]["build"] == "1.1.1"
+
+
+def test_undo_leaves_alone_a_host_the_roll_out_never_switched_or_that_moved_since(root, tmp_path):
+    # Given r1 brought 1.1.0, then r3 moved the host to 1.2.0
+    deployed(root, tmp_path, ("1.0.0", "r0"), ("1.1.0", "r1"), ("1.2.0", "r3"))
+    # When roll-outs that never touched this host, or r1, are undone
+    never = undo(root, ["r9", "r8"])
+    moved = undo(root, ["r1"])
+    # Then nothing changes, and each says why
+    assert not never["changed"] and never["unchanged_because"] == "not switched by roll-out r9, r8"
+    assert (never["target"], never["undone"]) == (None, None)
+    assert not moved["changed"] and (moved["target"], moved["undone"]) == ("1.0.0", "r1")
+    assert moved["unchanged_because"] == "current is 1.2.0, which roll-out r1 did not bring (it brought 1.1.0): moved since, left alone"
+    assert os.readlink(root / "current") == "releases/1.2.0" and len(ledger_of(root)) == 3
+    # And a host whose `current` was removed since is left alone too
+    (root / "current").unlink()
+    gone = undo(root, ["r1"])
+    assert not gone["changed"] and gone["unchanged_because"].startswith("current is not set, which roll-out r1")
+    assert not os.path.lexists(root / "current") and len(ledger_of(root)) == 3
+
+
+def test_undo_of_a_host_already_rolled_back_but_not_restarted_reports_the_owed_restart(root, tmp_path):
+    # Given r1 brought 1.1.0 and an automatic rollback moved the host back but died before the restart
+    deployed(root, tmp_path, ("1.0.0", "r0"), ("1.1.0", "r1"))
+    rel.switch(LIVE, str(root), None, None, {"event": "rollback"}, None, only_if_current="1.1.0")
+    # When r1 is undone
+    result = undo(root, ["r1"])
+    # Then it is reported as a resumed switch (the role restarts the host), with no new ledger line
+    assert result["changed"] and result["resumed"] and (result["target"], result["undone"]) == ("1.0.0", "r1")
+    assert result["from"] == "1.1.0" and [e["event"] for e in ledger_of(root)] == ["switch", "switch", "rollback"]
+
+
+def test_undo_of_a_first_install_says_there_is_no_earlier_build(root, tmp_path):
+    # Given r1 was this host's first install
+    deployed(root, tmp_path, ("1.0.0", "r1"))
+    # When r1 is undone, Then nothing changes, and the result says it was a first install and what to do
+    result = undo(root, ["r1"])
+    assert not result["changed"] and result["first_install"] is True and result["target"] is None
+    assert result["unchanged_because"] == ("roll-out r1 was this host's first install: there is no earlier build "
+                                           "to go back to (name one with --to)")
+    assert os.readlink(root / "current") == "releases/1.0.0" and len(ledger_of(root)) == 1
+    assert not (root / ".lrelease" / "pending").exists()
+
+
+def test_undo_from_ledger_lines_written_before_previous_was_recorded_removes_previous(root, tmp_path):
+    # Given a host whose ledger was written by an older module (no `id`, no `previous`), now on 1.1.0
+    for build in ("1.0.0", "1.1.0"):
+        stage(root, tmp_path, build)
+    rel.point_current(str(root), "1.1.0")
+    (root / ".lrelease").mkdir()
+    (root / ".lrelease" / "previous").write_text("1.0.0\n")
+    (root / ".lrelease" / "ledger.jsonl").write_text(
+        '{"event": "switch", "build": "1.1.0", "from": "1.0.0", "to": "1.1.0", "rollout_id": "r1"}\n')
+    # When r1 is undone
+    result = undo(root, ["r1"])
+    # Then the host is on 1.0.0 and no previous is claimed (the bad build is never left as previous)
+    assert result["changed"] and os.readlink(root / "current") == "releases/1.0.0"
+    assert previous_of(root) is None
+
+
+def test_a_first_install_whose_ledger_cannot_be_written_is_undone(root, tmp_path):
+    # Given a host with no `current` yet and an unwritable ledger
+    stage(root, tmp_path, "1.0.0")
+    (root / ".lrelease" / "ledger.jsonl").mkdir(parents=True)
+    # When the first switch is tried
+    with pytest.raises(rel.LayoutError, match="cannot write the ledger, switch undone"):
+        rel.switch(LIVE, str(root), "1.0.0", None, {"event": "switch"}, None)
+    # Then there is no `current` again, no previous and no intent left
+    assert not os.path.lexists(root / "current")
+    assert not (root / ".lrelease" / "previous").exists() and not (root / ".lrelease" / "pending").exists()
+
+
+def test_a_plain_text_marker_from_an_older_module_is_still_resumed(root, tmp_path):
+    # Given a host upgraded mid-way: current 1.1.0 and the old marker (a bare build id) saying it is not restarted
+    deployed(root, tmp_path, ("1.0.0", "r0"), ("1.1.0", "r1"))
+    (root / ".lrelease" / "pending").write_text("1.1.0\n")
+    # When the switch to 1.1.0 runs again
+    again = rel.switch(LIVE, str(root), "1.1.0", None, {"event": "switch", "rollout_id": "r1"}, None)
+    # Then it is resumed from the build recorded as previous, with no new ledger line
+    assert again["changed"] and again["resumed"] and again["from"] == "1.0.0" and len(ledger_of(root)) == 2
+    # And an old marker for a switch that never moved `current` does not stop a new switch
+    (root / ".lrelease" / "pending").write_text("1.0.0\n")
+    moved = rel.switch(LIVE, str(root), "1.0.0", None, {"event": "switch", "rollout_id": "r2"}, None)
+    assert moved["changed"] and "resumed" not in moved and ledger_of(root)[-1]["rollout_id"] == "r2"
+    assert pending_to(root) == "1.0.0"
+
+
+def test_a_ledger_line_cut_short_does_not_swallow_the_next_one(root, tmp_path):
+    # Given a ledger whose last line was cut short (a full disk)
+    stage(root, tmp_path, "1.0.0")
+    (root / ".lrelease").mkdir()
+    (root / ".lrelease" / "ledger.jsonl").write_text('{"event": "sw')
+    # When a switch is recorded
+    rel.switch(LIVE, str(root), "1.0.0", None, {"event": "switch", "rollout_id": "r1"}, None)
+    # Then its line is whole and readable on its own
+    assert [e["rollout_id"] for e in rel.read_ledger(str(root))] == ["r1"]
+
+
+def test_prune_keeps_both_builds_of_an_unfinished_switch(root, tmp_path):
+    # Given a switch from r2 to r1 (the older release) recorded but not yet done
+    for age, build in enumerate(["r1", "r2", "r3"]):
+        stage(root, tmp_path, build)
+        os.utime(root / "releases" / build, (1000 + age, 1000 + age))
+    rel.switch(LIVE, str(root), "r2", None, None, None)
+    rel.write_pending(str(root), {"id": "x", "from": "r2", "to": "r1", "previous_before": None,
+                                  "previous_after": "r2", "entry": None})
+    # When all but the newest are pruned, Then r1 (the switch's target) stays
+    assert rel.prune(LIVE, str(root), 1)["removed"] == []
+
+
+@pytest.mark.parametrize("args,message", [
+    ({"state": "info", "build": "1.0.0\n"}, "build must match"),
+    ({"state": "current", "previous": "1.0.0\n", "build": "1.0.0"}, "previous must be a build id"),
+    ({"state": "staged", "build": "1.0.0", "sha256": "a" * 64 + "\n", "src": "/nonexistent"}, "sha256 must be 64 hex"),
+    ({"state": "current", "undo": ["r1"], "build": "1.0.0"}, "mutually exclusive: undo|build"),
+    ({"state": "current", "undo": ["r1"], "only_if_current": "1.0.0"}, "mutually exclusive: undo|only_if_current"),
+    ({"state": "current", "undo": []}, "undo goes with state=current and names roll-out ids"),
+    ({"state": "current", "undo": [" r1"]}, "undo goes with state=current and names roll-out ids"),
+    ({"state": "info", "undo": ["r1"]}, "undo goes with state=current"),
+    ({"state": "current", "undo": ["r1"], "ledger": {"event": "switch"}}, "ledger.event must be rollback with undo"),
+], ids=["build-newline", "previous-newline", "sha256-newline", "undo-and-build", "undo-and-only-if", "undo-empty",
+        "undo-spaces", "undo-not-current", "undo-switch-event"])
+def test_bad_arguments_fail_with_one_line_and_change_nothing(root, tmp_path, args, message):
+    # Given a host on 1.0.0 switched by r1
+    deployed(root, tmp_path, ("1.0.0", "r1"))
+    before = sorted(str(p) for p in root.rglob("*")), ledger_of(root)
+    # When the module is called with a bad argument
+    args_file = tmp_path / "args.json"
+    args_file.write_text(json.dumps({"ANSIBLE_MODULE_ARGS": dict(args, root=str(root))}))
+    proc = subprocess.run([sys.executable, str(MODULE), str(args_file)], capture_output=True, text=True, timeout=60,
+                          check=False)
+    # Then it fails with a message naming the argument, and the host is as it was
+    result = json.loads(proc.stdout)
+    assert proc.returncode == 1 and result["failed"] and message in result["msg"], result
+    assert "\n" not in result["msg"]
+    assert (sorted(str(p) for p in root.rglob("*")), ledger_of(root)) == before

@@ -15,11 +15,28 @@ description:
     C(releases/<build>) in one step, so C(releases/<build>) is either absent or complete.
     An existing release with the same sha256 is kept (no change); a different one is replaced
     unless it is C(current).
-  - C(current) records the current build in C(.lrelease/previous) (or O(previous) when given),
-    then points C(current) at C(releases/<build>) with a new symlink renamed over the old one
-    (atomic), then appends the O(ledger) line to C(.lrelease/ledger.jsonl) when given. If the
-    ledger cannot be written the switch is undone, so no switch goes unrecorded. Nothing changes
-    when C(current) already is the build.
+  - "C(current) first writes the whole switch to C(.lrelease/pending) (JSON, renamed into place: C(id),
+    C(from), C(to), C(previous_before), C(previous_after), C(entry)), then records C(.lrelease/previous)
+    (the build that was current, or O(previous) when given), points C(current) at C(releases/<build>)
+    with a new symlink renamed over the old one (atomic), and appends the O(ledger) line to
+    C(.lrelease/ledger.jsonl) when given. Every step checks before it acts, so a run that finds an
+    unfinished switch in C(.lrelease/pending) (an earlier run was killed) completes it first, writing
+    its ledger line only if that line's C(id) is not in the ledger yet. If a step fails the switch is
+    undone (C(current) and C(.lrelease/previous) as before; no C(current) again on a first install), so
+    no switch goes unrecorded. Nothing changes when C(current) already is the build."
+  - "C(.lrelease/pending) stays after the switch as the marker 'switched, not yet restarted': the roles
+    remove it once the service runs the build. A plain build id in it (written by older versions) is
+    read too."
+  - "C(current) with O(undo): undo roll-outs from the host's own ledger. The first C(switch) line of
+    one of those roll-outs gives the target (its C(from)); the host moves there only when C(current)
+    is a build those roll-outs brought (C(to) of their C(switch) lines), with a C(rollback) line that
+    carries C(undoes), and C(.lrelease/previous) goes back to what it was before that first switch
+    (the line's C(previous); removed when the line has none). Unchanged, with C(unchanged_because),
+    when no such line exists, when the host is on the target already, or when it was moved to another
+    build since, or when the roll-out was the host's first install (no earlier build: RV(first_install))."
+  - "Test-only: the environment variable C(LRELEASE_TEST_KILL_AFTER=<step>) (intent, previous, current,
+    ledger, restart) makes the module exit at once after that step, to prove the steps restartable.
+    Never set it in production."
   - C(pruned) removes all but the O(keep) newest releases, never the current or the previous
     one, and leftovers of interrupted staging.
 options:
@@ -54,28 +71,56 @@ options:
         earlier run moved the host off it and died before the restart (C(.lrelease/pending)): then the
         result is C(resumed), as for a switch."
     type: str
+  undo:
+    description:
+      - "C(current): roll-out ids to undo (a roll-out and its resumes), decided from the host's own
+        C(.lrelease/ledger.jsonl) (see the description). Its O(ledger) line is a C(rollback) (C(event) may be
+        omitted), with C(build) the build left and C(undoes) the roll-out matched. In check mode nothing
+        changes and C(target) and C(from) say what would happen."
+      - Mutually exclusive with O(build), O(only_if_current) and O(previous).
+    type: list
+    elements: str
   keep: {description: "C(pruned): how many of the newest releases to keep.", type: int, default: 5}
   ledger:
     description:
       - "C(current): ledger line to append: C(event) (switch, rollback, switch-reverted), C(build)
-        (default O(build); for C(rollback) the build left), C(who), C(rollout_id); C(from), C(to) and C(time) (ISO 8601 UTC) are added."
+        (default O(build); for C(rollback) the build left), C(who), C(rollout_id); C(id) (unique), C(from), C(to),
+        C(previous) (C(.lrelease/previous) before the switch), C(time) (ISO 8601 UTC) and, with O(undo),
+        C(undoes) are added."
     type: dict
 """
 
 RETURN = r"""
-current: {description: Build C(current) points at (after the change), or null., type: str, returned: always}
-previous: {description: Content of C(.lrelease/previous), or null., type: str, returned: always}
+current: {description: "Build C(current) points at (after the change), or null.", type: str, returned: always}
+previous: {description: "Content of C(.lrelease/previous), or null.", type: str, returned: always}
 releases: {description: "Build -> C({mtime, manifest, sha256}); C(manifest) is null when missing or unreadable.", type: dict, returned: always}
-order: {description: Builds, newest first., type: list, returned: always}
+order: {description: "Builds, newest first.", type: list, returned: always}
 release: {description: "The entry of O(build) in C(releases), or null.", type: dict, returned: when build is given}
 from: {description: "C(current): the build that was current before.", type: str, returned: state=current}
 previous_before: {description: "C(current): C(.lrelease/previous) before (to undo a switch).", type: str, returned: state=current}
 entry: {description: "C(current): the ledger line written.", type: dict, returned: when a ledger line was written}
+unchanged_because: {description: "C(current): why nothing was switched.", type: str, returned: "when O(only_if_current) or O(undo) left the host alone"}
+target: {description: "C(current) with O(undo): the build moved to, or that would be moved to (check mode); null when the host was not switched by those roll-outs.", type: str, returned: with undo}
+undone: {description: "C(current) with O(undo): the roll-out id whose first switch gave the target, or null.", type: str, returned: with undo}
+first_install:
+  description:
+    - "C(current) with O(undo): true when the roll-out undone was this host's first install (its first switch
+      came from no build): nothing changes and there is nothing to go back to; the rollback role then stops
+      the app and leaves the host drained."
+  type: bool
+  returned: with undo
+completed:
+  description:
+    - "C(current): the C(id) of an unfinished switch (C(.lrelease/pending)) that this run completed before
+      doing what was asked; the result is then changed."
+  type: str
+  returned: when an earlier run's switch was completed
 resumed:
   description:
     - "C(current): true when C(current) already was the target but C(.lrelease/pending) says an earlier run
       switched it and died before the restart (also with O(only_if_current), when that run moved the host off
-      that build): reported as changed, without a new ledger line, so the restart and checks run again."
+      that build, and with O(undo), when the host is on the target): reported as changed, without a new ledger
+      line, so the restart and checks run again. C(from) and C(previous_before) are then those of that switch."
   type: bool
   returned: when an earlier switch is resumed
 restart: {description: "C(current) with O(restart): C(cmd), C(rc), C(stdout), C(stderr) of the command.", type: dict, returned: when current moved (or a switch was resumed) and restart was given}
@@ -89,6 +134,7 @@ import re
 import shutil
 import tarfile
 import time
+import uuid
 
 from ansible.module_utils.basic import AnsibleModule
 
@@ -255,38 +301,111 @@ def write_previous(root, value):
         os.unlink(path)
 
 
+# Test-only fault injection: with LRELEASE_TEST_KILL_AFTER=<step> in its environment the module
+# dies (os._exit(137), as if SIGKILLed: no cleanup, no result) right after that step of a switch,
+# so the tests can prove that a re-run completes every half-done switch. Steps, in order:
+# intent (.lrelease/pending written), previous, current, ledger, restart; when a run finishes an
+# earlier run's switch, only the steps it actually does count. Never set it outside the tests.
+KILL_AFTER_ENV = "LRELEASE_TEST_KILL_AFTER"
+STEPS = ("intent", "previous", "current", "ledger", "restart")
+
+
+def step_done(name):
+    if os.environ.get(KILL_AFTER_ENV) == name:
+        os._exit(137)
+
+
 def pending_path(root):
     return os.path.join(root, ".lrelease", "pending")
 
 
-def read_pending(root):
+def checked_build(value, what):
+    """A build id read back from the host's own files, or None; refused when it is not a build id."""
+    if value in (None, ""):
+        return None
+    if not isinstance(value, str) or not BUILD_RE.fullmatch(value):
+        raise LayoutError("%s is not a build id: %r" % (what, value))
+    return value
+
+
+def read_intent(root):
+    """.lrelease/pending: None, or the switch it records. This module writes the whole transition as
+    JSON (`id`, `from`, `to`, `previous_before`, `previous_after`, `entry`); earlier versions wrote
+    the bare build id (read as {"to": build, "legacy": True}: only the build switched to is known)."""
+    path = pending_path(root)
     try:
-        with open(pending_path(root)) as fh:
-            return fh.read().strip()
-    except OSError:
-        return ""
+        with open(path) as fh:
+            text = fh.read().strip()
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    if not text:
+        return None
+    if not text.startswith("{"):
+        return {"to": checked_build(text, path), "legacy": True}
+    try:
+        intent = json.loads(text)
+    except ValueError as exc:
+        raise LayoutError("%s is not valid JSON (%s); check the host and remove it" % (path, exc))
+    if (not isinstance(intent, dict) or not checked_build(intent.get("to"), path + " `to`")
+            or not isinstance(intent.get("id"), str)):
+        raise LayoutError("%s names no switch (`id`, `to`); check the host and remove it" % path)
+    for key in ("from", "previous_before", "previous_after"):
+        checked_build(intent.get(key), "%s `%s`" % (path, key))
+    if intent.get("entry") is not None and not (isinstance(intent["entry"], dict) and intent["entry"].get("id")):
+        raise LayoutError("%s: `entry` is not a ledger line with an `id`" % path)
+    return intent
 
 
-def write_pending(root, build):
+def write_pending(root, intent):
     os.makedirs(os.path.dirname(pending_path(root)), exist_ok=True)
-    write_atomic(pending_path(root), build + "\n")
+    write_atomic(pending_path(root), json.dumps(intent, sort_keys=True) + "\n")
 
 
 LEDGER_EVENTS = ("switch", "rollback", "switch-reverted")
 
 
+def ledger_path(root):
+    return os.path.join(root, ".lrelease", "ledger.jsonl")
+
+
+def read_ledger(root):
+    """The host's ledger lines, oldest first (a line that is not a JSON object is skipped)."""
+    try:
+        with open(ledger_path(root)) as fh:
+            lines = fh.read().splitlines()
+    except FileNotFoundError:
+        return []
+    entries = []
+    for line in lines:
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(entry, dict):
+            entries.append(entry)
+    return entries
+
+
+def in_ledger(root, entry_id):
+    return any(e.get("id") == entry_id for e in read_ledger(root))
+
+
 def append_ledger(root, entry):
-    directory = os.path.join(root, ".lrelease")
-    os.makedirs(directory, exist_ok=True)
-    fd = os.open(os.path.join(directory, "ledger.jsonl"), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    os.makedirs(os.path.dirname(ledger_path(root)), exist_ok=True)
+    fd = os.open(ledger_path(root), os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
     try:  # one write(2) with O_APPEND: concurrent writers never interleave within a line
-        os.write(fd, (json.dumps(entry, sort_keys=True) + "\n").encode())
+        size = os.fstat(fd).st_size
+        torn = size > 0 and os.pread(fd, 1, size - 1) != b"\n"  # a line cut short (disk full) stays apart
+        os.write(fd, (("\n" if torn else "") + json.dumps(entry, sort_keys=True) + "\n").encode())
         os.fsync(fd)
     finally:
         os.close(fd)
 
 
-def point_current(root, build):
+def point_current(root, build, staged=False):
+    if staged and not os.path.isdir(os.path.join(root, "releases", build)):
+        raise LayoutError("cannot point current at releases/%s: it is gone (%s names it); check the host, "
+                          "then remove that file" % (build, pending_path(root)))
     link = os.path.join(root, "current")
     tmp = os.path.join(root, ".current.lrelease-tmp")
     if os.path.lexists(tmp):
@@ -295,83 +414,207 @@ def point_current(root, build):
     os.replace(tmp, link)  # rename(2): readers see the old link or the new one, never none
 
 
-def resumable_rollback(root, state, build, only_if_current):
-    """`current` is no longer on the failed build because an earlier run moved it off (to the
-    build it names, when given), and .lrelease/pending says that build is not running yet."""
+def complete(root, intent, fresh=False):
+    """Do every step of a recorded switch that is not done yet (each step checks first, so a re-run
+    after a kill at any point finishes it); returns whether anything changed. When a step fails the
+    whole switch is undone (`current`, `.lrelease/previous` as before, no intent): a switch is
+    either complete with its ledger line or did not happen."""
+    to, entry, after = intent["to"], intent.get("entry"), intent.get("previous_after")
+    steps = (
+        ("previous", "write .lrelease/previous",
+         lambda: read_text(os.path.join(root, ".lrelease", "previous")) != after, lambda: write_previous(root, after)),
+        ("current", "move current", lambda: current_build(root) != to, lambda: point_current(root, to, staged=True)),
+        ("ledger", "write the ledger", lambda: entry is not None and not in_ledger(root, entry["id"]),
+         lambda: append_ledger(root, entry)),
+    )
+    changed = False
+    for name, doing, needed, act in steps:
+        try:
+            did = needed()
+            if did:
+                act()
+        except OSError as exc:  # undo: a switch must never go unrecorded
+            undo_intent(root, intent)
+            raise LayoutError("cannot %s, switch undone: %s" % (doing, exc))
+        changed = changed or did
+        if fresh or did:  # the test-only kill hook: after each step of a new switch, or one really done
+            step_done(name)
+    return changed
+
+
+def undo_intent(root, intent):
+    """Put back what the intent changed; the intent goes last, so a kill here is rolled forward."""
+    link = os.path.join(root, "current")
+    if intent.get("from"):
+        point_current(root, intent["from"])
+    elif os.path.lexists(link):  # a first install: there was no `current`
+        os.unlink(link)
+    write_previous(root, intent.get("previous_before"))
+    os.unlink(pending_path(root))
+
+
+def settle(module, root):
+    """Finish a switch an earlier run recorded in .lrelease/pending but did not complete (roll
+    forward; not in check mode). Returns (intent or None, whether this run changed the host)."""
+    intent = read_intent(root)
+    if intent is None or intent.get("legacy") or module.check_mode:
+        return intent, False
+    return intent, complete(root, intent)
+
+
+def view(module, root, intent):
+    """The layout as it is, or in check mode as it will be once the recorded switch is complete."""
+    state = info(root)
+    if module.check_mode and intent is not None and not intent.get("legacy"):
+        state["current"], state["previous"] = intent["to"], intent.get("previous_after")
+    return state
+
+
+def ledger_view(module, root, intent):
+    entries = read_ledger(root)
+    entry = (intent or {}).get("entry")
+    if module.check_mode and entry and not any(e.get("id") == entry["id"] for e in entries):
+        entries.append(entry)
+    return entries
+
+
+def owed(state, intent):
+    """A switch to the current build was done but its restart not yet settled (.lrelease/pending)."""
+    return intent is not None and bool(state["current"]) and intent["to"] == state["current"]
+
+
+def resumed(state, intent, **extra):
+    """An earlier switch that still owes the restart, reported again as changed (the role restarts it)."""
+    if intent.get("legacy"):  # only the build is known: the one before is at best .lrelease/previous
+        before = {"from": state["previous"], "previous_before": state["previous"]}
+    else:
+        before = {"from": intent.get("from"), "previous_before": intent.get("previous_before")}
+    return dict(state, changed=True, resumed=True, **dict(before, **extra))
+
+
+def unchanged(state, because, **extra):
+    result = dict(state, changed=False, **extra)
+    if because:
+        result["unchanged_because"] = because
+    return result
+
+
+def switch(module, root, build, previous, ledger, sha256, only_if_current=None, undo=None):
+    """state=current: finish a switch an earlier run left half-done, then do what is asked."""
+    intent, completed = settle(module, root)
+    result = decide(module, root, intent, build, previous, ledger, sha256, only_if_current, undo)
+    if completed:  # the host changed even if what was asked now needs nothing more
+        result.update(changed=True, completed=intent["id"])
+    return result
+
+
+def decide(module, root, intent, build, previous, ledger, sha256, only_if_current, undo):
+    state = view(module, root, intent)
     cur = state["current"]
-    return (bool(cur) and state["previous"] == only_if_current and build in (None, cur)
-            and read_pending(root) == cur)
-
-
-def switch(module, root, build, previous, ledger, sha256, only_if_current=None):
-    if build is None or only_if_current is not None:
-        state = info(root)
-        if only_if_current is not None and state["current"] != only_if_current:
-            if resumable_rollback(root, state, build, only_if_current):
-                # An earlier run moved `current` off the failed build but died before the service
-                # ran the build it went to: report it again, as a resumed switch, so it is restarted.
-                return dict(state, changed=True, resumed=True, **{"from": state["previous"], "previous_before": state["previous"]})
-            return dict(state, changed=False, unchanged_because="current is %s, not %s" % (state["current"], only_if_current),
-                        **{"from": state["current"], "previous_before": state["previous"]})
-        if build is None:  # back to the build recorded before the last switch
-            build = state["previous"]
-            if not build:
-                raise LayoutError("no previous build is recorded (.lrelease/previous); name the target build")
-            if build == state["current"]:
-                raise LayoutError(".lrelease/previous is %s, which is current already; name the target build" % build)
-    before = info(root, build)
-    if before["release"] is None and module.check_mode and build != before["current"]:
+    common = {"from": cur, "previous_before": state["previous"]}
+    previous_after = cur if previous is None else (previous or None)
+    extra = {}
+    if undo is not None:
+        plan = undo_plan(module, root, state, intent, undo)
+        extra = {"target": plan["target"], "undone": plan["undone"], "first_install": plan.get("first_install", False)}
+        if plan.get("because"):
+            if owed(state, intent) and cur == plan["target"]:
+                return resumed(state, intent, **extra)
+            return unchanged(state, plan["because"], **dict(common, **extra))
+        build, previous_after = plan["target"], plan["previous"]
+        ledger = dict(ledger or {}, event="rollback", undoes=plan["undone"])
+    elif only_if_current is not None and cur != only_if_current:
+        if owed(state, intent) and build in (None, cur) and (
+                state["previous"] if intent.get("legacy") else intent.get("from")) == only_if_current:
+            # An earlier run moved `current` off the failed build but died before the service ran
+            # the build it went to: report it again, as a resumed switch, so it is restarted.
+            return resumed(state, intent)
+        return unchanged(state, "current is %s, not %s" % (cur, only_if_current), **common)
+    elif build is None:  # back to the build recorded before the last switch
+        if only_if_current is None and owed(state, intent):  # that was done: its restart is owed
+            return resumed(state, intent)
+        build = state["previous"]
+        if not build:
+            raise LayoutError("no previous build is recorded (.lrelease/previous); name the target build")
+        if build == cur:
+            raise LayoutError(".lrelease/previous is %s, which is current already; name the target build" % build)
+    release = state["releases"].get(build)
+    if release is None and module.check_mode and build != cur and undo is None:
         # a check-mode run staged nothing, so the build is legitimately missing here
-        return dict(before, changed=True, current=build, msg="releases/%s is not staged yet" % build,
-                    **{"from": before["current"], "previous_before": before["previous"]})
-    if before["release"] is None:
+        return dict(state, changed=True, current=build, msg="releases/%s is not staged yet" % build, **common)
+    if release is None:
         raise LayoutError("releases/%s is not staged on this host (releases: %s); nothing was changed"
-                          % (build, ", ".join(before["order"]) or "none"))
-    if sha256 and before["release"]["sha256"] != sha256:
+                          % (build, ", ".join(state["order"]) or "none"))
+    if sha256 and release["sha256"] != sha256:
         raise LayoutError("releases/%s on this host has sha256 %s, not %s; nothing was changed"
-                          % (build, before["release"]["sha256"], sha256))
-    cur = before["current"]
-    common = {"from": cur, "previous_before": before["previous"]}
-    if cur == build and read_pending(root) == build:
+                          % (build, release["sha256"], sha256))
+    if cur == build and owed(state, intent):
         # An earlier run switched `current` but died before the service ran the build:
         # report the switch again (no new ledger line) so the restart and checks run.
-        return dict(before, changed=True, resumed=True, **{"from": before["previous"], "previous_before": before["previous"]})
+        return resumed(state, intent, **extra)
     if cur == build:
-        return dict(before, changed=False, **common)
+        return unchanged(state, None, **dict(common, **extra))
     if module.check_mode:
-        return dict(before, changed=True, current=build, **common)
-    old_previous = before["previous"]
-    entry = None
+        return dict(state, changed=True, current=build, **dict(common, **extra))
+    return begin(root, state, build, previous_after, ledger, extra)
+
+
+def begin(root, state, build, previous_after, ledger, extra):
+    """A new switch: the whole transition is written to .lrelease/pending first (write-ahead), then
+    done step by step (complete); the file stays as the restart marker until the role removes it."""
+    cur = state["current"]
+    intent = {"id": uuid.uuid4().hex, "from": cur, "to": build, "previous_before": state["previous"],
+              "previous_after": previous_after, "time": utc_now(), "entry": None}
     if ledger:
-        entry = {
+        intent["entry"] = {
+            "id": intent["id"],
             "event": ledger["event"],
             # the build the event is about: the one deployed, or for a rollback the one left
             "build": ledger.get("build") or (cur if ledger["event"] == "rollback" else build),
             "from": cur,
             "to": build,
-            "time": utc_now(),
+            "previous": state["previous"],  # .lrelease/previous before: what undoing a roll-out restores
+            "time": intent["time"],
             "who": ledger.get("who") or None,
             "rollout_id": ledger.get("rollout_id") or None,
         }
-    write_previous(root, cur if previous is None else previous)
-    write_pending(root, build)  # cleared by the role once the service runs the build
-    try:
-        point_current(root, build)
-    except OSError:
-        write_previous(root, old_previous)
-        raise
-    if entry is not None:
-        try:
-            append_ledger(root, entry)
-        except OSError as exc:  # undo: a switch must never go unrecorded
-            if cur:
-                point_current(root, cur)
-            write_previous(root, old_previous)
-            raise LayoutError("cannot write the ledger, switch undone: %s" % exc)
-    result = dict(info(root, build), changed=True, **common)
-    if entry is not None:
-        result["entry"] = entry
+        if ledger.get("undoes"):
+            intent["entry"]["undoes"] = ledger["undoes"]
+    write_pending(root, intent)
+    step_done("intent")
+    complete(root, intent, fresh=True)
+    result = dict(info(root, build), changed=True, **{"from": cur, "previous_before": state["previous"]}, **extra)
+    if intent["entry"] is not None:
+        result["entry"] = intent["entry"]
     return result
+
+
+def undo_plan(module, root, state, intent, undo):
+    """Where undoing roll-outs `undo` (one and its resumes) takes this host, from its own ledger:
+    {"target", "previous", "undone"}, plus "because" when nothing is to be done."""
+    ids = set(undo)
+    switches = [e for e in ledger_view(module, root, intent)
+                if e.get("event") == "switch" and str(e.get("rollout_id")) in ids]
+    if not switches:
+        return {"target": None, "previous": None, "undone": None,
+                "because": "not switched by roll-out %s" % ", ".join(undo)}
+    first = switches[0]
+    undone = str(first.get("rollout_id"))
+    target = checked_build(first.get("from"), "the ledger's `from` of roll-out %s" % undone)
+    brought = [e.get("to") for e in switches]
+    plan = {"target": target, "undone": undone,
+            "previous": checked_build(first.get("previous"), "the ledger's `previous` of roll-out %s" % undone)}
+    cur = state["current"]
+    if cur == target:
+        plan["because"] = "current is already %s, the build before roll-out %s: undone already" % (cur, undone)
+    elif cur not in brought:
+        plan["because"] = "current is %s, which roll-out %s did not bring (it brought %s): moved since, left alone" % (
+            cur or "not set", undone, ", ".join(sorted(set(map(str, brought)))))
+    elif target is None:  # nothing to go back to: the caller stops the app (roles/lrelease_rollback)
+        plan["first_install"] = True
+        plan["because"] = ("roll-out %s was this host's first install: there is no earlier build to go back to "
+                           "(name one with --to)" % undone)
+    return plan
 
 
 def restart_service(module, argv):
@@ -385,7 +628,8 @@ def restart_service(module, argv):
 
 def prune(module, root, keep):
     state = info(root)
-    protected = {state["current"], state["previous"]}
+    intent = read_intent(root) or {}  # an unfinished switch needs both of its builds
+    protected = {state["current"], state["previous"], intent.get("to"), intent.get("from")}
     keepers = set(state["order"][:keep]) | protected
     removed = [b for b in state["order"] if b not in keepers] + state["partials"]
     if not module.check_mode:
@@ -409,11 +653,13 @@ def main():
             keep=dict(type="int", default=5),
             ledger=dict(type="dict"),
             only_if_current=dict(type="str"),
+            undo=dict(type="list", elements="str"),
             restart=dict(type="list", elements="str"),
         ),
         required_if=[
             ("state", "staged", ("build", "sha256")),
         ],
+        mutually_exclusive=[("undo", "build"), ("undo", "only_if_current"), ("undo", "previous")],
         supports_check_mode=True,
     )
     p = module.params
@@ -421,26 +667,34 @@ def main():
     if not os.path.isabs(root) or root == "/":
         module.fail_json(msg="root must be an absolute path other than /, got %r" % p["root"])
     build = p["build"]
-    if build is not None and not BUILD_RE.match(build):
+    if build is not None and not BUILD_RE.fullmatch(build):
         module.fail_json(msg="build must match %s, got %r" % (BUILD_RE.pattern, build))
     if p["restart"] is not None and p["state"] != "current":
         module.fail_json(msg="restart goes with state=current, got state=%s" % p["state"])
-    if p["previous"] and not BUILD_RE.match(p["previous"]):
+    if p["previous"] and not BUILD_RE.fullmatch(p["previous"]):
         module.fail_json(msg="previous must be a build id, got %r" % p["previous"])
+    undo = p["undo"]
+    if undo is not None and (p["state"] != "current" or not undo or not all(i and i.strip() == i for i in undo)):
+        module.fail_json(msg="undo goes with state=current and names roll-out ids (non-empty, no surrounding "
+                             "spaces), got state=%s undo=%r" % (p["state"], undo))
     try:
         if p["state"] == "staged":
             sha = (p["sha256"] or "").lower()
-            if not re.match(r"^[0-9a-f]{64}$", sha):
+            if not re.fullmatch(r"[0-9a-f]{64}", sha):
                 raise LayoutError("sha256 must be 64 hex digits, got %r" % p["sha256"])
             result = stage(module, root, build, p["src"], sha, p["manifest"], p["remove_src"])
         elif p["state"] == "current":
             ledger = p["ledger"]
-            if ledger is not None and ledger.get("event") not in LEDGER_EVENTS:
-                raise LayoutError("ledger.event must be one of %s, got %r" % (", ".join(LEDGER_EVENTS), ledger.get("event")))
+            events = ("rollback",) if undo is not None else LEDGER_EVENTS
+            if ledger is not None and ledger.get("event", "rollback" if undo is not None else None) not in events:
+                raise LayoutError("ledger.event must be %s%s, got %r" % (
+                    "one of " if len(events) > 1 else "", ", ".join(events) + (" with undo" if undo else ""),
+                    ledger.get("event")))
             sha = (p["sha256"] or "").lower() or None
-            result = switch(module, root, build, p["previous"], ledger, sha, p["only_if_current"])
+            result = switch(module, root, build, p["previous"], ledger, sha, p["only_if_current"], undo)
             if p["restart"] and result["changed"] and not module.check_mode:
                 result["restart"] = restart_service(module, p["restart"])
+                step_done("restart")
         elif p["state"] == "pruned":
             if p["keep"] < 1:
                 raise LayoutError("keep must be at least 1, got %d" % p["keep"])
