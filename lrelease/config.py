@@ -14,15 +14,18 @@ Schema (version 1; ``lrelease.example.yml`` at the repository root is the commen
       # checksums: checksums          #   optional dir of <app>-<build>.tar.gz.sha256 files
     environments:                     # required; names: [a-z][a-z0-9_]* (Ansible group names)
       production:
-        waves: [1, 1, "50%", "100%"]  # default [1, "100%"]; ints >= 1 or "N%" (1..100)
-        bake_seconds: 10              # default 10; >= 0
+        waves: [1, 1, "50%", "100%"]  # default [1, "100%"]; ints 1..10000 or "N%" (1..100)
+        bake_seconds: 10              # default 10; >= 0 (every duration: finite, <= 86400)
         gate_timeout_seconds: 30      # default 30; > 0
-        deploy_root: /srv/demoapp     # required; an absolute path of its own
+        deploy_root: /srv/demoapp     # required; an absolute path of its own (schema.SAFE_PATH_RE)
         service: {command: /srv/demoapp/bin/demoapp-service}   # required; or {systemd: unit}
         health: {path: /health, port: 8080}   # default path /health; port optional (see below)
-        keep_releases: 5              # default 5; >= 2 (current and previous always stay)
+        keep_releases: 5              # default 5; 2..100 (current and previous always stay)
         lb: {haproxy_socket: /run/haproxy/admin.sock, backend: be_demoapp}  # optional
-        rollback: {serial: false}     # default false: roll back all hosts in parallel
+        rollback:                     # a fleet rollback keeps capacity in service:
+          min_in_service: "50%"       #   default "50%"; a host count >= 0 or "N%" (0..100) of the
+                                      #   play's hosts (rounded up); as few parallel groups as allow it
+          serial: false               #   default false; true: one host at a time (wins)
         inventory: inventories/production.yml   # optional: an Ansible inventory source used
                                                 # instead of the one generated from the fleet
 
@@ -41,19 +44,23 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from lrelease import secrets
 from lrelease.errors import ConfigError, ExitCode, LreleaseError
 from lrelease.fleet import Fleet, load_fleet
 from lrelease.gate.settings import GateSettings, parse_gate
 from lrelease.plan import WaveSpec, check_wave
-from lrelease.schema import ENV_NAME_EXPECTED, ENV_NAME_RE, Checker, join, load_yaml_mapping, show
+from lrelease.schema import (ENV_NAME_EXPECTED, ENV_NAME_RE, SAFE_PATH_EXPECTED, Checker, join, load_yaml_mapping,
+                             plain_text, safe_path, show, url_problem)
 
 CONFIG_NAME = "lrelease.yml"
 SCHEMA_VERSION = 1
-APP_RE = re.compile(r"^[a-z][a-z0-9_-]{0,63}$")
-BUILD_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,63}$")
-_UNIT_RE = re.compile(r"^[A-Za-z0-9@._:-]+$")
-_BACKEND_RE = re.compile(r"^[A-Za-z0-9._:-]+$")
-_SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+# Whole-string patterns (fullmatch; the \Z also guards a .match): the safe sets of docs/design.md.
+APP_RE = re.compile(r"[a-z][a-z0-9_-]{0,63}\Z")
+BUILD_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,63}\Z")
+_UNIT_RE = re.compile(r"[A-Za-z0-9@._:-]{1,255}\Z")
+_BACKEND_RE = re.compile(r"[A-Za-z0-9._:-]{1,127}\Z")
+_SHA256_RE = re.compile(r"[0-9a-f]{64}\Z")
+_MAX_KEEP_RELEASES = 100
 _SYSTEM_DIRS = {"", "/", "/srv", "/opt", "/usr", "/etc", "/var", "/home", "/root", "/tmp", "/bin", "/lib"}
 SECRET_HINT = "name an environment variable that holds it instead, e.g. {key}_env: MYAPP_{KEY}"
 
@@ -114,6 +121,7 @@ class EnvironmentConfig:
     rollback_serial: bool
     inventory: Path | None  # None: the inventory generated from the fleet
     gate: GateSettings | None = None  # None: the gate checks the health endpoint only
+    rollback_min_in_service: int | str = "50%"  # hosts kept in service by a rollback: a count or "N%"
 
     def playbook_vars(self) -> dict[str, Any]:
         """The extra vars of docs/design.md that come from this environment's settings."""
@@ -126,8 +134,10 @@ class EnvironmentConfig:
             "lrelease_keep_releases": self.keep_releases,
             "lrelease_lb_socket": self.lb.haproxy_socket if self.lb else "",
             "lrelease_lb_backend": self.lb.backend if self.lb else "",
-            "lrelease_rollback_serial": 1 if self.rollback_serial else "100%",
+            "lrelease_rollback_min_in_service": self.rollback_min_in_service,
         }
+        if self.rollback_serial:
+            out["lrelease_rollback_serial"] = 1
         if self.service_command is not None:
             out["lrelease_service_command"] = self.service_command
         else:
@@ -189,7 +199,7 @@ class ProjectConfig:
         to the tarball for source ``dir``, which must exist; in ``checksums`` for source
         ``url``). Nothing is hashed here: the playbook checks the tarball against it on the
         controller before any host changes. Raises BuildNotFound (exit 2)."""
-        if not isinstance(build, str) or not BUILD_RE.match(build):
+        if not isinstance(build, str) or not BUILD_RE.fullmatch(build):
             raise BuildNotFound(f"build {build!r} is not a build id: letters, digits, '.', '_', '+', '-'")
         name = f"{self.app}-{build}.tar.gz"
         src = self.artifacts
@@ -213,7 +223,7 @@ class ProjectConfig:
             words = path.read_text(encoding="ascii").split()
         except (OSError, UnicodeDecodeError):
             raise BuildNotFound(f"build {build} has no checksum: no readable {self._show(path)}") from None
-        if not words or not _SHA256_RE.match(words[0].lower()):
+        if not words or not _SHA256_RE.fullmatch(words[0].lower()):
             raise BuildNotFound(f"build {build}: {self._show(path)} does not start with a sha256 (64 hex digits)")
         return words[0].lower()
 
@@ -225,7 +235,7 @@ class ProjectConfig:
 
 
 def _check_sha(build: str, digest: str) -> str:
-    if not isinstance(digest, str) or not _SHA256_RE.match(digest.lower()):
+    if not isinstance(digest, str) or not _SHA256_RE.fullmatch(digest.lower()):
         raise BuildNotFound(f"build {build}: sha256 must be 64 hex digits, got {digest!r}")
     return digest.lower()
 
@@ -247,6 +257,8 @@ def load_config(path: str | Path) -> ProjectConfig:
     root = path.parent
     fleet = _rel_path(check, data.get("fleet", "inventories/fleet.yml"), "fleet", root)
     state_dir = _rel_path(check, data.get("state_dir", ".lrelease"), "state_dir", root)
+    if not _can_be_dir(state_dir):
+        check.fail("state_dir", f"a directory (or where one can be made), got a file in the way: {state_dir}")
     artifacts = _artifacts(check, data.get("artifacts", {"source": "dir", "path": "artifacts"}), root)
     envs = check.mapping(data["environments"], "environments", example="{production: {...}}")
     if not envs:
@@ -257,8 +269,20 @@ def load_config(path: str | Path) -> ProjectConfig:
 
 
 def _rel_path(check: Checker, value: Any, key: str, root: Path) -> Path:
-    text = check.string(value, key, describe="a path (relative to lrelease.yml or absolute)")
+    """A path on the controller, relative to lrelease.yml or absolute; spaces are fine, control
+    characters (newline, NUL...) and Jinja delimiters are not (it may reach a playbook)."""
+    text = check.string(value, key, test=plain_text,
+                        describe="a path (relative to lrelease.yml or absolute) without control characters, "
+                                 "{{ }} or {% %}")
     return (root / text).resolve()
+
+
+def _can_be_dir(path: Path) -> bool:
+    """``path`` is a directory, or its nearest existing ancestor is (mkdir -p would work)."""
+    for p in (path, *path.parents):
+        if p.exists():
+            return p.is_dir()
+    return True
 
 
 def _artifacts(check: Checker, value: Any, root: Path) -> ArtifactSource:
@@ -277,8 +301,12 @@ def _artifacts(check: Checker, value: Any, root: Path) -> ArtifactSource:
             check.fail(join(key, "path"), "no such key with source: url (url, checksums)")
         if "url" not in value:
             check.fail(join(key, "url"), 'a URL (required with source: url), e.g. "https://ci/{app}-{build}.tar.gz"')
+        secrets.register_url(value["url"])  # its user:password@ or token=, scrubbed by value from here on
         url = check.string(value["url"], join(key, "url"), test=_url_template_ok,
                            describe="an http(s) URL containing {build} (and optionally {app}), no other {...}")
+        problem = url_problem(url.replace("{app}", "app").replace("{build}", "1.0.0"))
+        if problem:
+            check.fail(join(key, "url"), f"an http(s) URL: {problem}")  # not echoed: it may hold a password
         checksums = None
         if "checksums" in value:
             checksums = _rel_path(check, value["checksums"], join(key, "checksums"), root)
@@ -287,7 +315,7 @@ def _artifacts(check: Checker, value: Any, root: Path) -> ArtifactSource:
 
 
 def _url_template_ok(url: str) -> bool:
-    if not re.match(r"^https?://[^/\s]+/\S*$", url) or "{build}" not in url:
+    if not re.fullmatch(r"https?://[^/\s]+/\S*", url) or "{build}" not in url:
         return False
     return set(re.findall(r"\{[^}]*\}", url)) <= {"{app}", "{build}"}
 
@@ -298,7 +326,7 @@ _ENV_KEYS = ("waves", "bake_seconds", "gate_timeout_seconds", "deploy_root", "se
 
 def _environment(check: Checker, name: str, value: Any, root: Path) -> EnvironmentConfig:
     key = join("environments", name)
-    if not ENV_NAME_RE.match(name):
+    if not ENV_NAME_RE.fullmatch(name):
         check.fail(key, f"an environment name of {ENV_NAME_EXPECTED}")
     env = check.mapping(value, key, required=("deploy_root", "service"),
                         optional=tuple(k for k in _ENV_KEYS if k not in ("deploy_root", "service")),
@@ -308,14 +336,14 @@ def _environment(check: Checker, name: str, value: Any, root: Path) -> Environme
     gate_timeout = check.number(env.get("gate_timeout_seconds", 30), join(key, "gate_timeout_seconds"),
                                 exclusive=True)
     deploy_root = check.string(env["deploy_root"], join(key, "deploy_root"), test=_deploy_root_ok,
-                               describe="an absolute path of its own, e.g. /srv/demoapp")
+                               describe=f"{SAFE_PATH_EXPECTED}, of its own (not a system directory), "
+                                        "e.g. /srv/demoapp")
     command, systemd = _service(check, env["service"], join(key, "service"))
     health_path, health_port = _health(check, env.get("health", {}), join(key, "health"))
-    keep = check.integer(env.get("keep_releases", 5), join(key, "keep_releases"), minimum=2)
+    keep = check.integer(env.get("keep_releases", 5), join(key, "keep_releases"), minimum=2,
+                         maximum=_MAX_KEEP_RELEASES)
     lb = _lb(check, env["lb"], join(key, "lb")) if env.get("lb") is not None else None
-    rb = check.mapping(env.get("rollback", {}), join(key, "rollback"), optional=("serial",),
-                       example="{serial: false}")
-    rollback_serial = check.boolean(rb.get("serial", False), join(key, "rollback.serial"))
+    rollback_serial, min_in_service = _rollback(check, env.get("rollback", {}), join(key, "rollback"))
     inventory = None
     if "inventory" in env:
         inventory = _rel_path(check, env["inventory"], join(key, "inventory"), root)
@@ -326,7 +354,7 @@ def _environment(check: Checker, name: str, value: Any, root: Path) -> Environme
         name=name, waves=waves, bake_seconds=bake, gate_timeout_seconds=gate_timeout,
         deploy_root=_deploy_root(deploy_root), service_command=command, service_systemd=systemd,
         health_path=health_path, health_port=health_port, keep_releases=keep, lb=lb,
-        rollback_serial=rollback_serial, inventory=inventory, gate=gate)
+        rollback_serial=rollback_serial, inventory=inventory, gate=gate, rollback_min_in_service=min_in_service)
 
 
 def _waves(check: Checker, value: Any, key: str) -> tuple[WaveSpec, ...]:
@@ -340,12 +368,31 @@ def _waves(check: Checker, value: Any, key: str) -> tuple[WaveSpec, ...]:
     return tuple(value)
 
 
+_MIN_IN_SERVICE_PCT_RE = re.compile(r"(100|[1-9]?[0-9])%")
+_MAX_IN_SERVICE = 999_999  # rollback.yml reads a count of up to six digits
+
+
+def _rollback(check: Checker, value: Any, key: str) -> tuple[bool, int | str]:
+    """``rollback: {serial, min_in_service}``: one host at a time, or the hosts (a count or a
+    percentage of the play's hosts) a fleet rollback keeps in service; rollback.yml turns the
+    latter into its group size."""
+    rb = check.mapping(value, key, optional=("serial", "min_in_service"),
+                       example='{min_in_service: "50%"} or {serial: true}')
+    serial = check.boolean(rb.get("serial", False), join(key, "serial"))
+    keep = rb.get("min_in_service", "50%")
+    count_ok = isinstance(keep, int) and not isinstance(keep, bool) and 0 <= keep <= _MAX_IN_SERVICE
+    if not count_ok and not (isinstance(keep, str) and _MIN_IN_SERVICE_PCT_RE.fullmatch(keep)):
+        check.fail(join(key, "min_in_service"), f'a host count from 0 to {_MAX_IN_SERVICE} or a percentage of the '
+                   f'environment\'s hosts from "0%" to "100%", got {show(keep)}')
+    return serial, keep
+
+
 def _deploy_root(path: str) -> str:
     return "/" + "/".join(p for p in path.split("/") if p)
 
 
 def _deploy_root_ok(path: str) -> bool:
-    if not path.startswith("/") or any(p in (".", "..") for p in path.split("/")):
+    if not safe_path(path) or any(p in (".", "..") for p in path.split("/")):
         return False
     return _deploy_root(path) not in _SYSTEM_DIRS
 
@@ -356,8 +403,9 @@ def _service(check: Checker, value: Any, key: str) -> tuple[str | None, str | No
     if len(value) != 1:
         check.fail(key, f"exactly one of command or systemd, e.g. {example}")
     if "command" in value:
-        cmd = check.string(value["command"], join(key, "command"), test=lambda s: s.startswith("/"),
-                           describe="an absolute path to a script taking start|stop|restart|status")
+        cmd = check.string(value["command"], join(key, "command"), test=safe_path,
+                           describe=f"{SAFE_PATH_EXPECTED}: a script taking start|stop|restart|status "
+                                    "(no arguments; wrap them in the script)")
         return cmd, None
     unit = check.string(value["systemd"], join(key, "systemd"), pattern=_UNIT_RE,
                         describe="a systemd unit name, e.g. demoapp")
@@ -366,9 +414,9 @@ def _service(check: Checker, value: Any, key: str) -> tuple[str | None, str | No
 
 def _health(check: Checker, value: Any, key: str) -> tuple[str, int | None]:
     check.mapping(value, key, optional=("path", "port"), example="{path: /health, port: 8080}")
+    secrets.register_url(value.get("path"))  # a token= in its query
     path = check.string(value.get("path", "/health"), join(key, "path"),
-                        test=lambda s: s.startswith("/") and not any(c.isspace() for c in s),
-                        describe="a URL path starting with /, e.g. /health")
+                        test=_health_path_ok, describe="a URL path starting with /, e.g. /health")
     port = None
     if "port" in value:
         port = check.integer(value["port"], join(key, "port"), minimum=1, maximum=65535)
@@ -379,7 +427,15 @@ def _lb(check: Checker, value: Any, key: str) -> LoadBalancer:
     check.mapping(value, key, required=("haproxy_socket", "backend"),
                   example="{haproxy_socket: /run/haproxy/admin.sock, backend: be_demoapp}")
     sock = check.string(value["haproxy_socket"], join(key, "haproxy_socket"),
-                        test=lambda s: s.startswith("/"), describe="an absolute path to the HAProxy admin socket")
+                        test=safe_path, describe=f"{SAFE_PATH_EXPECTED}: the HAProxy admin socket")
     backend = check.string(value["backend"], join(key, "backend"), pattern=_BACKEND_RE,
                            describe="an HAProxy backend name, e.g. be_demoapp")
     return LoadBalancer(haproxy_socket=sock, backend=backend)
+
+
+_URL_PATH_RE = re.compile(r"/[A-Za-z0-9._~!$&'()*+,;=:@%/?-]*\Z")
+
+
+def _health_path_ok(path: str) -> bool:
+    """A URL path (and query) of RFC 3986 characters: no whitespace, braces or control characters."""
+    return _URL_PATH_RE.fullmatch(path) is not None

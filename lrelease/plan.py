@@ -19,22 +19,23 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 WaveSpec = int | str
-_PCT_RE = re.compile(r"^([0-9]{1,3})%$")
+_PCT_RE = re.compile(r"([0-9]{1,3})%\Z")  # whole string (fullmatch): no "50%\n"
+MAX_WAVE = 10_000  # hosts in one wave given as a count
 
 
 def check_wave(value: object) -> WaveSpec:
-    """Return ``value`` if it is an int >= 1 or a string ``"N%"`` with N from 1 to 100.
+    """Return ``value`` if it is an int from 1 to MAX_WAVE or a string ``"N%"`` with N from 1 to 100.
 
     Ansible also accepts 0 or negative ("all remaining hosts"); lrelease refuses them so a
     typo cannot turn a careful roll-out into one big wave. Raises ValueError otherwise.
     """
-    if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
+    if isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= MAX_WAVE:
         return value
     if isinstance(value, str):
-        match = _PCT_RE.match(value)
+        match = _PCT_RE.fullmatch(value)
         if match and 1 <= int(match.group(1)) <= 100:
             return value
-    raise ValueError('an integer >= 1 or a percentage "1%" to "100%"')
+    raise ValueError(f'an integer from 1 to {MAX_WAVE} or a percentage "1%" to "100%"')
 
 
 def wave_size(spec: WaveSpec, total: int) -> int:

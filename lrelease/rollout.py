@@ -391,8 +391,9 @@ class Releaser:
 
     # -- rollback ------------------------------------------------------------------------
     def rollback(self, env_name: str, *, to: str | None = None, reason: str = "") -> Outcome:
-        """Every host of the environment back to its previous build (or to ``to``), in parallel
-        unless the environment asks for serial rollbacks."""
+        """Undo the newest roll-out chain (see StateStore.to_undo): each host it moved goes back
+        to the build it ran before, read from the host's ledger (or every host to ``to``), in
+        groups that keep ``rollback.min_in_service`` serving (one at a time with ``serial``)."""
         check_to(to)
         outcome = self._rollback(env_name, to=to, reason=reason)
         self.prune_readings()  # a halted roll-out undone: its gate readings are of no more use

@@ -170,7 +170,8 @@ def deploy(ctx: click.Context, env: str, build: str, sha256: str | None, reason:
 @click.pass_context
 def rollback(ctx: click.Context, env: str, to: str | None, reason: str, actor: str | None, dry_run: bool,
              yes: bool, as_json: bool, config_path: Path) -> None:
-    """Every host of an environment back to its previous build (or --to BUILD), in parallel."""
+    """Undo the newest roll-out: each host it moved goes back to the build it ran before (or to
+    --to BUILD), in groups that keep rollback.min_in_service of the hosts serving."""
     check_to(to)  # before anything is read or created
     project = _project(config_path)
     hosts = project.load_fleet().hosts(project.environment(env).name)

@@ -77,10 +77,13 @@ def test_a_bad_build_stops_after_the_canary_and_rollback_brings_it_back(sandbox_
     # And set_stats tells an AWX workflow what to roll back
     stats = run.custom_stats()
     assert stats == {"lrelease_failed_hosts": ["node1"], "lrelease_rollback_build": "1.2.0",
-                     "lrelease_previous_build": BASE}
+                     "lrelease_rollback_undo": ["test-rollout"], "lrelease_previous_build": BASE}
 
-    # When rollback.yml runs for the failed build (in parallel, the default)
-    rollback_vars = {"lrelease_rollback_build": "1.2.0", "lrelease_service_command": "/srv/demoapp/bin/demoapp-service",
+    # When rollback.yml runs for the failed build (in groups keeping 50% in service, the default)
+    # (as an AWX workflow's rollback job would: with what set_stats handed on)
+    rollback_vars = {"lrelease_rollback_build": stats["lrelease_rollback_build"],
+                     "lrelease_rollback_undo": stats["lrelease_rollback_undo"],
+                     "lrelease_service_command": "/srv/demoapp/bin/demoapp-service",
                      "lrelease_lb_socket": fleet.deploy_vars(art)["lrelease_lb_socket"],
                      "lrelease_lb_backend": "be_demoapp", "lrelease_actor": "pytest"}
     back = fleet.play("rollback.yml", rollback_vars)
@@ -123,7 +126,7 @@ def test_a_rollback_whose_restart_fails_needs_a_human_and_a_hook_gets_a_restart_
     assert "rolled back to 1.0.0, but '/bin/false restart' exited 1" in run.out
     assert "changed: [node1]" in run.out.split("TASK [lrelease_rollback : rolled back]")[1].split("TASK")[0]
     assert fleet.current("node1") == BASE and fleet.ledger("node1")[-1]["event"] == "rollback"
-    assert (fleet.root("node1") / ".lrelease" / "pending").read_text().strip() == BASE
+    assert json.loads((fleet.root("node1") / ".lrelease" / "pending").read_text())["to"] == BASE
     assert fleet.lb_states()["node1"] == "drain" and fleet.app_pid("node1") == pid
 
     # When a human runs it again to 1.0.0, with a hook between the switch and the restart
@@ -338,7 +341,7 @@ def test_awx_gets_the_apm_gate_verdict_and_what_to_roll_back_from_plain_ansible_
     assert all(fleet.current(name) == BASE and fleet.ledger(name) == [] for name in OTHERS)
     # And set_stats hands the workflow's rollback job the failed host and the builds
     assert run.custom_stats() == {"lrelease_failed_hosts": ["node1"], "lrelease_rollback_build": "2.0.0",
-                                  "lrelease_previous_build": BASE}
+                                  "lrelease_rollback_undo": ["awx-apm"], "lrelease_previous_build": BASE}
     # And the readings the gate took are kept under the roll-out's id for its later waves
     readings = Path(tempfile.gettempdir()) / "lrelease-scrape-awx-apm.json"
     try:

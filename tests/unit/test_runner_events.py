@@ -86,7 +86,7 @@ def test_the_outcome_json_envelope_keys_are_pinned():
     out = Outcome(rollout_id="r1", env="production", build="1.1.0", action="deploy", status="succeeded",
                   exit_code=ExitCode.OK, message="ok")
     assert sorted(out.to_dict()) == sorted([
-        "rollout_id", "env", "build", "action", "status", "exit_code", "message", "switched", "rolled_back",
+        "rollout_id", "env", "build", "action", "status", "exit_code", "message", "switched", "rolled_back", "app_stopped",
         "failed", "unreachable", "gates", "plan"])
     assert out.to_dict()["exit_code"] == 0
 
