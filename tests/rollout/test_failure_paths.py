@@ -255,8 +255,8 @@ def test_a_first_install_whose_gate_fails_is_stopped_and_kept_out_of_the_load_ba
         elif path.exists():
             import shutil
             shutil.rmtree(path)
-    # When a build whose health fails is deployed (node1 is the canary)
     project.build("1.8.0-bad", health_fail=True)
+    # When a build whose health fails is deployed (node1 is the canary)
     out = project.json("deploy", "--env", "production", "--build", "1.8.0-bad", "--yes")
     # Then the roll-out stops with exit 1, saying there was nothing to roll back to on node1
     assert out["exit_code"] == 1, out["message"]
