@@ -547,14 +547,22 @@ def _halted(result: RunResult) -> bool:
     return "inconclusive" in verdicts and "fail" not in verdicts and not (result.failed - judged) and not result.unreachable
 
 
+_BY_ANOTHER = "another host failed"  # roles/lrelease_stage/tasks/discard.yml
+
+
 def _failure_summary(result: RunResult) -> str:
     parts = []
     failed_gates = [g["host"] for g in result.gates if g.get("verdict") != "pass"]
     if failed_gates:
         parts.append(f"gate failed on {', '.join(sorted(set(failed_gates)))}")
     others = sorted(result.failed - set(failed_gates))
-    if others:
-        parts.append(f"failed on {', '.join(others)}")
+    # Hosts failed by another host's failure (a stage rescue says so) are counted, not described.
+    stopped = [h for h in others if _BY_ANOTHER in result.failures.get(h, "")]
+    for host in (h for h in others if h not in stopped):
+        why = result.failures.get(host)
+        parts.append(f"failed on {host}: {why}" if why else f"failed on {host}")
+    if stopped:
+        parts.append(f"stopped on {len(stopped)} other host(s) because of it")
     if result.unreachable:
         parts.append(f"unreachable: {', '.join(sorted(result.unreachable))}")
     if result.stats is None:

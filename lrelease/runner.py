@@ -71,6 +71,7 @@ class RunResult:
     reverted: set[str] = field(default_factory=set)
     rolled_back: set[str] = field(default_factory=set)
     app_stopped: set[str] = field(default_factory=set)  # first installs undone: app stopped, host drained
+    failures: dict[str, str] = field(default_factory=dict)  # each failed host's first failure message
     failed: set[str] = field(default_factory=set)
     unreachable: set[str] = field(default_factory=set)
     gates: list[dict[str, Any]] = field(default_factory=list)
@@ -215,6 +216,8 @@ class _EventTranslator:
         host, res = data.get("host"), data.get("res") or {}
         first = host not in self.result.failed
         self.result.failed.add(host)
+        if first:
+            self.result.failures[host] = secrets.scrub(_failure_text(res))
         if self._key(data) == ("", "lrelease gate"):
             self._gate(host, res, "fail")  # the gate's own event says it all
         elif first:  # a rescue re-raising the same failure is not news
@@ -362,6 +365,16 @@ def _cancel_callback(data_dir: Path, extravars: Mapping[str, Any], cancel: Calla
 
     poll()  # a stop asked before the run started holds from its first wave
     return {**extravars, "lrelease_stop_file": str(stop_file)}, poll
+
+
+def _failure_text(res: Mapping[str, Any]) -> str:
+    """A failed task's message, with the last line of its stderr when that says more (the
+    command's own words: "No space left on device")."""
+    msg = " ".join(str(res.get("msg") or "failed").split())
+    stderr = [line for line in str(res.get("stderr") or "").splitlines() if line.strip()]
+    if stderr and stderr[-1].strip() not in msg:
+        msg = f"{msg}: {stderr[-1].strip()}"
+    return msg[:300]
 
 
 def _tail(r: Any, lines: int = 5) -> str:

@@ -27,7 +27,7 @@ REQUIRED_TOOLS = ("ip", "nsenter", "unshare", "mount", "/usr/sbin/sshd", "ssh", 
 FAULTS = {
     # kind: (undo kind, description)
     "link-down": ("link-up", "the node's network link is down"),
-    "sshd-stop": ("sshd-start", "the node's sshd is stopped"),
+    "sshd-stop": ("sshd-start", "the node's sshd is stopped and its open SSH sessions ended"),
     "disk-full": ("disk-free", "the node's deploy root is full"),
     "app-kill": ("app-start", "the app was killed (SIGKILL)"),
 }
