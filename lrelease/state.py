@@ -194,7 +194,7 @@ class StateStore:
                 "INSERT INTO rollouts (id, env, build, previous_build, action, status, actor, reason,"
                 " started_at, plan, resumes, pid, pid_start, hostname, undoes, lock_token, took_over)"
                 " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                (rid, env, build, previous_build, action, status, actor, reason, self.now(),
+                (rid, env, build, previous_build, action, status, secrets.scrub(actor), secrets.scrub(reason), self.now(),
                  _dumps(plan), resumes, os.getpid(), process_start(os.getpid()), self.hostname, undoes,
                  lock.row.token if lock is not None else None, took_over))
         return self.rollout(rid)

@@ -268,3 +268,15 @@ def test_loading_a_config_registers_url_credentials_and_health_tokens(tmp_path):
     assert secrets.scrub(f"{pw} {tok}") == "*** ***"
     assert tok in project.environment("production").health_path
     assert secrets.mask_url(project.environment("production").health_path) == "/health?token=***"
+
+
+def test_a_reason_or_actor_holding_a_registered_secret_is_stored_scrubbed(tmp_path):
+    # Given a registered token that someone pasted into the reason and the actor
+    tok = token()
+    secrets.register(tok)
+    store = StateStore(tmp_path / "lrelease.db")
+    # When the roll-out is recorded
+    store.start_rollout("production", "1.0", "deploy", f"ci {tok}", rollout_id="r1", reason=f"see {tok}")
+    # Then the raw rows hold the mask, not the token
+    raw = sqlite3.connect(tmp_path / "lrelease.db").execute("SELECT actor, reason FROM rollouts").fetchone()
+    assert raw == ("ci ***", "see ***")
