@@ -112,7 +112,7 @@ class EnvironmentConfig:
     bake_seconds: float
     gate_timeout_seconds: float
     deploy_root: str
-    service_command: str | None
+    service_command: str | tuple[str, ...] | None  # a path, or an argv list (path, then arguments)
     service_systemd: str | None
     health_path: str
     health_port: int | None
@@ -139,7 +139,8 @@ class EnvironmentConfig:
         if self.rollback_serial:
             out["lrelease_rollback_serial"] = 1
         if self.service_command is not None:
-            out["lrelease_service_command"] = self.service_command
+            cmd = self.service_command
+            out["lrelease_service_command"] = cmd if isinstance(cmd, str) else list(cmd)
         else:
             out["lrelease_service_name"] = self.service_systemd
         if self.health_port is not None:
@@ -397,19 +398,34 @@ def _deploy_root_ok(path: str) -> bool:
     return _deploy_root(path) not in _SYSTEM_DIRS
 
 
-def _service(check: Checker, value: Any, key: str) -> tuple[str | None, str | None]:
+def _service(check: Checker, value: Any, key: str) -> tuple[str | tuple[str, ...] | None, str | None]:
     example = "{command: /srv/demoapp/bin/demoapp-service} or {systemd: demoapp}"
     check.mapping(value, key, optional=("command", "systemd"), example=example)
     if len(value) != 1:
         check.fail(key, f"exactly one of command or systemd, e.g. {example}")
     if "command" in value:
-        cmd = check.string(value["command"], join(key, "command"), test=safe_path,
-                           describe=f"{SAFE_PATH_EXPECTED}: a script taking start|stop|restart|status "
-                                    "(no arguments; wrap them in the script)")
-        return cmd, None
+        return _command(check, value["command"], join(key, "command")), None
     unit = check.string(value["systemd"], join(key, "systemd"), pattern=_UNIT_RE,
                         describe="a systemd unit name, e.g. demoapp")
     return None, unit
+
+
+_ARG_RE = re.compile(r"[A-Za-z0-9._+@%=:,/-]{1,256}\Z")  # one argument: no whitespace, shell or Jinja characters
+_COMMAND_EXPECTED = ("the path of a script taking start|stop|restart|status, or an argv list: that path first, then "
+                     "its arguments (each letters, digits and . _ + @ % = : , / -), e.g. [/usr/bin/env, APP_ENV=prod, "
+                     "/opt/shop/bin/shop-service]; the roles append the action (restart, stop)")
+
+
+def _command(check: Checker, value: Any, key: str) -> str | tuple[str, ...]:
+    """``service.command``: a path, or an argv list (path, then arguments), never a shell line."""
+    if isinstance(value, str):
+        return check.string(value, key, test=safe_path, describe=f"{SAFE_PATH_EXPECTED}: {_COMMAND_EXPECTED}")
+    if not isinstance(value, list) or not value or len(value) > 32:
+        check.fail(key, f"{_COMMAND_EXPECTED}, got {show(value)}")
+    check.string(value[0], join(key, 0), test=safe_path, describe=f"{SAFE_PATH_EXPECTED}: the executable")
+    for i, arg in enumerate(value[1:], start=1):
+        check.string(arg, join(key, i), pattern=_ARG_RE, describe="one argument: letters, digits and . _ + @ % = : , / -")
+    return tuple(value)
 
 
 def _health(check: Checker, value: Any, key: str) -> tuple[str, int | None]:

@@ -130,3 +130,20 @@ def test_killed_wrapper_leaves_a_resumable_rollout_and_resume_skips_done_hosts(p
         switches = [e for e in project.ledger(n) if e["event"] == "switch" and e["to"] == "1.4.0"]
         assert len(switches) == 1, (n, switches)
     assert project.json("status", "--env", "production")["interrupted"] == []
+
+
+def test_a_service_command_given_as_an_argv_list_restarts_the_app_on_deploy_and_rollback(project: Project):
+    # Given the service run through /usr/bin/env with an argument (no shell anywhere)
+    root = project.cfg.deploy_root
+    argv = ["/usr/bin/env", "LRELEASE_ARGV_TEST=1", f"{root}/bin/{project.cfg.app}-service"]
+    listed = Project(project.sandbox, project.path.parent, waves=[1, "100%"], bake_seconds=1, gate_timeout_seconds=10,
+                     service={"command": argv})
+    listed.build("1.9.0")
+    # When a build is deployed and then rolled back
+    out = listed.json("deploy", "--env", "production", "--build", "1.9.0", "--yes")
+    assert out["exit_code"] == 0, out["message"]
+    assert {n: listed.serving(n) for n in listed.nodes} == {n: "1.9.0" for n in listed.nodes}
+    back = listed.json("rollback", "--env", "production", "--yes")
+    # Then each restart ran the new build, then the old one again
+    assert back["exit_code"] == 0, back["message"]
+    assert {n: listed.serving(n) for n in listed.nodes} == {n: BASE for n in listed.nodes}

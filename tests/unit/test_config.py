@@ -369,8 +369,17 @@ HOSTILE = [
     ("deploy_root with {% %}", prod(deploy_root="/srv/{% if 1 %}a{% endif %}"), f"{P}.deploy_root",
      "letters, digits"),
     ("deploy_root ends in a newline", prod(deploy_root="/srv/demoapp\n"), f"{P}.deploy_root", "letters, digits"),
-    ("command with arguments", prod(service={"command": "/srv/demoapp/bin/svc --fast"}), f"{P}.service.command",
-     "no arguments"),
+    ("command with arguments in one string", prod(service={"command": "/srv/demoapp/bin/svc --fast"}),
+     f"{P}.service.command", "or an argv list"),
+    ("argv list with a shell argument", prod(service={"command": ["/usr/bin/env", "$(id)"]}), f"{P}.service.command[1]",
+     "one argument"),
+    ("argv list with a space in an argument", prod(service={"command": ["/usr/bin/env", "A=b c"]}),
+     f"{P}.service.command[1]", "one argument"),
+    ("argv list with a relative executable", prod(service={"command": ["env", "x"]}), f"{P}.service.command[0]",
+     "the executable"),
+    ("empty argv list", prod(service={"command": []}), f"{P}.service.command", "or an argv list"),
+    ("argv list with a number", prod(service={"command": ["/usr/bin/env", 3]}), f"{P}.service.command[1]",
+     "one argument"),
     ("command with ;", prod(service={"command": "/srv/demoapp/bin/svc;reboot"}), f"{P}.service.command",
      "letters, digits"),
     ("command with a newline", prod(service={"command": "/srv/demoapp/bin/svc\nreboot"}), f"{P}.service.command",
@@ -530,3 +539,13 @@ def test_the_cli_answers_bad_input_with_one_line_and_exit_2(tmp_path, case, text
     assert result.stderr.count("\n") == 1 and result.stderr.startswith(f"lrelease: error: {path}: "), result.stderr
     assert expected in result.stderr, result.stderr
     assert sorted(tmp_path.rglob("*")) == before
+
+
+def test_a_service_command_may_be_an_argv_list_handed_to_the_roles_as_a_list(tmp_path):
+    # Given a service run through /usr/bin/env with an environment variable
+    data = copy.deepcopy(GOOD)
+    data["environments"]["production"]["service"] = {"command": ["/usr/bin/env", "APP_ENV=prod",
+                                                                 "/srv/demoapp/bin/demoapp-service"]}
+    # When loaded, Then the playbooks get the argv list as it is
+    got = load_config(write_config(tmp_path, data)).environment("production").playbook_vars()
+    assert got["lrelease_service_command"] == ["/usr/bin/env", "APP_ENV=prod", "/srv/demoapp/bin/demoapp-service"]
