@@ -287,7 +287,9 @@ class Releaser:
         chain = self.store.chain(self.store.chain_root(self.store.rollout(rid)).id)
         if hosts is None:
             earlier = {h for r in chain if r.id != rid for h in self.store.hosts_in_phase(r.id, _MOVED, latest=False)}
-            hosts = result.live_on_new_build | earlier
+            # A host that failed may have moved without saying so (its switch died half-way): the
+            # module finishes or undoes what its intent and ledger show, and leaves the rest alone.
+            hosts = result.live_on_new_build | earlier | (result.failed - result.unreachable)
         live = sorted(hosts)
         if not live:
             return self._finish(rid, env.name, build, action, "rolled_back", ExitCode.ROLLED_BACK,

@@ -35,8 +35,8 @@ description:
     when no such line exists, when the host is on the target already, or when it was moved to another
     build since, or when the roll-out was the host's first install (no earlier build: RV(first_install))."
   - "Test-only: the environment variable C(LRELEASE_TEST_KILL_AFTER=<step>) (intent, previous, current,
-    ledger, restart) makes the module exit at once after that step, to prove the steps restartable.
-    Never set it in production."
+    ledger, restart), or once the file C(.lrelease/test-kill-after) holding a step's name, makes the
+    module exit at once after that step, to prove the steps restartable. Never set either in production."
   - C(pruned) removes all but the O(keep) newest releases, never the current or the previous
     one, and leftovers of interrupted staging.
 options:
@@ -306,12 +306,19 @@ def write_previous(root, value):
 # so the tests can prove that a re-run completes every half-done switch. Steps, in order:
 # intent (.lrelease/pending written), previous, current, ledger, restart; when a run finishes an
 # earlier run's switch, only the steps it actually does count. Never set it outside the tests.
+# On a host reached over SSH (the sandbox tests), where the environment does not travel, the file
+# .lrelease/test-kill-after naming a step does the same once: it is removed before the exit.
 KILL_AFTER_ENV = "LRELEASE_TEST_KILL_AFTER"
+KILL_AFTER_FILE = "test-kill-after"
 STEPS = ("intent", "previous", "current", "ledger", "restart")
+_kill_file = None  # set by main() for the deploy root in use
 
 
 def step_done(name):
     if os.environ.get(KILL_AFTER_ENV) == name:
+        os._exit(137)
+    if _kill_file is not None and read_text(_kill_file) == name:
+        os.unlink(_kill_file)
         os._exit(137)
 
 
@@ -664,6 +671,8 @@ def main():
     )
     p = module.params
     root = p["root"].rstrip("/") or "/"
+    global _kill_file
+    _kill_file = os.path.join(root, ".lrelease", KILL_AFTER_FILE)
     if not os.path.isabs(root) or root == "/":
         module.fail_json(msg="root must be an absolute path other than /, got %r" % p["root"])
     build = p["build"]
