@@ -287,9 +287,11 @@ class Releaser:
         chain = self.store.chain(self.store.chain_root(self.store.rollout(rid)).id)
         if hosts is None:
             earlier = {h for r in chain if r.id != rid for h in self.store.hosts_in_phase(r.id, _MOVED, latest=False)}
-            # A host that failed may have moved without saying so (its switch died half-way): the
-            # module finishes or undoes what its intent and ledger show, and leaves the rest alone.
-            hosts = result.live_on_new_build | earlier | (result.failed - result.unreachable)
+            # A host that failed in a wave may have moved without saying so (its switch died
+            # half-way): the module finishes or undoes what its intent and ledger show, and leaves
+            # the rest alone. (No wave started: the failures were in staging, nothing moved.)
+            halfway = result.failed - result.unreachable if result.waves else set()
+            hosts = result.live_on_new_build | earlier | halfway
         live = sorted(hosts)
         if not live:
             return self._finish(rid, env.name, build, action, "rolled_back", ExitCode.ROLLED_BACK,
@@ -309,10 +311,13 @@ class Releaser:
                            rolled_back=rb.rolled_back, app_stopped=rb.app_stopped, gates=result.gates)
         if _still_held(lock) is not None:
             return self._lock_lost(rid, env.name, build, action, lock.lost, merged, plan)
-        moved = ", ".join(sorted(rb.rolled_back)) or ("no host" if rb.app_stopped else "no host needed it")
+        if rb.rolled_back:
+            moved = f"rolled back {', '.join(sorted(rb.rolled_back))}"
+        else:
+            moved = "no host was moved back" if rb.app_stopped else "no host needed a rollback"
         if rb.ok:
             return self._finish(rid, env.name, build, action, "rolled_back", ExitCode.ROLLED_BACK,
-                                f"roll-out failed ({why}); rolled back {moved}{_first_installs(rb)}", merged, plan)
+                                f"roll-out failed ({why}); {moved}{_first_installs(rb)}", merged, plan)
         if rb.canceled:
             return self._finish(rid, env.name, build, action, "interrupted", ExitCode.INTERRUPTED,
                                 f"roll-out failed ({why}) and its rollback was interrupted: `lrelease resume` "
