@@ -350,6 +350,7 @@ def measure_gate_overhead(config: JudgeConfig) -> None:
 
     from lrelease.apm import HostRef
     from lrelease.apm.scrape import ScrapeProvider, ScrapeSettings
+    from lrelease.sandbox.demoapp import gate as demo_gate
     from lrelease.gate.bake import run_bake
     from lrelease.sandbox.demoapp.app import Metrics, Server, make_handler
 
@@ -375,7 +376,8 @@ def measure_gate_overhead(config: JudgeConfig) -> None:
                            ("all looks (quiet: inconclusive to the end)",
                             JudgeConfig(bake_seconds=config.bake_seconds, max_bake_seconds=config.max_bake_seconds,
                                         interval_seconds=config.interval_seconds, min_requests=10**9))):
-            outcome = run_bake(ScrapeProvider(ScrapeSettings(), clock=lambda: now[0]), hosts[:1], hosts[1:], cfg,
+            provider = ScrapeProvider(ScrapeSettings(**demo_gate.SCRAPE), clock=lambda: now[0])
+            outcome = run_bake(provider, hosts[:1], hosts[1:], cfg,
                                clock=lambda: now[0], sleep=sleep)
             wall = _gate_wall_time(hosts, cfg)
             print(f"gate overhead per wave, {label}: {len(outcome.looks)} look(s), {wall:.3f} s wall "
@@ -389,6 +391,7 @@ def measure_gate_overhead(config: JudgeConfig) -> None:
 def _gate_wall_time(hosts: list, config: JudgeConfig) -> float:
     """Wall time of the same bake with a real clock for the gate's work and no real waiting."""
     from lrelease.apm.scrape import ScrapeProvider, ScrapeSettings
+    from lrelease.sandbox.demoapp import gate as demo_gate
     from lrelease.gate.bake import run_bake
 
     offset = [0.0]
@@ -399,7 +402,7 @@ def _gate_wall_time(hosts: list, config: JudgeConfig) -> float:
     def sleep(seconds: float) -> None:
         offset[0] += seconds
 
-    outcome = run_bake(ScrapeProvider(ScrapeSettings(), clock=clock), hosts[:1], hosts[1:], config,
+    outcome = run_bake(ScrapeProvider(ScrapeSettings(**demo_gate.SCRAPE), clock=clock), hosts[:1], hosts[1:], config,
                        clock=clock, sleep=sleep)
     return outcome.gate_seconds
 

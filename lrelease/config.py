@@ -7,19 +7,27 @@ Schema (version 1; ``lrelease.example.yml`` at the repository root is the commen
     fleet: inventories/fleet.yml      # default; the fleet file, relative to lrelease.yml
     state_dir: .lrelease              # default; SQLite state etc., relative to lrelease.yml
     artifacts:                        # default {source: dir, path: artifacts}
-      source: dir                     # dir: <path>/<app>-<build>.tar.gz + .tar.gz.sha256
+      source: dir                     # dir: <path>/<app>-<build>.<format> + .<format>.sha256
       path: artifacts                 #   relative to lrelease.yml
       # source: url                   # url: hosts download it themselves
       # url: "https://ci.example.com/{app}/{app}-{build}.tar.gz"   # {app} {build} only
-      # checksums: checksums          #   optional dir of <app>-<build>.tar.gz.sha256 files
+      # checksums: checksums          #   optional dir of <app>-<build>.<format>.sha256 files
+      format: tar.gz                  # default; tar.gz | tar.zst | zip | binary (<app>-<build>, no
+                                      #   extension: installed as releases/<build>/<app>, mode 0755)
+      strip_components: auto          # default; auto | 0..8: leading directories dropped from every
+                                      #   member (auto: exactly one top directory and nothing else)
     environments:                     # required; names: [a-z][a-z0-9_]* (Ansible group names)
       production:
         waves: [1, 1, "50%", "100%"]  # default [1, "100%"]; ints 1..10000 or "N%" (1..100)
         bake_seconds: 10              # default 10; >= 0 (every duration: finite, <= 86400)
         gate_timeout_seconds: 30      # default 30; > 0
         deploy_root: /srv/demoapp     # required; an absolute path of its own (schema.SAFE_PATH_RE)
-        service: {command: /srv/demoapp/bin/demoapp-service}   # required; or {systemd: unit}
-        health: {path: /health, port: 8080}   # default path /health; port optional (see below)
+        service: {command: /srv/demoapp/bin/demoapp-service}   # required; or {shell: "..."} (run
+                                      # by /bin/sh -c, action as "$1"), or {systemd: unit, unit_file:
+                                      # deploy/unit.service} (a file of the release; optional)
+        health: {path: /health, port: 8080}   # default path /health; port optional (see below);
+                                      # expect_status ("2xx" or [codes]), body_json {field, values},
+                                      # body_contains: lrelease.healthcheck
         keep_releases: 5              # default 5; 2..100 (current and previous always stay)
         lb: {haproxy_socket: /run/haproxy/admin.sock, backend: be_demoapp}  # optional
         rollback:                     # a fleet rollback keeps capacity in service:
@@ -28,6 +36,8 @@ Schema (version 1; ``lrelease.example.yml`` at the repository root is the commen
           serial: false               #   default false; true: one host at a time (wins)
         inventory: inventories/production.yml   # optional: an Ansible inventory source used
                                                 # instead of the one generated from the fleet
+        shared: {dirs: [log], files: [.env]}   # optional; kept in <deploy_root>/shared (lrelease.hooks)
+        hooks: {before_switch: [{command: [bin/migrate], run_once: true}]}   # optional (lrelease.hooks)
 
 ``health.port`` becomes the extra var ``lrelease_app_port``, which wins over every host var;
 leave it out when the port differs per host (``vars: {lrelease_app_port: ...}`` in the fleet).
@@ -44,10 +54,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lrelease import secrets
+from lrelease import schema_check, secrets
 from lrelease.errors import ConfigError, ExitCode, LreleaseError
 from lrelease.fleet import Fleet, load_fleet
 from lrelease.gate.settings import GateSettings, parse_gate
+from lrelease.healthcheck import KEYS as HEALTH_CHECK_KEYS
+from lrelease.healthcheck import HealthCheck, parse_check
+from lrelease.hooks import Hook, hooks_var, parse_hooks, parse_shared, read_on_keys
 from lrelease.plan import WaveSpec, check_wave
 from lrelease.schema import (ENV_NAME_EXPECTED, ENV_NAME_RE, SAFE_PATH_EXPECTED, Checker, join, load_yaml_mapping,
                              plain_text, safe_path, show, url_problem)
@@ -79,13 +92,17 @@ class ArtifactRef:
     sha256: str
     path: Path | None = None  # source: dir (a file on the controller)
     url: str | None = None  # source: url (downloaded by the hosts)
+    format: str = "tar.gz"  # artifacts.format
+    strip_components: int | str = "auto"  # artifacts.strip_components
 
-    def playbook_vars(self) -> dict[str, str]:
-        out = {"lrelease_build": self.build, "lrelease_artifact_sha256": self.sha256}
+    def playbook_vars(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"lrelease_build": self.build, "lrelease_artifact_sha256": self.sha256}
         if self.path is not None:
             out["lrelease_artifact"] = str(self.path)
         else:
             out["lrelease_artifact_url"] = str(self.url)
+        out["lrelease_artifact_format"] = self.format
+        out["lrelease_artifact_strip_components"] = self.strip_components
         return out
 
 
@@ -95,6 +112,12 @@ class ArtifactSource:
     path: Path | None = None  # dir: absolute
     url: str | None = None  # url: template with {app} and {build}
     checksums: Path | None = None  # url: optional dir of .sha256 files, absolute
+    format: str = "tar.gz"  # tar.gz | tar.zst | zip | binary (ARTIFACT_FORMATS)
+    strip_components: int | str = "auto"  # "auto" or 0..MAX_STRIP_COMPONENTS
+
+    def file_name(self, app: str, build: str) -> str:
+        """``<app>-<build>.<format>``; a binary has no extension (``<app>-<build>``)."""
+        return f"{app}-{build}" if self.format == "binary" else f"{app}-{build}.{self.format}"
 
 
 @dataclass(frozen=True)
@@ -122,6 +145,12 @@ class EnvironmentConfig:
     inventory: Path | None  # None: the inventory generated from the fleet
     gate: GateSettings | None = None  # None: the gate checks the health endpoint only
     rollback_min_in_service: int | str = "50%"  # hosts kept in service by a rollback: a count or "N%"
+    health_check: HealthCheck = HealthCheck()  # what a healthy answer is (health.expect_status, body_*)
+    shared_dirs: tuple[str, ...] = ()  # shared.dirs: relative paths kept in <deploy_root>/shared, linked in
+    shared_files: tuple[str, ...] = ()  # shared.files: the same, for files
+    hooks: tuple[Hook, ...] = ()  # hooks: commands at the points of lrelease.hooks.POINTS
+    service_shell: str | None = None  # service.shell: run by /bin/sh -c with the action as "$1"
+    service_unit_file: str | None = None  # service.unit_file (with systemd): a path inside the release
 
     def playbook_vars(self) -> dict[str, Any]:
         """The extra vars of docs/design.md that come from this environment's settings."""
@@ -141,12 +170,24 @@ class EnvironmentConfig:
         if self.service_command is not None:
             cmd = self.service_command
             out["lrelease_service_command"] = cmd if isinstance(cmd, str) else list(cmd)
+        elif self.service_shell is not None:
+            out["lrelease_service_shell"] = self.service_shell
         else:
             out["lrelease_service_name"] = self.service_systemd
+            if self.service_unit_file is not None:
+                out["lrelease_service_unit_file"] = self.service_unit_file
         if self.health_port is not None:
             out["lrelease_app_port"] = self.health_port
-        if self.gate is not None:
+        out.update(self.health_check.to_vars())
+        # Always explicit, so that deploy.yml never falls back to the health check unnoticed.
+        out["lrelease_gate_kind"] = self.gate.kind if self.gate is not None else "health"
+        if self.gate is not None and self.gate.kind == "apm":
             out["lrelease_gate_apm"] = self.gate.to_vars()
+        elif self.gate is not None:  # provider http: the health check after the gate's bake
+            out["lrelease_bake_seconds"] = self.gate.bake_seconds
+        out["lrelease_shared_dirs"] = list(self.shared_dirs)
+        out["lrelease_shared_files"] = list(self.shared_files)
+        out["lrelease_hooks"] = hooks_var(self.hooks)
         return out
 
 
@@ -196,28 +237,29 @@ class ProjectConfig:
 
     def artifact_for(self, build: str, sha256: str | None = None) -> ArtifactRef:
         """The artifact of ``build`` and the sha256 it must have: ``sha256`` when given (it
-        then overrides any checksum file), else read from ``<app>-<build>.tar.gz.sha256`` (next
-        to the tarball for source ``dir``, which must exist; in ``checksums`` for source
-        ``url``). Nothing is hashed here: the playbook checks the tarball against it on the
+        then overrides any checksum file), else read from ``<app>-<build>.<format>.sha256`` (next
+        to the artifact for source ``dir``, which must exist; in ``checksums`` for source
+        ``url``). Nothing is hashed here: the playbook checks the artifact against it on the
         controller before any host changes. Raises BuildNotFound (exit 2)."""
         if not isinstance(build, str) or not BUILD_RE.fullmatch(build):
             raise BuildNotFound(f"build {build!r} is not a build id: letters, digits, '.', '_', '+', '-'")
-        name = f"{self.app}-{build}.tar.gz"
         src = self.artifacts
+        name = src.file_name(self.app, build)
+        layout = {"format": src.format, "strip_components": src.strip_components}
         if src.source == "dir":
             assert src.path is not None
-            tarball = src.path / name
-            if not tarball.is_file():
-                raise BuildNotFound(f"build {build} not found: no {self._show(tarball)}")
-            digest = sha256 or self._read_sha256(build, tarball.with_name(name + ".sha256"))
-            return ArtifactRef(build=build, sha256=_check_sha(build, digest), path=tarball)
+            artifact = src.path / name
+            if not artifact.is_file():
+                raise BuildNotFound(f"build {build} not found: no {self._show(artifact)}")
+            digest = sha256 or self._read_sha256(build, artifact.with_name(name + ".sha256"))
+            return ArtifactRef(build=build, sha256=_check_sha(build, digest), path=artifact, **layout)
         assert src.url is not None
         url = src.url.replace("{app}", self.app).replace("{build}", build)
         if sha256 is None:
             if src.checksums is None:
                 raise BuildNotFound(f"build {build}: no sha256 for {url}; give one or set artifacts.checksums")
             sha256 = self._read_sha256(build, src.checksums / (name + ".sha256"))
-        return ArtifactRef(build=build, sha256=_check_sha(build, sha256), url=url)
+        return ArtifactRef(build=build, sha256=_check_sha(build, sha256), url=url, **layout)
 
     def _read_sha256(self, build: str, path: Path) -> str:
         try:
@@ -243,11 +285,15 @@ def _check_sha(build: str, digest: str) -> str:
 
 # -- loading ------------------------------------------------------------------------------
 def load_config(path: str | Path) -> ProjectConfig:
-    """Read and validate ``lrelease.yml``; raises ConfigError (exit 2) naming file and key."""
+    """Read and validate ``lrelease.yml``; raises ConfigError (exit 2) naming file and key: a
+    secret-looking key alone; then every structural mistake at once (ConfigErrors, against
+    lrelease/schemas/lrelease.schema.json); then the semantic checks below, first error only."""
     path = Path(path).absolute()
     data = load_yaml_mapping(path, "lrelease config (lrelease.yml)")
     check = Checker(str(path))
     check.no_secrets(data, "", SECRET_HINT)
+    read_on_keys(data)  # a hook's bare `on:` (YAML 1.1 reads it as true)
+    schema_check.check(data, "lrelease", str(path))
     check.mapping(data, "", required=("version", "app", "environments"),
                   optional=("fleet", "state_dir", "artifacts"))
     version = data["version"]
@@ -288,18 +334,19 @@ def _can_be_dir(path: Path) -> bool:
 
 def _artifacts(check: Checker, value: Any, root: Path) -> ArtifactSource:
     key = "artifacts"
-    check.mapping(value, key, required=("source",), optional=("path", "url", "checksums"),
+    check.mapping(value, key, required=("source",), optional=("path", "url", "checksums", *_LAYOUT_KEYS),
                   example="{source: dir, path: artifacts}")
+    layout = _artifact_layout(check, value, key)
     source = value["source"]
     if source == "dir":
         for extra in ("url", "checksums"):
             if extra in value:
-                check.fail(join(key, extra), "no such key with source: dir (only path)")
+                check.fail(join(key, extra), "no such key with source: dir (path, format, strip_components)")
         path = _rel_path(check, value.get("path", "artifacts"), join(key, "path"), root)
-        return ArtifactSource(source="dir", path=path)
+        return ArtifactSource(source="dir", path=path, **layout)
     if source == "url":
         if "path" in value:
-            check.fail(join(key, "path"), "no such key with source: url (url, checksums)")
+            check.fail(join(key, "path"), "no such key with source: url (url, checksums, format, strip_components)")
         if "url" not in value:
             check.fail(join(key, "url"), 'a URL (required with source: url), e.g. "https://ci/{app}-{build}.tar.gz"')
         secrets.register_url(value["url"])  # its user:password@ or token=, scrubbed by value from here on
@@ -311,8 +358,30 @@ def _artifacts(check: Checker, value: Any, root: Path) -> ArtifactSource:
         checksums = None
         if "checksums" in value:
             checksums = _rel_path(check, value["checksums"], join(key, "checksums"), root)
-        return ArtifactSource(source="url", url=url, checksums=checksums)
+        return ArtifactSource(source="url", url=url, checksums=checksums, **layout)
     return check.fail(join(key, "source"), f"'dir' or 'url', got {source!r}")
+
+
+ARTIFACT_FORMATS = ("tar.gz", "tar.zst", "zip", "binary")
+MAX_STRIP_COMPONENTS = 8
+_LAYOUT_KEYS = ("format", "strip_components")
+
+
+def _artifact_layout(check: Checker, value: dict, key: str) -> dict[str, Any]:
+    """``format`` (default tar.gz) and ``strip_components`` (default auto: an archive holding exactly
+    one top directory and nothing else is unpacked without it); the stage role unpacks by them."""
+    fmt = value.get("format", "tar.gz")
+    if not isinstance(fmt, str) or fmt not in ARTIFACT_FORMATS:
+        check.fail(join(key, "format"), f"one of {', '.join(ARTIFACT_FORMATS)}, got {show(fmt)}")
+    strip = value.get("strip_components", "auto")
+    is_count = isinstance(strip, int) and not isinstance(strip, bool) and 0 <= strip <= MAX_STRIP_COMPONENTS
+    if strip != "auto" and not is_count:
+        check.fail(join(key, "strip_components"),
+                   f"auto or an integer from 0 to {MAX_STRIP_COMPONENTS} (leading directories dropped from every "
+                   f"member of the archive), got {show(strip)}")
+    if fmt == "binary" and "strip_components" in value:
+        check.fail(join(key, "strip_components"), "nothing with format: binary (a single file, not an archive)")
+    return {"format": fmt, "strip_components": strip}
 
 
 def _url_template_ok(url: str) -> bool:
@@ -322,7 +391,7 @@ def _url_template_ok(url: str) -> bool:
 
 
 _ENV_KEYS = ("waves", "bake_seconds", "gate_timeout_seconds", "deploy_root", "service", "health",
-             "keep_releases", "lb", "rollback", "inventory", "gate")
+             "keep_releases", "lb", "rollback", "inventory", "gate", "shared", "hooks")
 
 
 def _environment(check: Checker, name: str, value: Any, root: Path) -> EnvironmentConfig:
@@ -339,8 +408,8 @@ def _environment(check: Checker, name: str, value: Any, root: Path) -> Environme
     deploy_root = check.string(env["deploy_root"], join(key, "deploy_root"), test=_deploy_root_ok,
                                describe=f"{SAFE_PATH_EXPECTED}, of its own (not a system directory), "
                                         "e.g. /srv/demoapp")
-    command, systemd = _service(check, env["service"], join(key, "service"))
-    health_path, health_port = _health(check, env.get("health", {}), join(key, "health"))
+    command, shell, systemd, unit_file = _service(check, env["service"], join(key, "service"))
+    health_path, health_port, health_check = _health(check, env.get("health", {}), join(key, "health"))
     keep = check.integer(env.get("keep_releases", 5), join(key, "keep_releases"), minimum=2,
                          maximum=_MAX_KEEP_RELEASES)
     lb = _lb(check, env["lb"], join(key, "lb")) if env.get("lb") is not None else None
@@ -351,11 +420,26 @@ def _environment(check: Checker, name: str, value: Any, root: Path) -> Environme
     gate = None
     if env.get("gate") is not None:
         gate = parse_gate(check, env["gate"], join(key, "gate"), default_bake=bake)
+    shared_dirs, shared_files = _shared(check, env.get("shared", {}), join(key, "shared"))
+    hooks = _hooks(check, env.get("hooks", {}), join(key, "hooks"), root)
     return EnvironmentConfig(
         name=name, waves=waves, bake_seconds=bake, gate_timeout_seconds=gate_timeout,
         deploy_root=_deploy_root(deploy_root), service_command=command, service_systemd=systemd,
+        service_shell=shell, service_unit_file=unit_file,
         health_path=health_path, health_port=health_port, keep_releases=keep, lb=lb,
-        rollback_serial=rollback_serial, inventory=inventory, gate=gate, rollback_min_in_service=min_in_service)
+        rollback_serial=rollback_serial, inventory=inventory, gate=gate, rollback_min_in_service=min_in_service,
+        shared_dirs=shared_dirs, shared_files=shared_files, hooks=hooks, health_check=health_check)
+
+
+def _shared(check: Checker, value: Any, key: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """``shared: {dirs, files}``: paths inside a release kept in <deploy_root>/shared (lrelease.hooks)."""
+    return parse_shared(check, value, key)
+
+
+def _hooks(check: Checker, value: Any, key: str, root: Path) -> tuple[Hook, ...]:
+    """``hooks: {point: [...]}``: commands at the roll-out's points (lrelease.hooks); controller
+    hooks run in the directory of lrelease.yml."""
+    return parse_hooks(check, value, key, root)
 
 
 def _waves(check: Checker, value: Any, key: str) -> tuple[WaveSpec, ...]:
@@ -398,16 +482,45 @@ def _deploy_root_ok(path: str) -> bool:
     return _deploy_root(path) not in _SYSTEM_DIRS
 
 
-def _service(check: Checker, value: Any, key: str) -> tuple[str | tuple[str, ...] | None, str | None]:
-    example = "{command: /srv/demoapp/bin/demoapp-service} or {systemd: demoapp}"
-    check.mapping(value, key, optional=("command", "systemd"), example=example)
-    if len(value) != 1:
-        check.fail(key, f"exactly one of command or systemd, e.g. {example}")
+_MAX_SHELL = 4096
+# A path inside the release: relative, of safe characters, no `.` or `..` component.
+_RELEASE_PATH_RE = re.compile(r"(?!\.{1,2}(/|\Z))[A-Za-z0-9._+@-]+(/(?!\.{1,2}(/|\Z))[A-Za-z0-9._+@-]+)*\Z")
+_OTHER_UNIT_TYPES = (".socket", ".timer", ".target", ".mount", ".automount", ".path", ".slice", ".scope",
+                     ".swap", ".device")
+
+
+def _service(check: Checker, value: Any, key: str) -> tuple[str | tuple[str, ...] | None, str | None, str | None,
+                                                              str | None]:
+    """``service``: exactly one of ``command`` (argv, no shell), ``shell`` (a string run by /bin/sh -c
+    with the action as "$1": the only place lrelease uses a shell) or ``systemd`` (a unit; with an
+    optional ``unit_file`` inside the release). Returns (command, shell, systemd, unit_file)."""
+    example = '{command: /srv/demoapp/bin/demoapp-service}, {shell: "cd /opt/shop && exec ./shop-ctl"} or ' \
+              "{systemd: demoapp}"
+    check.mapping(value, key, optional=("command", "shell", "systemd", "unit_file"), example=example)
+    kinds = [k for k in ("command", "shell", "systemd") if k in value]
+    if len(kinds) != 1:
+        check.fail(key, f"exactly one of command, shell or systemd, e.g. {example}")
+    if "unit_file" in value and kinds != ["systemd"]:
+        check.fail(join(key, "systemd"), "a value (required with unit_file: a unit file goes with a systemd unit)")
     if "command" in value:
-        return _command(check, value["command"], join(key, "command")), None
+        return _command(check, value["command"], join(key, "command")), None, None, None
+    if "shell" in value:
+        shell = check.string(value["shell"], join(key, "shell"),
+                             test=lambda t: plain_text(t) and len(t) <= _MAX_SHELL and t.strip() != "",
+                             describe=f"a shell command line (one line of at most {_MAX_SHELL} characters, no "
+                                      "{{ }} or {% %}), run by /bin/sh -c with the action (restart, stop) as \"$1\"")
+        return None, shell, None, None
     unit = check.string(value["systemd"], join(key, "systemd"), pattern=_UNIT_RE,
                         describe="a systemd unit name, e.g. demoapp")
-    return None, unit
+    unit_file = None
+    if "unit_file" in value:
+        unit_file = check.string(value["unit_file"], join(key, "unit_file"), pattern=_RELEASE_PATH_RE,
+                                 describe="a path inside the release (relative, letters, digits, '.', '_', '+', "
+                                          "'@', '-' and '/', no '..'), e.g. deploy/shop.service")
+        if unit.endswith(_OTHER_UNIT_TYPES):
+            check.fail(join(key, "systemd"), f"a service unit (e.g. shop or shop.service) when unit_file is set, "
+                                             f"got {show(unit)}")
+    return None, None, unit, unit_file
 
 
 _ARG_RE = re.compile(r"[A-Za-z0-9._+@%=:,/-]{1,256}\Z")  # one argument: no whitespace, shell or Jinja characters
@@ -428,15 +541,17 @@ def _command(check: Checker, value: Any, key: str) -> str | tuple[str, ...]:
     return tuple(value)
 
 
-def _health(check: Checker, value: Any, key: str) -> tuple[str, int | None]:
-    check.mapping(value, key, optional=("path", "port"), example="{path: /health, port: 8080}")
+def _health(check: Checker, value: Any, key: str) -> tuple[str, int | None, HealthCheck]:
+    """``health: {path, port, expect_status, body_json, body_contains}``; the rules: lrelease.healthcheck."""
+    check.mapping(value, key, optional=("path", "port", *HEALTH_CHECK_KEYS),
+                  example='{path: /healthz, port: 8080, expect_status: "2xx"}')
     secrets.register_url(value.get("path"))  # a token= in its query
     path = check.string(value.get("path", "/health"), join(key, "path"),
                         test=_health_path_ok, describe="a URL path starting with /, e.g. /health")
     port = None
     if "port" in value:
         port = check.integer(value["port"], join(key, "port"), minimum=1, maximum=65535)
-    return path, port
+    return path, port, parse_check(check, value, key)
 
 
 def _lb(check: Checker, value: Any, key: str) -> LoadBalancer:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from enum import IntEnum
 
 
@@ -37,6 +38,28 @@ class ConfigError(LreleaseError):
     def __init__(self, where: str, key: str, expected: str) -> None:
         self.where, self.key, self.expected = where, key, expected
         super().__init__(f"{where}: {key}: {expected}")
+
+
+class ConfigErrors(ConfigError):
+    """Several ConfigErrors found at once (a file with several mistakes), in file order.
+    ``str(err)`` is one line per error; ``where``, ``key`` and ``expected`` are the first one's,
+    so code that handles a single ConfigError keeps working."""
+
+    def __init__(self, errors: Sequence[ConfigError]) -> None:
+        if len(errors) < 2:
+            raise ValueError("ConfigErrors holds two errors or more; raise the ConfigError itself")
+        self.errors = tuple(errors)
+        first = self.errors[0]
+        LreleaseError.__init__(self, "\n".join(str(e) for e in self.errors))
+        self.where, self.key, self.expected = first.where, first.key, first.expected
+
+
+def raise_all(errors: Sequence[ConfigError]) -> None:
+    """Nothing for no errors; the error itself for one; ConfigErrors for several."""
+    if len(errors) == 1:
+        raise errors[0]
+    if errors:
+        raise ConfigErrors(errors)
 
 
 class SandboxError(LreleaseError):

@@ -31,6 +31,7 @@ from typing import Any
 
 import yaml
 
+from lrelease import schema_check
 from lrelease.errors import ConfigError, LreleaseError
 from lrelease.schema import ENV_NAME_EXPECTED, ENV_NAME_RE, Checker, join, load_yaml_mapping
 
@@ -161,6 +162,9 @@ def load_fleet(path: str | Path) -> Fleet:
     path = Path(path)
     data = load_yaml_mapping(path, "fleet file")
     check = Checker(str(path))
+    for key, value in _vars_sections(data):  # a secret alone, before anything is echoed
+        check.no_secrets(value, key, SECRET_HINT)
+    schema_check.check(data, "fleet", str(path))  # every structural mistake at once
     check.mapping(data, "", required=("nodes",), optional=("defaults",))
     defaults: dict = {}
     if data.get("defaults") is not None:
@@ -172,6 +176,18 @@ def load_fleet(path: str | Path) -> Fleet:
     nodes = tuple(_node(check, name, value) for name, value in nodes_data.items())
     _distinct_addresses(check, nodes)
     return Fleet(path=path, defaults=defaults, nodes=nodes)
+
+
+def _vars_sections(data: dict) -> list[tuple[str, Any]]:
+    """The ``vars`` mappings of a fleet file as written (defaults' and each node's), with their keys."""
+    out = []
+    defaults, nodes = data.get("defaults"), data.get("nodes")
+    if isinstance(defaults, dict):
+        out.append(("defaults.vars", defaults.get("vars")))
+    if isinstance(nodes, dict):
+        out += [(join(join("nodes", str(name)), "vars"), node.get("vars")) for name, node in nodes.items()
+                if isinstance(node, dict)]
+    return out
 
 
 def _distinct_addresses(check: Checker, nodes: tuple[FleetNode, ...]) -> None:

@@ -15,8 +15,11 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable, Sequence
+import statistics
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
 
 WaveSpec = int | str
 _PCT_RE = re.compile(r"([0-9]{1,3})%\Z")  # whole string (fullmatch): no "50%\n"
@@ -158,22 +161,164 @@ def skip_done(plan: Plan, done_hosts: Iterable[str]) -> Plan:
 DEFAULT_SWITCH_SECONDS = 4.0
 DEFAULT_STAGE_SECONDS = 15.0
 DEFAULT_FORKS = 24  # ansible.cfg
+DEFAULT_LOOK_SECONDS = 1.0  # the gate task's own start-up and one look's fetch and judgement
+
+
+@dataclass(frozen=True)
+class GateTiming:
+    """What the gate of each wave costs in time, from an environment's settings.
+
+    ``kind`` ``http``: the gate bakes the environment's ``bake_seconds``, then polls the health
+    endpoint until it answers (``timeout_seconds`` at most). ``apm`` (a ``gate:`` section): the
+    APM gate's ``bake_seconds`` applies, not the environment's (the environment's is only its
+    default, when ``gate:`` does not set one); the first look comes after that bake, then one
+    every ``interval_seconds`` while the verdict is Inconclusive, up to ``max_bake_seconds``.
+    How many looks a wave usually takes depends on the traffic: ``expected_looks`` is the mean of
+    the gates recorded for the environment (1 when none is), ``look_seconds`` what a look costs.
+    """
+
+    kind: str  # http | apm
+    bake_seconds: float  # the bake that applies
+    bake_from: str  # which setting it comes from, as shown to users
+    timeout_seconds: float = 0.0  # http: how long the health endpoint may take after the bake
+    interval_seconds: float = 0.0  # apm: between looks
+    max_bake_seconds: float = 0.0  # apm: Inconclusive until then, then the policy applies
+    max_looks: int = 1
+    provider: str = ""  # apm: scrape, prometheus, ...
+    policy: str = ""  # apm: halt | rollback
+    health_path: str = ""  # the path polled (http), checked at every look (apm)
+    expected_looks: float = 1.0  # apm: looks a wave usually takes (1 .. max_looks)
+    look_seconds: float = DEFAULT_LOOK_SECONDS  # the gate's own work per look: fetch and judge
+    looks_from: int = 0  # how many recorded gates expected_looks and look_seconds come from
+
+    @classmethod
+    def for_environment(cls, env: Any, history: Sequence[tuple[int, float]] = ()) -> GateTiming:
+        """From an ``EnvironmentConfig`` (duck-typed: this module imports no config) and, for the
+        APM gate, the recent gates of the environment: (looks, seconds of gate work) each."""
+        gate = getattr(env, "gate", None)
+        if gate is None:
+            return cls("http", float(env.bake_seconds), "bake_seconds", timeout_seconds=float(env.gate_timeout_seconds),
+                       health_path=str(env.health_path))
+        if getattr(gate, "kind", "apm") == "health":  # gate: {provider: http}: the health check, the gate's bake
+            return cls("http", float(gate.bake_seconds), "gate.bake_seconds", timeout_seconds=float(env.gate_timeout_seconds),
+                       health_path=str(env.health_path))
+        judge = gate.judge_config()
+        own = float(judge.bake_seconds) != float(env.bake_seconds)
+        bake_from = "gate.bake_seconds" if own else "bake_seconds (gate.bake_seconds unset or equal)"
+        looks, work = 1.0, DEFAULT_LOOK_SECONDS
+        past = [(n, s) for n, s in history if n >= 1 and math.isfinite(s) and s >= 0]
+        if past:
+            looks = min(max(sum(n for n, _ in past) / len(past), 1.0), float(judge.max_looks))
+            work = sum(s for _, s in past) / sum(n for n, _ in past)
+        return cls("apm", float(judge.bake_seconds), bake_from, interval_seconds=float(judge.interval_seconds),
+                   max_bake_seconds=float(judge.max_bake_seconds), max_looks=int(judge.max_looks),
+                   provider=str(gate.provider), policy=str(judge.policy), health_path=str(env.health_path),
+                   expected_looks=looks, look_seconds=work, looks_from=len(past))
+
+    def wave_seconds(self) -> float:
+        """The gate's usual time per wave: the bake, then the looks it usually takes. Looks are
+        due at fixed times from the gate's start (bake, bake + interval, ...), so only the last
+        one's own work adds to them."""
+        if self.kind == "apm":
+            return self.bake_seconds + (self.expected_looks - 1) * self.interval_seconds + self.look_seconds
+        return self.bake_seconds + self.look_seconds
+
+    def wave_max_seconds(self) -> float:
+        """The gate's longest time per wave: every look taken (apm), or the whole timeout (http)."""
+        if self.kind == "apm":
+            return self.max_bake_seconds + self.look_seconds
+        return self.bake_seconds + self.timeout_seconds + self.look_seconds
+
+    def to_dict(self) -> dict:
+        return {"kind": self.kind, "bake_seconds": self.bake_seconds, "bake_from": self.bake_from,
+                "timeout_seconds": self.timeout_seconds, "interval_seconds": self.interval_seconds,
+                "max_bake_seconds": self.max_bake_seconds, "max_looks": self.max_looks,
+                "provider": self.provider, "policy": self.policy, "health_path": self.health_path,
+                "expected_looks": self.expected_looks, "look_seconds": self.look_seconds,
+                "looks_from": self.looks_from}
+
+
+@dataclass(frozen=True)
+class Pace:
+    """How long the work around the gates takes: staging (from the roll-out's start to its last
+    host staged) and, per wave, everything but the gate's own bake and looks (drain, switch,
+    restart, checks, the gate task's start, a share of the cleanup). Defaults measured on the
+    sandbox; :meth:`from_runs` learns both from the roll-outs recorded for an environment (the
+    median of the last few), so the estimate follows the fleet and the machine it runs on."""
+
+    stage_seconds: float = DEFAULT_STAGE_SECONDS
+    switch_seconds: float = DEFAULT_SWITCH_SECONDS  # per wave of up to ``forks`` hosts
+    runs: int = 0  # recorded roll-outs it comes from (0: the defaults)
+
+    @classmethod
+    def from_runs(cls, runs: Iterable[Mapping[str, Any]]) -> Pace:
+        """``runs``: per succeeded roll-out, ``started_at``, ``finished_at``, ``staged_at`` (ISO
+        8601) and ``gate_seconds`` ({wave: the longest gate's elapsed seconds}); a run that does
+        not add up is skipped."""
+        stages, waves = [], []
+        for run in runs:
+            try:
+                start, end, staged = (datetime.fromisoformat(str(run[k])).timestamp()
+                                      for k in ("started_at", "finished_at", "staged_at"))
+                gates = [float(v) for v in dict(run["gate_seconds"]).values()]
+            except (KeyError, TypeError, ValueError):
+                continue
+            rest = end - staged - sum(gates)
+            if not gates or staged < start or rest < 0 or not all(map(math.isfinite, gates)):
+                continue
+            stages.append(staged - start)
+            waves.append(rest / len(gates))
+        if not stages:
+            return cls()
+        return cls(statistics.median(stages), statistics.median(waves), len(stages))
+
+    def to_dict(self) -> dict:
+        return {"stage_seconds": self.stage_seconds, "switch_seconds": self.switch_seconds, "runs": self.runs}
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """A roll-out's expected duration (each gate taking its usual looks) and its longest (every
+    gate looking until its maximum bake), with each wave's share; seconds."""
+
+    seconds: float
+    max_seconds: float
+    stage_seconds: float
+    waves: tuple[float, ...]  # expected seconds of each wave: its switch and its gate
+    gate: GateTiming
+    pace: Pace = Pace()
+
+    def to_dict(self) -> dict:
+        return {"estimate_seconds": self.seconds, "estimate_max_seconds": self.max_seconds,
+                "estimate_stage_seconds": self.stage_seconds, "estimate_wave_seconds": list(self.waves),
+                "gate": self.gate.to_dict(), "pace": self.pace.to_dict()}
+
+
+def estimate(plan: Plan, gate: GateTiming, pace: Pace = Pace(), *, forks: int = DEFAULT_FORKS) -> Estimate:
+    """A rough duration for showing before a roll-out, not a promise.
+
+    Staging once (it runs on all hosts in parallel before any switch), then per wave: the work
+    around its gate (:class:`Pace`; hosts of a wave run in parallel, ``forks`` at a time, so
+    ``switch_seconds * ceil(size / forks)``) plus the gate (:class:`GateTiming`: its bake and its
+    usual looks; at most every look up to the maximum bake). The gates of a wave's hosts run side
+    by side. An empty plan takes 0 seconds.
+    """
+    if forks < 1:
+        raise ValueError("forks must be >= 1")
+    if not plan.waves:
+        return Estimate(0.0, 0.0, 0.0, (), gate, pace)
+    switching = [pace.switch_seconds * math.ceil(w.size / forks) for w in plan.waves]
+    waves = tuple(float(s + gate.wave_seconds()) for s in switching)
+    longest = sum(s + gate.wave_max_seconds() for s in switching)
+    stage = float(pace.stage_seconds)
+    return Estimate(stage + sum(waves), stage + longest, stage, waves, gate, pace)
 
 
 def estimate_seconds(plan: Plan, bake_seconds: float, *,
                      per_host_switch_seconds: float = DEFAULT_SWITCH_SECONDS,
                      stage_seconds: float = DEFAULT_STAGE_SECONDS,
                      forks: int = DEFAULT_FORKS) -> float:
-    """A rough duration for showing before a roll-out, not a promise.
-
-    ``stage_seconds`` once (staging runs on all hosts in parallel before any switch), then per
-    wave: the switch (hosts of a wave run in parallel, ``forks`` at a time, so
-    ``per_host_switch_seconds * ceil(size / forks)``) plus ``bake_seconds`` before the gate
-    decides. An empty plan takes 0 seconds.
-    """
-    if not plan.waves:
-        return 0.0
-    if forks < 1:
-        raise ValueError("forks must be >= 1")
-    switching = sum(per_host_switch_seconds * math.ceil(w.size / forks) for w in plan.waves)
-    return float(stage_seconds + switching + bake_seconds * len(plan.waves))
+    """The expected duration with a plain bake of ``bake_seconds`` per wave and no gate work
+    (:func:`estimate` is the full model)."""
+    gate = GateTiming("http", float(bake_seconds), "bake_seconds", look_seconds=0.0)
+    return estimate(plan, gate, Pace(stage_seconds, per_host_switch_seconds), forks=forks).seconds

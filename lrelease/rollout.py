@@ -13,6 +13,7 @@ import hashlib
 import os
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -20,9 +21,10 @@ from lrelease.apm.scrape import ReadingStore
 from lrelease.config import BUILD_RE, ArtifactRef, EnvironmentConfig, ProjectConfig
 from lrelease.errors import ConfigError, ExitCode, InternalError, LreleaseError
 from lrelease.fleet import write_inventories
-from lrelease.plan import Plan, estimate_seconds, plan_waves, skip_done
+from lrelease.plan import Estimate, GateTiming, Pace, Plan, estimate, plan_waves, skip_done
 from lrelease.runner import EventKind, ProgressEvent, RunResult, StopRequest, run_playbook
 from lrelease.state import LockHandle, LockLost, Rollout, StateStore, new_rollout_id
+from lrelease.statedb import StateError
 
 EventSink = Callable[[ProgressEvent], None]
 
@@ -164,7 +166,21 @@ class Releaser:
         self.actor = actor or default_actor()
         self.on_event = on_event
         self.cancel = cancel
-        self.store = StateStore(project.db_path)
+        self.state_problem = ""  # why the state database could not be read, when plan went on without it
+
+    @cached_property
+    def store(self) -> StateStore:
+        """The state database, opened on first use: ``plan`` reads no host and needs no history,
+        so a corrupt database stops it no more than it stops ``inventory generate``."""
+        return StateStore(self.project.db_path)
+
+    def readable_store(self) -> StateStore | None:
+        """The state database, or None when it cannot be used (the reason in ``state_problem``)."""
+        try:
+            return self.store
+        except StateError as exc:
+            self.state_problem = str(exc)
+            return None
 
     # -- inputs --------------------------------------------------------------------------
     def inventory(self, env: EnvironmentConfig) -> Path:
@@ -175,7 +191,7 @@ class Releaser:
         write_inventories(fleet, self.project.state_dir / "inventories")
         return self.project.state_dir / "inventories" / f"{env.name}.yml"
 
-    def plan(self, env_name: str, *, done: tuple[str, ...] = ()) -> tuple[Plan, float]:
+    def plan(self, env_name: str, *, done: tuple[str, ...] = ()) -> tuple[Plan, Estimate]:
         env = self.project.environment(env_name)
         hosts = self.project.load_fleet().hosts(env.name)
         if not hosts:
@@ -183,7 +199,9 @@ class Releaser:
         plan = plan_waves(hosts, env.waves)
         if done:
             plan = skip_done(plan, done)
-        return plan, estimate_seconds(plan, env.bake_seconds)
+        store = self.readable_store()
+        gate = GateTiming.for_environment(env, store.gate_history(env.name) if store else [])
+        return plan, estimate(plan, gate, Pace.from_runs(store.recent_runs(env.name) if store else []))
 
     def artifact(self, build: str, sha256: str | None = None) -> ArtifactRef:
         """The build's artifact, its checksum verified on the controller before anything runs."""
@@ -197,14 +215,15 @@ class Releaser:
 
     # -- deploy --------------------------------------------------------------------------
     def deploy(self, env_name: str, build: str, *, reason: str = "", sha256: str | None = None,
-               resumes: str | None = None, done: tuple[str, ...] = ()) -> Outcome:
+               resumes: str | None = None, done: tuple[str, ...] = (),
+               halted: dict[str, dict[str, Any]] | None = None) -> Outcome:
         # The scrape gate's readings of the hosts, shared by the gate tasks of this roll-out and
         # handed on to its resume (the last wave's baseline may lie before the halt); removed
         # once the roll-out has ended.
         rid = new_rollout_id()
         readings = self.readings_path(resumes or rid)
         outcome = self._deploy(env_name, build, rid, reason=reason, sha256=sha256, resumes=resumes, done=done,
-                               readings=readings)
+                               readings=readings, halted=halted or {})
         if outcome.status in ("halted", "interrupted") and readings.exists():
             readings.replace(self.readings_path(rid))  # the same file unless this was a resume
         self.prune_readings()
@@ -230,7 +249,8 @@ class Releaser:
         return gone
 
     def _deploy(self, env_name: str, build: str, rid: str, *, reason: str, sha256: str | None,
-                resumes: str | None, done: tuple[str, ...], readings: Path) -> Outcome:
+                resumes: str | None, done: tuple[str, ...], readings: Path,
+                halted: dict[str, dict[str, Any]]) -> Outcome:
         env = self.project.environment(env_name)
         ref = self.artifact(build, sha256)
         plan, _ = self.plan(env.name, done=done)
@@ -242,10 +262,12 @@ class Releaser:
                                      previous_build=last.build if last else None, plan=plan.to_dict(), resumes=resumes,
                                      lock=lock)
             return self._guarded(rid, env.name, build, action, plan, lock,
-                                 lambda: self._run_deploy(rid, env, inventory, ref, build, action, plan, readings, lock))
+                                 lambda: self._run_deploy(rid, env, inventory, ref, build, action, plan, readings, lock,
+                                                          halted))
 
     def _run_deploy(self, rid: str, env: EnvironmentConfig, inventory: Path, ref: ArtifactRef, build: str,
-                    action: str, plan: Plan, readings: Path, lock: LockHandle) -> Outcome:
+                    action: str, plan: Plan, readings: Path, lock: LockHandle,
+                    halted: dict[str, dict[str, Any]]) -> Outcome:
         if not plan.waves:
             return self._finish(rid, env.name, build, action, "succeeded", ExitCode.OK,
                                 "every host is already on this build", RunResult(), plan)
@@ -257,6 +279,8 @@ class Releaser:
         }
         if env.gate is not None:
             extravars["lrelease_gate_readings"] = str(readings)
+            if halted:
+                extravars["lrelease_gate_continue"] = halted
         result = run_playbook("deploy.yml", inventory, extravars, limit=",".join(plan.hosts),
                               on_event=self._recorder(rid, lock), cancel=_Stop(self.cancel, lock))
         _test_crash("after-deploy-playbook")
@@ -264,7 +288,7 @@ class Releaser:
             return self._lock_lost(rid, env.name, build, action, lock.lost, result, plan)
         if result.ok:
             return self._finish(rid, env.name, build, action, "succeeded", ExitCode.OK,
-                                f"{build} is live on {len(plan.hosts)} host(s)", result, plan)
+                                f"{build} is live on {len(plan.hosts)} host(s)" + _continued(result), result, plan)
         if result.canceled:
             return self._finish(rid, env.name, build, action, "interrupted", ExitCode.INTERRUPTED,
                                 "interrupted: every host is on a complete build; `lrelease resume` continues",
@@ -274,7 +298,7 @@ class Releaser:
             return self._finish(rid, env.name, build, action, "halted", ExitCode.HALTED,
                                 f"halted for a human: the gate could not decide on {', '.join(hosts)} "
                                 "(every host is on a complete build; `lrelease resume` continues, "
-                                "`lrelease rollback` undoes)", result, plan)
+                                "`lrelease rollback` undoes)" + _continued(result), result, plan)
         return self._roll_back_after_failure(rid, env, inventory, build, action, result, plan, lock)
 
     def _roll_back_after_failure(self, rid: str, env: EnvironmentConfig, inventory: Path, build: str, action: str,
@@ -370,9 +394,32 @@ class Releaser:
         if old.rollback_started_at:  # it was rolling itself back: finish that, never deploy again
             return self._resume_rollback(env, old, reason=reason or f"resume of {old.id} (its rollback)")
         # Hosts that passed their gate are done; a host switched but not yet judged goes
-        # through the gate again (the switch role leaves a host already on the build alone).
+        # through the gate again (the switch role leaves a host already on the build alone); a
+        # host whose judgement halted has it handed back, to go on from the evidence it had.
         done = tuple(self.store.hosts_in_phase(old.id, "gate_passed"))
-        return self.deploy(env.name, old.build, reason=reason or f"resume of {old.id}", resumes=old.id, done=done)
+        return self.deploy(env.name, old.build, reason=reason or f"resume of {old.id}", resumes=old.id, done=done,
+                           halted=self.halted_judgements(old))
+
+    def halted_judgements(self, old: Rollout) -> dict[str, dict[str, Any]]:
+        """Per host, its APM judgement that a halt left Inconclusive (the host's latest gate in
+        ``old``'s chain of roll-out and resumes): when its bake started, when the host switched,
+        its reference hosts, how much evidence it had and in which wave of the roll-out — what
+        the gate needs to go on from the readings kept (``lrelease_gate_continue``)."""
+        latest: dict[str, Any] = {}
+        for rollout in self.store.chain(self.store.chain_root(old).id):
+            for gate in self.store.gates(rollout.id):
+                latest[gate.host] = gate
+        out: dict[str, dict[str, Any]] = {}
+        for host, gate in latest.items():
+            ev = gate.evidence
+            if gate.verdict != "inconclusive" or ev.get("gate") != "apm" or ev.get("started_at") is None:
+                continue
+            earlier = ev.get("continued") or {}  # a resume's gate: the wave is the roll-out's first numbering
+            wave = earlier.get("wave") or gate.wave
+            out[host] = {"started_at": ev["started_at"], "switched_at": ev.get("switched_at"),
+                         "reference": list(ev.get("reference") or []), "seconds": ev.get("evidence_seconds", 0),
+                         "wave": wave, "rollout": gate.rollout_id}
+        return out
 
     def _resume_rollback(self, env: EnvironmentConfig, old: Rollout, *, reason: str) -> Outcome:
         inventory = self.inventory(env)
@@ -545,6 +592,13 @@ def _first_installs(result: RunResult) -> str:
     hosts = ", ".join(sorted(result.app_stopped))
     return (f"; {hosts}: first install, nothing to roll back to: the app is stopped and the host stays out of the "
             "load balancer until a good build is deployed (or `lrelease rollback --to BUILD` names one)")
+
+
+def _continued(result: RunResult) -> str:
+    """What a resume said about the halted judgements it went on with (or restarted)."""
+    notes = [f"{g['host']}: {c['note']}" for g in result.gates
+             if isinstance(c := (g.get("evidence") or {}).get("continued"), dict) and c.get("note")]
+    return f" ({'; '.join(notes)})" if notes else ""
 
 
 def _halted(result: RunResult) -> bool:

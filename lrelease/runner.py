@@ -201,6 +201,9 @@ class _EventTranslator:
             return
         if kind is EventKind.HOST_STATUS:
             self.result.host_status[host] = dict(res.get("lrelease_status") or {})
+        if kind is EventKind.HOST_STAGED:  # what the host ran before (none: a first install), for the progress view
+            self._emit(kind, host, {"current": res.get("current")})
+            return
         self._emit(kind, host, res.get("lrelease_status") or {})
 
     def _gate(self, host: str, res: dict[str, Any], default: str) -> None:

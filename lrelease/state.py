@@ -485,6 +485,66 @@ class StateStore:
             return False
         return not pid_start or process_start(pid) in ("", pid_start)
 
+    # -- read-only views -----------------------------------------------------------------
+    def hosts_with_build(self, env: str) -> set[str]:
+        """Hosts that a roll-out of ``env`` left on a build: one passed its gate there, or was
+        rolled back to an earlier build, or was switched and never judged (interrupted). A host
+        whose only switch failed its gate without a rollback (a first install: its app stopped)
+        has none. For ``plan``'s first-install marking: this database's view, not the hosts'."""
+        rows = self._db.execute(
+            "SELECT h.rollout_id, h.host, h.phase FROM host_events h JOIN rollouts r ON r.id = h.rollout_id"
+            " WHERE r.env = ? ORDER BY h.seq", (env,)).fetchall()
+        last: dict[tuple[str, str], str] = {}
+        found = set()
+        for rollout_id, host, phase in rows:
+            if phase in ("gate_passed", "rolled_back"):
+                found.add(host)
+            last[(rollout_id, host)] = phase
+        return found | {host for (_, host), phase in last.items() if phase == "switched"}
+
+    def gate_history(self, env: str, limit: int = 50) -> list[tuple[int, float]]:
+        """The APM gate's recent work in ``env``, newest first: per gate, the looks it took and
+        the seconds it spent fetching and judging (its evidence's ``looks``, ``gate_seconds``).
+        For ``plan``'s estimate; evidence of another shape is skipped."""
+        rows = self._db.execute(
+            "SELECT g.evidence FROM gates g JOIN rollouts r ON r.id = g.rollout_id WHERE r.env = ?"
+            " ORDER BY g.seq DESC LIMIT ?", (env, int(limit))).fetchall()
+        found = []
+        for (text,) in rows:
+            try:
+                ev = json.loads(text)
+            except ValueError:
+                continue
+            if not isinstance(ev, dict) or ev.get("gate") != "apm":
+                continue
+            looks, work = ev.get("looks"), ev.get("gate_seconds", 0.0)
+            if type(looks) is int and type(work) in (int, float):
+                found.append((looks, float(work)))
+        return found
+
+    def recent_runs(self, env: str, limit: int = 10) -> list[dict[str, Any]]:
+        """The last ``limit`` succeeded deploys and resumes of ``env``, newest first, with what
+        ``plan``'s estimate learns from them (``plan.Pace``): when each started and finished, when
+        its last host was staged, and per wave the longest gate's ``elapsed`` seconds."""
+        rows = self._db.execute(
+            "SELECT id, started_at, finished_at FROM rollouts WHERE env = ? AND status = 'succeeded'"
+            " AND action IN ('deploy', 'resume') AND finished_at IS NOT NULL"
+            " ORDER BY started_at DESC, rowid DESC LIMIT ?", (env, int(limit))).fetchall()
+        runs = []
+        for rollout_id, started, finished in rows:
+            staged = self._db.execute("SELECT MAX(at) FROM host_events WHERE rollout_id = ? AND phase = 'staged'",
+                                      (rollout_id,)).fetchone()[0]
+            waves: dict[int, float] = {}
+            for wave, text in self._db.execute("SELECT wave, evidence FROM gates WHERE rollout_id = ?", (rollout_id,)):
+                try:
+                    elapsed = json.loads(text).get("elapsed")
+                except (ValueError, AttributeError):
+                    continue
+                if type(elapsed) in (int, float):
+                    waves[wave] = max(waves.get(wave, 0.0), float(elapsed))
+            runs.append({"started_at": started, "finished_at": finished, "staged_at": staged, "gate_seconds": waves})
+        return runs
+
 
 def lock_check(db_path: str | Path, env: str, token: int) -> str:
     """``held`` while ``env``'s lock carries ``token``, else one line naming who holds it (for the

@@ -10,6 +10,7 @@ APT_PACKAGES=(
   haproxy                         # load balancer in front of the nodes (runtime API for drains)
   prometheus                      # scrapes every node at 1 s; provides promtool too
   iproute2 util-linux procps      # ip netns / veth / bridge, unshare / nsenter / mount, ps
+  zstd                            # tar.zst artifacts: the hosts (sandbox nodes share these binaries) unpack them
   git curl make python3 python3-venv
 )
 

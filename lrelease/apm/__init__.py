@@ -10,7 +10,8 @@ One interface, several sources::
 - ``prometheus`` the Prometheus HTTP API, PromQL templated per metric and host
 - ``datadog``    Datadog's v1 metrics query API
 - ``newrelic``   New Relic NerdGraph (NRQL over GraphQL)
-- ``http``       a JSON health endpoint per host (hard check: pass/warn/fail, UP/DOWN)
+- ``http``       each host's health endpoint, judged by the environment's health check
+                 (``lrelease.healthcheck``; the hard check of the APM gate, or a health-only gate)
 
 Two kinds of trouble are kept apart on purpose:
 
@@ -100,8 +101,8 @@ class Window:
 
 @dataclass(frozen=True)
 class Health:
-    """A health endpoint's answer: ``status`` is pass, warn or fail (UP maps to pass, DOWN and
-    OUT_OF_SERVICE to fail)."""
+    """A health endpoint's answer: ``status`` is pass or fail (``lrelease.healthcheck`` decides;
+    ``warn`` is left for providers that report it), ``detail`` says what came and what was wanted."""
 
     status: str
     http_status: int | None = None

@@ -13,6 +13,11 @@ Documented answer: ``{"status": "ok", "res_type": "time_series", "series": [{"me
 
 Counts (``.as_count()``) are summed over the points; quantile queries (``p95:``) are averaged
 over the points (a rollup over the whole window, ``.rollup(max, <window>)``, gives one point).
+
+No default queries: Datadog's metric names depend on the integration (APM trace metrics are
+``trace.<operation>.hits``, the operation named by the language's integration: ``flask.request``,
+``servlet.request``...), so ``requests_query``, ``errors_query`` and ``latency_queries`` are
+required (docs/apm-gate.md has examples).
 """
 
 from __future__ import annotations
@@ -30,9 +35,8 @@ from lrelease.apm.transport import Http, Secret, Settings, json_object, snippet
 NAME = "datadog"
 SITE_RE = re.compile(r"^(app\.)?([a-z0-9-]+\.)?(datadoghq\.com|datadoghq\.eu|ddog-gov\.com)$")
 TAG_VALUE_RE = re.compile(r"^[A-Za-z0-9_.:/-]+$")
-DEFAULT_REQUESTS = "sum:demoapp.http.requests{host:{host}}.as_count()"
-DEFAULT_ERRORS = "sum:demoapp.http.requests{host:{host},status_class:5xx}.as_count()"
-DEFAULT_LATENCY = {0.95: "p95:demoapp.http.request.duration{host:{host}}"}
+EXAMPLE = "trace.flask.request"  # a Datadog APM trace metric, for the examples of the error messages
+_NO_DEFAULT = "no default: Datadog's metric names depend on the integration"
 
 
 @dataclass(frozen=True)
@@ -78,9 +82,9 @@ def api_base(site: str) -> str:
 @dataclass(frozen=True)
 class DatadogSettings:
     base_url: str
-    requests_query: str = DEFAULT_REQUESTS
-    errors_query: str = DEFAULT_ERRORS
-    latency_queries: Mapping[float, str] = field(default_factory=lambda: dict(DEFAULT_LATENCY))
+    requests_query: str = ""  # required in lrelease.yml (from_settings)
+    errors_query: str = ""
+    latency_queries: Mapping[float, str] = field(default_factory=dict)
     latency_unit: float = 1.0  # seconds per unit of the latency metric (0.001 for ms)
     errors_missing_is_zero: bool = True  # Datadog sends no series for a count never reported
     timeout: float = 10.0
@@ -139,10 +143,17 @@ def from_settings(data: Mapping[str, Any], where: str, env: Mapping[str, str]) -
     site = s.string("site", "datadoghq.com", pattern=SITE_RE,
                     describe="a Datadog site such as datadoghq.com, us5.datadoghq.com or datadoghq.eu")
     base = s.url("url") if s.has("url") else api_base(site)
-    latency: dict[float, str] = dict(DEFAULT_LATENCY)
-    if s.has("latency_queries"):
-        raw = s.check.mapping(s.data["latency_queries"], "latency_queries") if s.data["latency_queries"] else {}
-        latency = {}
+    example = EXAMPLE + "{host:{host}}"
+    requests_query = s.string("requests_query", describe=f"a metrics query with {{host}} counting the host's "
+                              f'requests, e.g. "sum:{EXAMPLE}.hits{{host:{{host}}}}.as_count()"; {_NO_DEFAULT}')
+    errors_query = s.string("errors_query", describe=f"a metrics query with {{host}} counting its 5xx answers, "
+                            f'e.g. "sum:{EXAMPLE}.errors{{host:{{host}}}}.as_count()"; {_NO_DEFAULT}')
+    if not s.has("latency_queries"):
+        s.check.fail("latency_queries", f'quantiles mapped to queries with {{host}}, e.g. {{p95: "p95:{example}"}}, '
+                                        f"or null to skip latency; {_NO_DEFAULT} (required)")
+    latency: dict[float, str] = {}
+    if s.data["latency_queries"]:
+        raw = s.check.mapping(s.data["latency_queries"], "latency_queries")
         for key, template in raw.items():
             q = _quantile(key)
             if q is None or not isinstance(template, str) or "{host}" not in template:
@@ -152,8 +163,7 @@ def from_settings(data: Mapping[str, Any], where: str, env: Mapping[str, str]) -
     if unit not in ("s", "ms"):
         s.check.fail("latency_unit", f"s or ms, got {unit!r}")
     settings = DatadogSettings(
-        base_url=base, requests_query=s.string("requests_query", DEFAULT_REQUESTS),
-        errors_query=s.string("errors_query", DEFAULT_ERRORS), latency_queries=latency,
+        base_url=base, requests_query=requests_query, errors_query=errors_query, latency_queries=latency,
         latency_unit=1.0 if unit == "s" else 0.001,
         errors_missing_is_zero=s.boolean("errors_missing_is_zero", True), timeout=s.number("timeout", 10.0))
     for key in ("requests_query", "errors_query"):

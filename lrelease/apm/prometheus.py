@@ -1,9 +1,16 @@
 """The ``prometheus`` provider: instant queries against the Prometheus HTTP API.
 
 ``GET <url>/api/v1/query?query=<PromQL>&time=<window end>``, one query per metric and host,
-from templates with placeholders ``{host}`` (the host's label value, escaped for a PromQL
-string), ``{window}`` (whole seconds, at least 1), ``{start}`` and ``{end}`` (Unix seconds).
-The defaults fit the demo app scraped with a ``node`` label per host.
+from templates with placeholders ``{host}`` (the host's name, escaped for a PromQL string),
+``{host_re}`` (the same, escaped for a regular expression too: for ``=~`` matchers), ``{window}``
+(whole seconds, at least 1), ``{start}`` and ``{end}`` (Unix seconds).
+
+The default queries follow the conventions (docs/apm-gate.md): OpenTelemetry's HTTP server
+metric ``http.server.request.duration`` as Prometheus stores it (the histogram
+``http_server_request_duration_seconds``, its ``_count`` the requests, the status code in
+``http_response_status_code``), and Prometheus' own ``instance`` label (the scrape target,
+``<host>:<port>``) naming the host: ``instance=~"<host>(:<port>)?"``. Other names or labels: set
+the three queries.
 
 The answer is the documented envelope ``{"status": "success"|"error", "data": {"resultType",
 "result"}, "errorType", "error", "warnings"}``. An empty result is *no data*, never zero: that
@@ -16,6 +23,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -25,11 +33,12 @@ from lrelease.apm.latency import Latency
 from lrelease.apm.transport import Http, Secret, Settings, json_object, snippet
 
 NAME = "prometheus"
-_SEL = 'node="{host}",path!~"/metrics|/health"'
-DEFAULT_REQUESTS = f"sum(increase(demoapp_http_requests_total{{{_SEL}}}[{{window}}s]))"
-DEFAULT_ERRORS = (f'sum(increase(demoapp_http_requests_total{{{_SEL},code=~"5.."}}[{{window}}s]))'
+_SEL = 'instance=~"{host_re}(:[0-9]+)?"'
+_METRIC = "http_server_request_duration_seconds"
+DEFAULT_REQUESTS = f"sum(increase({_METRIC}_count{{{_SEL}}}[{{window}}s]))"
+DEFAULT_ERRORS = (f'sum(increase({_METRIC}_count{{{_SEL},http_response_status_code=~"5.."}}[{{window}}s]))'
                   f" or (0 * {DEFAULT_REQUESTS})")
-DEFAULT_LATENCY = f"sum by (le) (increase(demoapp_http_request_duration_seconds_bucket{{{_SEL}}}[{{window}}s]))"
+DEFAULT_LATENCY = f"sum by (le) (increase({_METRIC}_bucket{{{_SEL}}}[{{window}}s]))"
 
 Vector = list[tuple[dict[str, str], float]]
 
@@ -79,9 +88,12 @@ def buckets_from(vector: Vector) -> Latency | None:
     return Latency.from_buckets(pairs.items()) if pairs else None
 
 
+def _promql_string(text: str) -> str:
+    return text.replace("\\", "\\\\").replace('"', '\\"')
+
+
 def render(template: str, host: str, window: Window) -> str:
-    escaped = host.replace("\\", "\\\\").replace('"', '\\"')
-    return (template.replace("{host}", escaped)
+    return (template.replace("{host}", _promql_string(host)).replace("{host_re}", _promql_string(re.escape(host)))
             .replace("{window}", str(max(1, math.ceil(window.seconds))))
             .replace("{start}", f"{window.start:.3f}").replace("{end}", f"{window.end:.3f}"))
 
@@ -128,7 +140,8 @@ class PrometheusProvider:
         s = self.settings
         requests = single_value(self.query(render(s.requests_query, host.label, window), window.end))
         if requests is None:
-            return no_data(host.name, f"no requests series for {host.label} in the last {window.seconds:.0f}s")
+            return no_data(host.name, f"no requests series for {host.label} in the last {window.seconds:.0f}s "
+                                      f"(requests_query: {render(s.requests_query, host.label, window)})")
         errors = single_value(self.query(render(s.errors_query, host.label, window), window.end))
         if errors is None:
             return no_data(host.name, "the errors query returned nothing (empty is no data, not zero; "
@@ -152,8 +165,9 @@ def from_settings(data: Mapping[str, Any], where: str, env: Mapping[str, str]) -
     if not isinstance(settings.latency_query, str):
         s.check.fail("latency_query", "a PromQL string (or empty to skip latency)")
     for key in ("requests_query", "errors_query", "latency_query"):
-        if getattr(settings, key) and "{host}" not in getattr(settings, key):
-            s.check.fail(key, "a PromQL template containing {host} (one query per host)")
+        template = getattr(settings, key)
+        if template and "{host}" not in template and "{host_re}" not in template:
+            s.check.fail(key, "a PromQL template containing {host} or {host_re} (one query per host)")
     bearer = s.secret("bearer_token_env", env) if s.has("bearer_token_env") else None
     basic = None
     if s.has("basic_user_env") or s.has("basic_password_env"):

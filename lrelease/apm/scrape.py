@@ -10,6 +10,12 @@ baseline, is answered from stored readings.
 A counter that went down, or a changed ``process_start_time_seconds``, means the process
 restarted (it does, at a switch): the new value then counts from zero, as PromQL's
 ``increase`` does. Latency comes from the histogram's bucket deltas.
+
+The metric names default to the OpenTelemetry HTTP server conventions as a Prometheus exporter
+shows them (``http.server.request.duration`` in seconds: the histogram
+``http_server_request_duration_seconds``, whose ``_count`` counts the requests, labelled
+``http_response_status_code``); an app that names its own sets ``requests_metric``,
+``latency_metric`` and ``code_label`` (docs/apm-gate.md).
 """
 
 from __future__ import annotations
@@ -34,12 +40,13 @@ Key = tuple[str, Labels]
 
 @dataclass(frozen=True)
 class ScrapeSettings:
-    requests_metric: str = "demoapp_http_requests_total"
-    latency_metric: str = "demoapp_http_request_duration_seconds"  # a histogram (…_bucket{le})
-    code_label: str = "code"
+    # OpenTelemetry's http.server.request.duration (seconds) through a Prometheus exporter:
+    requests_metric: str = "http_server_request_duration_seconds_count"  # a counter of requests
+    latency_metric: str = "http_server_request_duration_seconds"  # a histogram (…_bucket{le}), seconds
+    code_label: str = "http_response_status_code"
     error_codes: str = "5.."  # regex on the code label, anchored
     match: Mapping[str, str] = field(default_factory=dict)  # label -> regex that must match
-    exclude: Mapping[str, str] = field(default_factory=lambda: {"path": "/metrics|/health"})
+    exclude: Mapping[str, str] = field(default_factory=dict)  # label -> regex that must not match
     metrics_path: str = "/metrics"
     start_time_metric: str = "process_start_time_seconds"
     timeout: float = 2.0
@@ -88,6 +95,14 @@ def increase(before: Reading, after: Reading) -> dict[Key, float]:
     return out
 
 
+def restarted_between(before: Reading, after: Reading) -> bool:
+    """The process restarted between two readings: a changed start time, or a counter that went
+    down (an app without ``process_start_time_seconds``)."""
+    if before.start_time is not None and after.start_time is not None:
+        return after.start_time != before.start_time
+    return any(value < before.counters.get(key, 0.0) for key, value in after.counters.items())
+
+
 def summarize(host: str, deltas: Mapping[Key, float], settings: ScrapeSettings, seconds: float) -> HostMetrics:
     """Requests, 5xx errors and latency buckets from per-series increases."""
     errors_re = re.compile(settings.error_codes)
@@ -114,7 +129,9 @@ def summarize(host: str, deltas: Mapping[Key, float], settings: ScrapeSettings, 
                 continue
             buckets[bound] = buckets.get(bound, 0.0) + value
     if not seen_requests:
-        return no_data(host, f"no {settings.requests_metric} series (after filters) in /metrics", seconds=seconds)
+        return no_data(host, f"no {settings.requests_metric} series (after filters) in {settings.metrics_path} "
+                             "(an app with its own metric names sets requests_metric, latency_metric, code_label)",
+                       seconds=seconds)
     latency = Latency.from_buckets(buckets.items()) if buckets else None
     return HostMetrics(host=host, requests=requests, errors=errors, latency=latency, seconds=seconds)
 
@@ -247,6 +264,33 @@ class ScrapeProvider:
                 continue
         if taken:
             self.store.add_many(taken)
+
+    def continuable(self, hosts: Sequence[HostRef], since: float) -> str | None:
+        """Why a judgement whose readings go back to ``since`` cannot go on from them, or None
+        when it can: every host has a reading kept from then, answers now, and its app has not
+        restarted since (same ``process_start_time_seconds``, no counter gone down) — a restart
+        would leave the kept reading without a counter to take a difference from. The readings
+        taken now are kept."""
+        self.store.refresh()
+        taken: dict[str, Reading] = {}
+        why = None
+        for host in hosts:
+            base = self.store.nearest(host.name, since, self.settings.tolerance)
+            if base is None:
+                why = f"no reading of {host.name} was kept from the start of that judgement"
+                break
+            try:
+                now = self._read(host)
+            except (ProviderError, ExpositionError) as exc:
+                why = f"{host.name} cannot be read now ({exc})"
+                break
+            taken[host.name] = now
+            if restarted_between(base, now):
+                why = f"{host.name}'s app restarted since (its counters start again from zero)"
+                break
+        if taken:
+            self.store.add_many(taken)
+        return why
 
     def slices(self, hosts: Sequence[HostRef], window: Window, count: int) -> list[Window]:
         """Consecutive spans of the past ``window`` between readings this provider kept (of the

@@ -23,7 +23,8 @@ class _Group(click.Group):
             label = "internal error" if err.exit_code == ExitCode.INTERNAL else "error"
             if ctx.params.get("debug") and err.__cause__ is not None:
                 click.echo(secrets.scrub("".join(traceback.format_exception(err.__cause__)).rstrip()), err=True)
-            click.echo(f"lrelease: {label}: {secrets.scrub(str(err))}", err=True)
+            for line in secrets.scrub(str(err)).splitlines() or [""]:  # several config errors: one line each
+                click.echo(f"lrelease: {label}: {line}", err=True)
             log.debug("details", exc_info=True)
             ctx.exit(int(err.exit_code))
         except KeyboardInterrupt:

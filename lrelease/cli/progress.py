@@ -28,6 +28,10 @@ _STATE = {
 }
 
 
+# The stage play read no `current` on the host: if its gate fails, there is nothing to roll back to.
+FIRST_INSTALL = "no build on the host yet: if its gate fails, its app is stopped and it stays drained"
+
+
 class ProgressView:
     def __init__(self, hosts: Iterable[str], *, live: bool, console: Console) -> None:
         self.state: dict[str, tuple[str, str, str]] = {h: ("pending", "dim", "") for h in hosts}
@@ -49,7 +53,7 @@ class ProgressView:
             self.wave = int(event.detail.get("wave", self.wave + 1))
             line = f"wave {self.wave}: {', '.join(event.detail.get('hosts', []))}"
         elif event.host and event.kind in _STATE:
-            label, style = _STATE[event.kind]
+            label, style = _label(event)
             note = _note(event)
             self.state[event.host] = (label, style, note)
             line = f"{event.host}: {label}{' — ' + note if note else ''}"
@@ -67,10 +71,28 @@ class ProgressView:
         return table
 
 
+def _inconclusive(event: ProgressEvent) -> bool:
+    """The gate could not decide (not a failure: the roll-out halts for a human)."""
+    return event.kind is EventKind.GATE_FAILED and event.detail.get("verdict") == "inconclusive"
+
+
+def _label(event: ProgressEvent) -> tuple[str, str]:
+    if _inconclusive(event):
+        return "gate INCONCLUSIVE", "yellow"
+    if event.kind is EventKind.HOST_STAGED and "current" in event.detail and not event.detail["current"]:
+        return "staged, first install", "cyan"
+    return _STATE[event.kind]
+
+
 def _note(event: ProgressEvent) -> str:
-    """The detail column: registered secrets masked (before cutting, which could split one)."""
+    """The detail column: registered secrets masked (before cutting, which could split one).
+    An Inconclusive verdict keeps its reason whole: it is what the human it halts for needs."""
+    if _inconclusive(event):  # its numbers: `lrelease show`
+        return secrets.scrub(str(event.detail.get("reason", "")))
     if event.kind in (EventKind.GATE_PASSED, EventKind.GATE_FAILED):
         return _gate_note(event.detail) or _cut(secrets.scrub(str(event.detail.get("reason", ""))))
+    if event.kind is EventKind.HOST_STAGED and "current" in event.detail and not event.detail["current"]:
+        return FIRST_INSTALL
     return _cut(secrets.scrub(str(event.detail.get("msg", ""))))
 
 
@@ -100,4 +122,6 @@ def _gate_note(detail: dict) -> str:
             parts.append(_cut(f"{check.get('check', '?')} {verdict}: {check.get('reason', '')}", 100))
     against = "its own past" if evidence.get("compared_with") == "baseline" else "peers"
     looks = f"look {evidence.get('looks', '?')}/{last.get('max_looks', '?')}"
-    return _cut(f"{'; '.join(parts)} (vs {against}, {looks})") if parts else ""
+    continued = evidence.get("continued")  # a resume went on with (or restarted) a halted judgement
+    lead = f"{continued['note']}: " if isinstance(continued, dict) and continued.get("note") else ""
+    return _cut(f"{lead}{'; '.join(parts)} (vs {against}, {looks})") if parts else ""

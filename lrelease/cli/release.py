@@ -14,14 +14,14 @@ from rich.console import Console
 from rich.table import Table
 
 from lrelease import secrets
-from lrelease.cli import report
+from lrelease.cli import planview, report
 from lrelease.cli.progress import ProgressView
-from lrelease.config import ProjectConfig, load_config
-from lrelease.errors import ExitCode, LreleaseError
+from lrelease.config import BUILD_RE, ProjectConfig, load_config
+from lrelease.errors import ConfigError, ExitCode, LreleaseError
 from lrelease.fleet import write_inventories
-from lrelease.plan import Plan
 from lrelease.rollout import FleetStatus, Outcome, Releaser, check_to
 from lrelease.runner import StopRequest
+from lrelease.state import HostEvent
 
 console = Console(stderr=True)
 out = Console()
@@ -96,22 +96,9 @@ def _run(ctx: click.Context, as_json: bool, project: ProjectConfig, actor: str |
         style = "green" if outcome.exit_code == ExitCode.OK else "red"
         console.print(f"[{style}]{action} {outcome.build} on {outcome.env}: {outcome.status}[/] — {secrets.scrub(outcome.message)} "
                       f"(roll-out {outcome.rollout_id})", highlight=False)
+        gates = [HostEvent(outcome.rollout_id, g.get("host", "?"), "gate_failed", "", g) for g in outcome.gates]
+        _print_inconclusive(console, gates)
     ctx.exit(int(outcome.exit_code))
-
-
-def _show_plan(project: ProjectConfig, env_name: str, plan: Plan, seconds: float, build: str | None) -> None:
-    env = project.environment(env_name)
-    title = f"plan: {build or '<build>'} to {env_name} ({plan.fleet_size} hosts, waves {list(env.waves)})"
-    table = Table(title=title)
-    for col in ("wave", "hosts", "in service meanwhile", "gate"):
-        table.add_column(col)
-    for w in plan.waves:
-        table.add_row(str(w.index), ", ".join(w.hosts), f"{w.in_service_after} ({w.in_service_pct:.0f}%)",
-                      f"bake {env.bake_seconds:g}s, {secrets.mask_url(env.health_path)} up to {env.gate_timeout_seconds:g}s")
-    out.print(table)
-    if plan.done:
-        out.print(f"already done: {', '.join(plan.done)}")
-    out.print(f"estimated time: about {seconds / 60:.1f} min ({seconds:.0f} s)")
 
 
 @click.command()
@@ -120,13 +107,17 @@ def _show_plan(project: ProjectConfig, env_name: str, plan: Plan, seconds: float
 @json_option
 @config_option
 def plan(env: str, build: str | None, as_json: bool, config_path: Path) -> None:
-    """Waves with host names, capacity left in service, gates and a time estimate."""
+    """Waves with host names, capacity left in service, each wave's gate, a time estimate, and
+    the hosts with no build recorded (first installs). Reads no host."""
     project = _project(config_path)
-    p, seconds = Releaser(project).plan(env)
+    releaser = Releaser(project)
+    p, est = releaser.plan(env)
+    data = planview.plan_data(project.environment(env), releaser.readable_store(), p, est,
+                                  state_problem=releaser.state_problem)
     if as_json:
-        _emit("plan", {"env": env, "build": build, "estimate_seconds": seconds, **p.to_dict()})
+        _emit("plan", {"env": env, "build": build, **data})
     else:
-        _show_plan(project, env, p, seconds, build)
+        out.print(planview.render(env, data, build), highlight=False)
 
 
 @click.command()
@@ -146,12 +137,14 @@ def deploy(ctx: click.Context, env: str, build: str, sha256: str | None, reason:
     project = _project(config_path)
     releaser = Releaser(project, actor=actor)
     releaser.artifact(build, sha256)  # unknown build or checksum mismatch: refused here
-    p, seconds = releaser.plan(env)
+    p, est = releaser.plan(env)
     if dry_run:
+        data = planview.plan_data(project.environment(env), releaser.readable_store(), p, est,
+                                  state_problem=releaser.state_problem)
         if as_json:
-            _emit("plan", {"env": env, "build": build, "estimate_seconds": seconds, "dry_run": True, **p.to_dict()})
+            _emit("plan", {"env": env, "build": build, "dry_run": True, **data})
         else:
-            _show_plan(project, env, p, seconds, build)
+            out.print(planview.render(env, data, build), highlight=False)
         return
     _confirm(yes, f"Deploy {build} to {env} ({len(p.hosts)} hosts, {len(p.waves)} waves)?")
     _run(ctx, as_json, project, actor, p.hosts, "deploy",
@@ -215,30 +208,84 @@ def resume(ctx: click.Context, env: str, actor: str | None, yes: bool, as_json: 
     _run(ctx, as_json, project, actor, hosts, "resume", lambda r: r.resume(env))
 
 
+def _print_inconclusive(where: Console, events: list[HostEvent]) -> None:
+    """Each Inconclusive gate with its reason whole (never shown as a failure)."""
+    lines = report.inconclusive(events)
+    if lines:
+        where.print(report.render(lines), highlight=False)
+
+
 @click.command()
 @env_option
+@click.option("--expected-build", default=None, metavar="BUILD",
+              help="Also require every host to be on this build (exit 5 otherwise).")
 @json_option
 @config_option
-def status(env: str, as_json: bool, config_path: Path) -> None:
-    """Each host's build and checksum, fleet consistency, and any interrupted roll-out."""
-    st: FleetStatus = Releaser(_project(config_path)).status(env)
+@click.pass_context
+def status(ctx: click.Context, env: str, expected_build: str | None, as_json: bool, config_path: Path) -> None:
+    """Each host's build and checksum, fleet consistency, and any interrupted roll-out.
+
+    Exit status: 0 when the fleet is consistent (every host answers and is on the same build
+    with the same checksum, and on --expected-build when given); 5 when it is not: a human should
+    look (`lrelease resume` or `lrelease rollback`); 2 on bad input."""
+    if expected_build is not None and not BUILD_RE.fullmatch(expected_build):
+        raise ConfigError("--expected-build", "build", f"a build id (letters, digits, '.', '_', '+', '-'), "
+                                                       f"got {expected_build!r}")
+    releaser = Releaser(_project(config_path))
+    st: FleetStatus = releaser.status(env)
+    inconsistent, off = _inconsistencies(st), _off_build(st, expected_build)
+    problems = inconsistent + off
     if as_json:
-        _emit("status", st.to_dict())
-        return
-    table = Table(title=f"{env}: {'consistent' if st.consistent else 'NOT consistent'}")
-    for col in ("host", "build", "sha256", "previous"):
-        table.add_column(col)
+        _emit("status", {**st.to_dict(), "consistent": not inconsistent, "expected_build": expected_build,
+                         "on_expected_build": not off if expected_build else None, "problems": problems})
+    else:
+        title = f"{env}: {'NOT consistent' if inconsistent else 'consistent'}"
+        if expected_build:
+            title += f", {'NOT on' if off else 'on'} {expected_build}"
+        table = Table(title=title)
+        for col in ("host", "build", "sha256", "previous"):
+            table.add_column(col)
+        for h in st.hosts:
+            table.add_row(h.host, h.build or "-", (h.sha256 or "-")[:12], h.previous or "-")
+        for host in st.unreachable:
+            table.add_row(host, "[red]unreachable[/]", "", "")
+        out.print(table)
+        if st.last:
+            out.print(f"last roll-out: {st.last['id']} {st.last['action']} {st.last['build']} {st.last['status']} "
+                      f"by {st.last['actor']} at {st.last['started_at']}")
+            if st.last["status"] == "halted":
+                _print_inconclusive(out, releaser.store.host_events(st.last["id"]))
+        for r in st.interrupted:
+            out.print(f"[yellow]interrupted roll-out {r['id']} of {r['build']} (started {r['started_at']}): "
+                      f"`lrelease resume --env {env}` finishes it[/]")
+    if problems:
+        console.print(f"lrelease: status: {'; '.join(problems)} (exit {int(ExitCode.HALTED)})", highlight=False)
+        ctx.exit(int(ExitCode.HALTED))
+
+
+def _off_build(st: FleetStatus, expected: str | None) -> list[str]:
+    if not expected:
+        return []
+    off = [f"{h.host} on {h.build or 'no build'}" for h in st.hosts if h.build != expected]
+    return [f"not every host is on {expected}: {', '.join(off)}"] if off else []
+
+
+def _inconsistencies(st: FleetStatus) -> list[str]:
+    """Why the fleet is not consistent, one phrase each; empty when it is (every host answered,
+    all on one build with one checksum)."""
+    problems = []
+    if st.unreachable:
+        problems.append(f"unreachable: {', '.join(st.unreachable)}")
+    builds: dict[tuple[str | None, str | None], list[str]] = {}
     for h in st.hosts:
-        table.add_row(h.host, h.build or "-", (h.sha256 or "-")[:12], h.previous or "-")
-    for host in st.unreachable:
-        table.add_row(host, "[red]unreachable[/]", "", "")
-    out.print(table)
-    if st.last:
-        out.print(f"last roll-out: {st.last['id']} {st.last['action']} {st.last['build']} {st.last['status']} "
-                  f"by {st.last['actor']} at {st.last['started_at']}")
-    for r in st.interrupted:
-        out.print(f"[yellow]interrupted roll-out {r['id']} of {r['build']} (started {r['started_at']}): "
-                  f"`lrelease resume --env {env}` finishes it[/]")
+        builds.setdefault((h.build, h.sha256), []).append(h.host)
+    if len(builds) > 1 or any(build is None for build, _ in builds):
+        groups = "; ".join(f"{b or 'no build'}{' (sha256 ' + c[:12] + ')' if c else ''}: {', '.join(hs)}"
+                           for (b, c), hs in builds.items())
+        problems.append(f"the fleet is not consistent ({groups})")
+    if not st.hosts and not st.unreachable:
+        problems.append("no host answered")
+    return problems
 
 
 @click.command()
@@ -259,9 +306,12 @@ def history(env: str | None, limit: int, as_json: bool, config_path: Path) -> No
     table = Table(title=f"history of {env}" if env else "history")
     cols = ("id", "action", "build", "status", "exit", "who", "started (UTC)", "reason")
     for col in cols if env else ("env", *cols):
-        table.add_column(col, no_wrap=col != "reason")
+        table.add_column(col, no_wrap=col not in ("reason", "status"))
     for r in rows:
-        cells = (r.id, r.action, r.build, r.status, str(r.exit_code if r.exit_code is not None else "-"),
+        shown = r.status
+        if r.status == "halted" and report.inconclusive(store.host_events(r.id)):
+            shown = "halted (gate INCONCLUSIVE)"  # `lrelease show ID` gives each gate's reason
+        cells = (r.id, r.action, r.build, shown, str(r.exit_code if r.exit_code is not None else "-"),
                  r.actor, r.started_at[5:16].replace("T", " "), r.reason)
         table.add_row(*(cells if env else (r.env, *cells)))
     out.print(table)

@@ -29,7 +29,8 @@ VERDICT_STYLE = {"pass": "green", "fail": "bold red", "inconclusive": "yellow"}
 STATUS_STYLE = {"succeeded": "green", "rolled_back": "red", "rollback_failed": "bold red", "halted": "yellow",
                 "interrupted": "yellow", "refused": "magenta", "running": "cyan"}
 PHASE_STYLE = {"staged": "cyan", "switched": "yellow", "gate_passed": "green", "gate_failed": "red",
-               "reverted": "red", "rolled_back": "magenta", "unreachable": "red", "failed": "red"}
+               "gate_inconclusive": "yellow", "reverted": "red", "rolled_back": "magenta", "unreachable": "red",
+               "failed": "red"}
 _GATE_PHASES = ("gate_passed", "gate_failed")
 _QUANTILE_KEY = re.compile(r"^canary_(p[0-9.]+)_ms$")
 
@@ -195,9 +196,7 @@ def header(rollout: Rollout) -> list[Line]:
 def waves(rollout: Rollout, events: Sequence[HostEvent]) -> list[Line]:
     """Each planned wave with its hosts grouped by their final phase; hosts the plan does not
     name (a rollback has no waves) are listed after it."""
-    phases: dict[str, str] = {}
-    for event in events:
-        phases[event.host] = event.phase
+    phases = final_phases(events)
     plan = rollout.plan if isinstance(rollout.plan, Mapping) else {}
     planned = plan.get("waves") if isinstance(plan.get("waves"), list) else []
     done = plan.get("done") if isinstance(plan.get("done"), list) else []
@@ -227,6 +226,39 @@ def waves(rollout: Rollout, events: Sequence[HostEvent]) -> list[Line]:
             hang = len(lead) + len(shown.plain) + 2  # a long list of hosts wraps under its first host
             lines.append(Line(_text(lead, shown, ": ", ", ".join(members)), indent=2, hang=hang))
     return lines
+
+
+def final_phases(events: Sequence[HostEvent]) -> dict[str, str]:
+    """Each host's last phase; a gate that could not decide reads ``gate_inconclusive`` (the
+    database records it as ``gate_failed`` with the verdict in its detail), never failed."""
+    phases: dict[str, str] = {}
+    for event in events:
+        phases[event.host] = "gate_inconclusive" if _is_inconclusive(event) else event.phase
+    return phases
+
+
+def _is_inconclusive(event: HostEvent) -> bool:
+    return event.phase == "gate_failed" and isinstance(event.detail, Mapping) and \
+        event.detail.get("verdict") == "inconclusive"
+
+
+def inconclusive(events: Sequence[HostEvent]) -> list[Line]:
+    """One line per Inconclusive gate: host, wave and its reason whole (it is what the human the
+    roll-out halted for needs), for ``status`` and ``history``."""
+    lines = []
+    for event in map(_scrubbed_event, events):
+        if _is_inconclusive(event):
+            lead = f"{event.host}: gate "
+            wave = _num(event.detail.get("wave"))
+            where = f" (wave {int(wave)})" if wave is not None else ""
+            text = _text(lead, _styled("inconclusive", VERDICT_STYLE, upper=True), f"{where}: ",
+                         str(event.detail.get("reason") or "no reason recorded"))
+            lines.append(Line(text, indent=2, hang=len(lead)))
+    return lines
+
+
+def _scrubbed_event(event: HostEvent) -> HostEvent:
+    return replace(event, detail=secrets.scrub_data(event.detail))
 
 
 def _gate_reasons(events: Sequence[HostEvent]) -> dict[tuple[str, int], list[str]]:
@@ -405,7 +437,8 @@ def _unknown(ev: Any) -> tuple[Text, list[Line]]:
 
 
 def to_json(rollout: Rollout, events: Sequence[HostEvent], gates: Sequence[GateOutcome]) -> dict[str, Any]:
-    """The stored record, shaped like a ``history --json`` row plus the full host events."""
+    """The stored record, shaped like a ``history --json`` row plus the full host events (the
+    phases as stored: an Inconclusive gate is ``gate_failed`` there, its verdict in its event)."""
     phases: dict[str, str] = {}
     for event in events:
         phases[event.host] = event.phase
@@ -418,5 +451,5 @@ def scrubbed(rollout: Rollout, events: Sequence[HostEvent], gates: Sequence[Gate
     """The record with every secret this process knows masked (one stored before lrelease
     scrubbed by value, or one it learned since, never reaches the screen)."""
     return (replace(rollout, reason=secrets.scrub(rollout.reason), plan=secrets.scrub_data(rollout.plan)),
-            [replace(e, detail=secrets.scrub_data(e.detail)) for e in events],
+            [_scrubbed_event(e) for e in events],
             [replace(g, evidence=secrets.scrub_data(g.evidence)) for g in gates])

@@ -22,7 +22,8 @@ state_option = click.option("--state-dir", type=click.Path(path_type=Path), envv
 
 @click.group()
 def sandbox() -> None:
-    """A local fleet: network-namespace nodes with sshd, a demo app, HAProxy and Prometheus."""
+    """A local fleet: namespace nodes (own network, processes, hostname and app directories) with sshd,
+    a demo app, HAProxy and Prometheus."""
 
 
 @sandbox.command()
@@ -36,14 +37,17 @@ def sandbox() -> None:
 @click.option("--gate", type=click.Choice(SANDBOX_GATES),
               help="The gate of the lrelease.yml it writes: none (/health), or the APM gate with the scrape or "
                    "prometheus provider (give it a --load-rate of 200 or more) [default: as before, else none].")
+@click.option("--app-root", "app_roots", multiple=True, metavar="PATH",
+              help="A directory private to each node, besides /opt, /var/lib, /var/log, /etc and /root "
+                   "(repeatable; replaces the saved list) [default: as before, else none].")
 @click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
 @state_option
 def up(nodes: int | None, subnet: str | None, load_rate: float, load_duration: float, local: bool, gate: str | None,
-       as_json: bool, state_dir: Path | None) -> None:
+       app_roots: tuple[str, ...], as_json: bool, state_dir: Path | None) -> None:
     """Bring the sandbox up (idempotent: repairs what is missing, keeps what runs)."""
     sb = Sandbox(state_dir)
     sb.up(nodes=nodes, subnet=subnet, load_rate=load_rate, load_duration=load_duration, mode="local" if local else None,
-          gate=gate)
+          gate=gate, app_roots=app_roots or None)
     _show(sb.status(), as_json)
 
 

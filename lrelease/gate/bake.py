@@ -15,6 +15,12 @@ readings it kept), and the canary is compared with itself then. With reference h
 than ``FEW_REFERENCE_HOSTS``, the same window's slices of every host (canary and reference, all
 still on the old build then) are handed to the judge for its dispersion estimate only. Clock
 and sleep are injectable: tests run a whole bake in no time.
+
+A judgement a halt left Inconclusive can go on (``since``: when its bake started): its window
+still starts then, so the evidence already gathered counts, and the first look comes at once.
+The continued judgement has its own planned looks (a new bake of ``max_bake_seconds``) and
+spends ``alpha`` and ``beta`` over them afresh, as a judgement started from zero would — but
+on all the evidence instead of a fresh window.
 """
 
 from __future__ import annotations
@@ -70,12 +76,16 @@ class BakeOutcome:
     elapsed: float  # wall seconds from start to decision, bake included
     gate_seconds: float  # wall seconds spent fetching and judging (what the gate adds to the bake)
     judge_seconds: float  # CPU seconds inside the judge alone
+    started_at: float = 0.0  # when the evidence begins (the bake's start, or the continued one's)
+    evidence_seconds: float = 0.0  # the window judged last: from started_at to the decision
+    continued_from: float | None = None  # seconds of evidence already there when a halted judgement went on
 
     def to_gate_result(self) -> GateResult:
         last = self.looks[-1].to_dict() if self.looks else {}
         evidence: dict[str, Any] = {
             "gate": "apm", "step": self.step.value, "looks": len(self.looks), "elapsed": round(self.elapsed, 3),
             "gate_seconds": round(self.gate_seconds, 4), "judge_seconds": round(self.judge_seconds, 4),
+            "started_at": round(self.started_at, 3), "evidence_seconds": round(self.evidence_seconds, 1),
             "last": last, "history": [{"verdict": j.verdict.value, "reason": j.reason} for j in self.looks]}
         return GateResult(self.verdict, evidence, self.reason)
 
@@ -83,18 +93,22 @@ class BakeOutcome:
 def run_bake(provider: Provider, canary: Sequence[HostRef], reference: Sequence[HostRef], config: JudgeConfig, *,
              baseline: Window | None = None, baseline_slices: int = BASELINE_SLICES, health: Provider | None = None,
              clock: Callable[[], float] = time.time, sleep: Callable[[float], None] = time.sleep,
-             on_look: Callable[[int, Judgement], None] | None = None) -> BakeOutcome:
+             on_look: Callable[[int, Judgement], None] | None = None, since: float | None = None) -> BakeOutcome:
     """Bake one wave and decide. ``canary``: the hosts just switched; ``reference``: hosts still
     on the old build (may be empty; then ``baseline`` is needed for comparisons; with a few of
-    them, ``baseline`` adds every host's own past to the dispersion estimate)."""
-    started = clock()
+    them, ``baseline`` adds every host's own past to the dispersion estimate). ``since``: go on
+    with a halted judgement whose bake started then (its readings kept, its hosts unchanged:
+    the caller checks that); the first look comes at once, over the window from ``since``."""
+    begun = clock()
+    started = begun if since is None else min(since, begun)
+    first_due = started + config.bake_seconds if since is None else begun
     busy = _Stopwatch(clock)
     with busy:
         provider.mark([*canary, *reference])
     looker = _Looker(provider, canary, reference, config, baseline, baseline_slices, health)
     looks: list[Judgement] = []
     for look in range(1, config.max_looks + 1):
-        due = started + config.bake_seconds + (look - 1) * config.interval_seconds
+        due = first_due + (look - 1) * config.interval_seconds
         _wait(due, provider, [*canary, *reference], clock, sleep)
         with busy:
             judgement = looker.look(look, Window(started, max(clock(), started)))
@@ -106,9 +120,13 @@ def run_bake(provider: Provider, canary: Sequence[HostRef], reference: Sequence[
             continue
         verdict = {Step.PASS: Verdict.PASS, Step.ROLLBACK: Verdict.FAIL, Step.HALT: Verdict.INCONCLUSIVE}[step]
         reason = judgement.reason
+        end = clock()
         if judgement.verdict is Verdict.INCONCLUSIVE:
-            reason = f"still inconclusive after {config.max_bake_seconds:g}s (policy {config.policy}): {reason}"
-        return BakeOutcome(step, verdict, reason, tuple(looks), clock() - started, busy.total, looker.judge_cpu)
+            after = f"{config.max_bake_seconds:g}s" if since is None else f"{end - started:.0f}s of evidence"
+            reason = f"still inconclusive after {after} (policy {config.policy}): {reason}"
+        return BakeOutcome(step, verdict, reason, tuple(looks), end - begun, busy.total, looker.judge_cpu,
+                           started_at=started, evidence_seconds=end - started,
+                           continued_from=None if since is None else begun - started)
     raise AssertionError("unreachable: the last look always decides")  # pragma: no cover
 
 

@@ -7,6 +7,14 @@ last wave) the canary is compared with its own window before the switch; with fe
 ``FEW_REFERENCE_HOSTS`` reference hosts, that window (of every host) joins the dispersion
 estimate. The bake loop, the statistics and the policy live in ``bake`` and ``judge``; this
 module only wires them up.
+
+After a halt, ``resume`` hands the host's halted judgement back (``continue``: when its bake
+started, when the host switched, its reference hosts, the evidence it had, the wave): the
+judgement goes on from the readings kept, provided the reference hosts are the same and the
+provider sees no restart since (``scrape``: every host's process start time; providers with
+history count restarts like PromQL's ``increase``). Otherwise it starts from zero and says why.
+The last wave's baseline is always the window before the host's first switch, never before
+the resume (the host already served the new build then).
 """
 
 from __future__ import annotations
@@ -14,7 +22,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from lrelease.apm import HostRef, Window, make_provider
+from lrelease.apm import HostRef, Provider, Window, make_provider
+from lrelease.errors import ConfigError
 from lrelease.gate import GateRequest, GateResult, register
 from lrelease.gate.bake import run_bake
 from lrelease.gate.judge import FEW_REFERENCE_HOSTS
@@ -33,20 +42,68 @@ def decide(request: GateRequest) -> GateResult:
     where = "lrelease gate (lrelease_gate_apm)"
     judge = settings.judge_config(where)
     provider = make_provider(settings.provider, settings.provider_settings, where=where)
-    health = make_provider("http", {"path": params.get("health_path", "/health")}, where=where)
+    health = make_provider("http", {"path": params.get("health_path", "/health"), **params.get("health_check", {})},
+                           where=where)
     canary = [_host(params["canary"])]
     reference = [_host(r) for r in params.get("reference", [])]
+    halted = _halted(params.get("continue"), canary[0].name)
+    switched_at = float((halted or {}).get("switched_at") or params.get("switched_at") or time.time())
     baseline = None
     if len(reference) < FEW_REFERENCE_HOSTS:
-        switched_at = float(params.get("switched_at") or time.time())
         span = max(BASELINE_MIN_SECONDS, judge.max_bake_seconds)
         baseline = Window(switched_at - span, switched_at)
-    outcome = run_bake(provider, canary, reference, judge, baseline=baseline, health=health)
+    since, continued = _continuation(halted, provider, canary, reference)
+    outcome = run_bake(provider, canary, reference, judge, baseline=baseline, health=health, since=since)
     result = outcome.to_gate_result()
     evidence = dict(result.evidence)
     evidence.update(provider=settings.provider, reference=[h.name for h in reference],
-                    compared_with="peers" if reference else "baseline")
-    return GateResult(result.verdict, evidence, result.reason)
+                    compared_with="peers" if reference else "baseline", switched_at=round(switched_at, 3))
+    reason = result.reason
+    if continued is not None:
+        if outcome.continued_from is not None:
+            continued["note"] += f" (+{max(0.0, outcome.continued_from - continued['evidence_seconds']):.0f} s while halted)"
+        evidence["continued"] = continued
+        reason = f"{continued['note']}: {reason}"
+    return GateResult(result.verdict, evidence, reason)
+
+
+def _halted(data: Any, host: str) -> dict[str, Any] | None:
+    """The host's halted judgement as handed back by a resume (extra var lrelease_gate_continue)."""
+    if not data:
+        return None
+    where = "lrelease_gate_continue"
+    if not isinstance(data, dict):
+        raise ConfigError(where, host, f"a mapping (started_at, switched_at, reference, seconds, wave), got {data!r}")
+    try:
+        return {"started_at": float(data["started_at"]), "switched_at": float(data.get("switched_at") or 0) or None,
+                "reference": sorted(str(h) for h in data.get("reference") or []),
+                "seconds": float(data.get("seconds") or 0), "wave": data.get("wave"), "rollout": data.get("rollout")}
+    except (KeyError, TypeError, ValueError):
+        raise ConfigError(where, host, f"numbers for started_at, switched_at and seconds, got {data!r}") from None
+
+
+def _continuation(halted: dict[str, Any] | None, provider: Provider, canary: list[HostRef],
+                  reference: list[HostRef]) -> tuple[float | None, dict[str, Any] | None]:
+    """Whether the halted judgement can go on: (its start, what the evidence says about it), or
+    (None, why it starts from zero), or (None, None) when there is none."""
+    if halted is None:
+        return None, None
+    wave = halted["wave"] if halted["wave"] is not None else "?"
+    info: dict[str, Any] = {"wave": halted["wave"], "from_rollout": halted["rollout"],
+                            "started_at": halted["started_at"], "evidence_seconds": halted["seconds"]}
+    now = sorted(h.name for h in reference)
+    why = None
+    if halted["reference"] != now:
+        why = (f"its reference hosts changed ({', '.join(halted['reference']) or 'none'} then, "
+               f"{', '.join(now) or 'none'} now)")
+    else:
+        check = getattr(provider, "continuable", None)  # providers with history need no check
+        why = check([*canary, *reference], halted["started_at"]) if check is not None else None
+    if why:
+        info.update(continued=False, note=f"judging wave {wave} from zero: {why}")
+        return None, info
+    info.update(continued=True, note=f"continuing the judgement of wave {wave} from {halted['seconds']:.0f} s of evidence")
+    return halted["started_at"], info
 
 
 register("apm", decide)

@@ -3,8 +3,9 @@ listen at all, used right after a restart).
 
 Bake first (let the new build run for ``bake_seconds``), then poll the URL every ``interval``
 seconds for up to ``timeout`` seconds. The host passes as soon as ``successes`` answers in a row
-carry an expected status (200 by default); it fails when the time is up. The evidence keeps
-what was seen: status codes, truncated bodies, errors and timings.
+pass the environment's health check (``lrelease.healthcheck``: any 2xx by default, plus the body
+rules given); it fails when the time is up. The evidence keeps what was seen: status codes,
+truncated bodies, errors and timings, and why the last answer did not pass.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import socket
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -20,6 +21,9 @@ import requests
 
 from lrelease.errors import ConfigError
 from lrelease.gate import GateRequest, GateResult, Verdict
+from lrelease.healthcheck import KEYS as CHECK_KEYS
+from lrelease.healthcheck import HealthCheck, parse_check
+from lrelease.schema import Checker
 
 BODY_LIMIT = 200  # characters of each response body kept as evidence
 SAMPLES_KEPT = 10  # the last N probes are kept as evidence (the count is always kept)
@@ -27,40 +31,37 @@ SAMPLES_KEPT = 10  # the last N probes are kept as evidence (the count is always
 
 @dataclass(frozen=True)
 class Probe:
-    """One GET of the health URL."""
+    """One GET of the health URL, and whether it passed the check (``detail``: why, or why not)."""
 
     at: float  # seconds since the gate started
     status: int | None
     body: str
     error: str
     seconds: float  # how long the request took
-
-    def ok(self, expected: tuple[int, ...]) -> bool:
-        return self.status in expected
+    ok: bool = False
+    detail: str = ""
 
 
 @dataclass(frozen=True)
 class HealthSettings:
-    expect_status: tuple[int, ...] = (200,)
+    check: HealthCheck = field(default_factory=HealthCheck)
     successes: int = 1
     request_timeout: float = 2.0
 
     @classmethod
     def from_params(cls, host: str, params: dict[str, Any]) -> HealthSettings:
         where = f"gate for {host}"
-        unknown = set(params) - {"expect_status", "successes", "request_timeout"}
+        unknown = set(params) - {*CHECK_KEYS, "successes", "request_timeout"}
         if unknown:
             raise ConfigError(where, sorted(unknown)[0], "not a setting of the http gate")
-        expect = tuple(int(code) for code in params.get("expect_status", cls.expect_status))
+        check = parse_check(Checker(where), params)
         successes = int(params.get("successes", cls.successes))
         request_timeout = float(params.get("request_timeout", cls.request_timeout))
-        if not expect or any(not 100 <= code <= 599 for code in expect):
-            raise ConfigError(where, "expect_status", f"HTTP status codes (100-599), got {list(expect)}")
         if successes < 1:
             raise ConfigError(where, "successes", f"an integer >= 1, got {successes}")
         if request_timeout <= 0:
             raise ConfigError(where, "request_timeout", f"a number of seconds > 0, got {request_timeout}")
-        return cls(expect, successes, request_timeout)
+        return cls(check, successes, request_timeout)
 
 
 Getter = Callable[[str, float], tuple[int, str]]
@@ -94,11 +95,11 @@ def decide(
     probes: list[Probe] = []
     streak = 0
     while True:
-        probe = _probe(get, request.url, settings.request_timeout, started, clock)
+        probe = _probe(get, request.url, settings, started, clock)
         probes.append(probe)
-        streak = streak + 1 if probe.ok(settings.expect_status) else 0
+        streak = streak + 1 if probe.ok else 0
         if streak >= settings.successes:
-            reason = (f"{request.url} answered {probe.status} ({streak} in a row) "
+            reason = (f"{request.url} answered {probe.detail} ({streak} in a row) "
                       f"{probe.at:.1f}s after the gate started")
             return _result(Verdict.PASS, reason, request, settings, probes, clock() - started)
         now = clock()
@@ -106,21 +107,22 @@ def decide(
             break
         sleep(min(request.interval, deadline - now))
     last = probes[-1]
-    seen = f"HTTP {last.status}" if last.status is not None else last.error
     reason = (f"{request.url} was not healthy within {request.timeout:g}s after a {request.bake_seconds:g}s bake: "
-              f"last answer {seen}{': ' + last.body if last.body else ''}")
+              f"last answer {last.detail}")
     return _result(Verdict.FAIL, reason, request, settings, probes, clock() - started)
 
 
-def _probe(get: Getter, url: str, timeout: float, started: float, clock: Callable[[], float]) -> Probe:
+def _probe(get: Getter, url: str, settings: HealthSettings, started: float, clock: Callable[[], float]) -> Probe:
     t0 = clock()
     try:
-        status, body = get(url, timeout)
-        error = ""
+        status, body = get(url, settings.request_timeout)
     except requests.RequestException as exc:
-        status, body, error = None, "", f"{type(exc).__name__}: {exc}"[:BODY_LIMIT]
-    return Probe(at=round(t0 - started, 3), status=status, body=_truncate(body.strip()), error=error,
-                 seconds=round(clock() - t0, 3))
+        error = f"{type(exc).__name__}: {exc}"[:BODY_LIMIT]
+        return Probe(at=round(t0 - started, 3), status=None, body="", error=error, seconds=round(clock() - t0, 3),
+                     detail=error)
+    answer = settings.check.judge(status, body)
+    return Probe(at=round(t0 - started, 3), status=status, body=_truncate(body.strip()), error="",
+                 seconds=round(clock() - t0, 3), ok=answer.ok, detail=answer.detail)
 
 
 def _truncate(text: str) -> str:
@@ -139,7 +141,8 @@ def _result(verdict: Verdict, reason: str, request: GateRequest, settings: Healt
         "url": request.url,
         "bake_seconds": request.bake_seconds,
         "timeout": request.timeout,
-        "expect_status": list(settings.expect_status),
+        "expect_status": list(settings.check.expect_status) or ["2xx"],
+        "expect": settings.check.describe(),
         "elapsed": round(elapsed, 3),
         "probes": len(probes),
         "status_counts": codes,

@@ -59,6 +59,10 @@ from lrelease.gate.stats import (
 )
 
 FEW_REFERENCE_HOSTS = 10  # fewer reference hosts than this: every host's own past joins the dispersion estimate
+# Baseline slices stand alone (no Poisson prior) from this many degrees of freedom on; with fewer
+# (two to four slices: scrape's readings before a switch can be that sparse on a busy controller)
+# the prior moderates them as it does peers.
+BASELINE_ALONE_DF = 4
 SHAPE = "lognormal"  # within-bucket model for decisions (see apm.latency); evidence also shows PromQL's linear
 _ORDER = {Verdict.PASS: 0, Verdict.INCONCLUSIVE: 1, Verdict.FAIL: 2}
 Part = tuple[Verdict, str]
@@ -145,8 +149,10 @@ def judge(canary: Mapping[str, HostMetrics], reference: Mapping[str, HostMetrics
                                                              past_slices)
     units = canary_units or (float(len(canary)) if reference_kind == "peers" else float(max(look, 1)))
     # Baseline units are time slices: their spread includes what every host shares at a time (not
-    # Poisson at all), so no Poisson prior; their df stand alone (and Student's t accounts for them).
-    setup = _Setup(config, alpha, beta, units, 0.0 if reference_kind == "baseline" else PRIOR_DF)
+    # Poisson at all), so no Poisson prior; their df stand alone (and Student's t accounts for
+    # them) — when there are enough of them: one to three df read alone make any pass unreachable.
+    alone = reference_kind == "baseline" and len(usable) - 1 >= BASELINE_ALONE_DF
+    setup = _Setup(config, alpha, beta, units, 0.0 if alone else PRIOR_DF)
     checks: list[CheckResult] = []
     if config.errors is not None:
         checks.append(check_errors(list(canary.values()), usable, config.errors, setup, slices))

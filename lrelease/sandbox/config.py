@@ -66,6 +66,7 @@ class SandboxConfig:
     prometheus_port: int = 19090
     mode: str = "netns"  # "netns" (root) or "local" (no root: directories + loopback ports)
     gate: str = "none"  # the gate of the lrelease.yml it writes: none (/health), scrape or prometheus
+    app_roots: tuple[str, ...] = ()  # private on every node, besides /opt, /var/lib, /var/log, /etc, /root
 
     def __post_init__(self) -> None:
         where = "sandbox settings"
@@ -90,6 +91,7 @@ class SandboxConfig:
             raise ConfigError(where, "deploy_root", f"an absolute path of its own such as /srv/{self.app}")
         if self.disk_mb < 32:
             raise ConfigError(where, "disk_mb", "at least 32 (MiB)")
+        object.__setattr__(self, "app_roots", tuple(_app_root(p, self) for p in self.app_roots))
 
     # -- derived -----------------------------------------------------------------------
     @property
@@ -179,3 +181,29 @@ class SandboxConfig:
             return cls(**known)
         except (ValueError, TypeError) as exc:
             raise ConfigError(str(path), "(file)", f"a sandbox state file written by lrelease ({exc})") from None
+
+
+_NOT_PRIVATE = ("/proc", "/sys", "/dev", "/run")
+
+
+def _app_root(path: object, cfg: SandboxConfig) -> str:
+    """An extra directory private to each node: absolute, not the node's plumbing, not the
+    deploy root (a filesystem of its own already) nor the sandbox's state."""
+    key = "app_roots (--app-root)"
+    if not isinstance(path, str) or not path.startswith("/") or os.path.normpath(path) != path.rstrip("/") or path == "/":
+        raise ConfigError("sandbox settings", key, f"an absolute directory such as /srv/shop, got {path!r}")
+    path = path.rstrip("/")
+
+    def within(parent: str) -> bool:
+        return path == parent or path.startswith(parent.rstrip("/") + "/")
+
+    if any(within(p) for p in _NOT_PRIVATE):
+        raise ConfigError("sandbox settings", key, f"a directory outside {', '.join(_NOT_PRIVATE)}, got {path}")
+    if cfg.mode == "local":
+        raise ConfigError("sandbox settings", key, "none in local mode (its nodes are directories of this machine)")
+    if any(c in path for c in ",:") or any(c.isspace() for c in path):
+        raise ConfigError("sandbox settings", key, f"a path without ',', ':' or spaces, got {path!r}")
+    if within(cfg.deploy_root) or within(cfg.state_dir):
+        raise ConfigError("sandbox settings", key,
+                          f"a directory outside the deploy root {cfg.deploy_root} and the state dir {cfg.state_dir}, got {path}")
+    return path

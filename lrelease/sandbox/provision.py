@@ -13,7 +13,7 @@ from pathlib import Path
 from lrelease.sandbox import netns
 from lrelease.sandbox.config import Node, SandboxConfig
 from lrelease.sandbox.demoapp.build import SERVICE_SCRIPT, Artifact, Behaviour, build_artifact
-from lrelease.sandbox.proc import owned_env, read_pid, run
+from lrelease.sandbox.proc import owned_env, run
 
 
 def artifact(cfg: SandboxConfig, build: str, behaviour: Behaviour = Behaviour(), *, pad_mb: int = 0) -> Artifact:
@@ -78,9 +78,14 @@ def service(cfg: SandboxConfig, node: Node, action: str, *, check: bool = True):
     return node_run(cfg, node, [node_path(cfg, node, f"bin/{cfg.app}-service"), action], check=check)
 
 
+def app_pid(cfg: SandboxConfig, node: Node) -> int | None:
+    """The demo app's live process on ``node``, as this machine numbers it (None: not running)."""
+    return netns.node_pid(cfg, node, cfg.node_root(node) / "run" / "app.pid")
+
+
 def kill_app(cfg: SandboxConfig, node: Node) -> bool:
     """SIGKILL the app, as a crash would (the pidfile stays, like after a real crash)."""
-    pid = read_pid(cfg.node_root(node) / "run" / "app.pid")
+    pid = app_pid(cfg, node)
     if pid is None:
         return False
     try:

@@ -10,7 +10,7 @@ from jinja2 import Environment, PackageLoader, StrictUndefined
 
 from lrelease.sandbox import netns
 from lrelease.sandbox.config import Node, SandboxConfig
-from lrelease.sandbox.proc import owned_env, run, running_pid, stop_pid, stop_pidfile, wait_for
+from lrelease.sandbox.proc import owned_env, run, stop_pid, wait_for
 
 TEMPLATES = Environment(loader=PackageLoader("lrelease.sandbox", "templates"), undefined=StrictUndefined,
                         keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True)
@@ -74,7 +74,7 @@ def write_known_hosts(cfg: SandboxConfig) -> None:
 
 
 def start_sshd(cfg: SandboxConfig, node: Node) -> None:
-    if running_pid(sshd_pidfile(cfg, node)):
+    if netns.node_pid(cfg, node, sshd_pidfile(cfg, node)):
         return
     Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # privilege separation directory
     conf = cfg.node_dir(node) / "sshd_config"
@@ -91,10 +91,13 @@ def stop_sshd(cfg: SandboxConfig, node: Node) -> bool:
     """Stop the node's sshd and end the sessions it serves: a client's open connection (Ansible's
     ControlPersist keeps one for 60 s) would otherwise go on running commands on a node whose
     sshd is said to be down, and the fault would change nothing. True if sshd was running."""
-    stopped = stop_pidfile(sshd_pidfile(cfg, node))
-    for pid in _sshd_processes(node):
+    pid = netns.node_pid(cfg, node, sshd_pidfile(cfg, node))  # written inside the node: its own numbering
+    if pid is not None:
         stop_pid(pid)
-    return stopped
+    sshd_pidfile(cfg, node).unlink(missing_ok=True)
+    for other in _sshd_processes(node):
+        stop_pid(other)
+    return pid is not None
 
 
 def _sshd_processes(node: Node) -> list[int]:
@@ -105,12 +108,12 @@ def _sshd_processes(node: Node) -> list[int]:
         ns = (st.st_dev, st.st_ino)
     except FileNotFoundError:
         return []
-    if _ns_id("/proc/self/ns/net") == ns:
+    if netns.ns_id("/proc/self/ns/net") == ns:
         return []
     pids = []
     for comm in Path("/proc").glob("[0-9]*/comm"):
         try:
-            if comm.read_text().strip().startswith("sshd") and _ns_id(comm.parent / "ns" / "net") == ns:
+            if comm.read_text().strip().startswith("sshd") and netns.ns_id(comm.parent / "ns" / "net") == ns:
                 pids.append(int(comm.parent.name))
         except (OSError, ValueError):
             continue
@@ -128,8 +131,3 @@ def port_open(address: str, port: int, timeout: float = 0.5) -> bool:
 def ssh_argv(cfg: SandboxConfig, node: Node) -> list[str]:
     """``ssh`` to a node with host-key checking on (what tests and humans use)."""
     return ["ssh", "-F", str(ssh_config(cfg)), "-o", "BatchMode=yes", node.name]
-
-
-def _ns_id(path: str | Path) -> tuple[int, int]:
-    st = os.stat(path)
-    return st.st_dev, st.st_ino

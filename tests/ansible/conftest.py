@@ -64,6 +64,7 @@ class Fleet:
             "lrelease_gate_timeout": 3,
             "lrelease_rollout_id": "test-rollout",
             "lrelease_actor": "pytest",
+            "lrelease_gate_kind": "health",  # deploy.yml refuses a run that does not say which gate
             **extra,
         }
 

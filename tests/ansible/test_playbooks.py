@@ -11,6 +11,8 @@ from functools import partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import pytest
+
 from lrelease.apm.scrape import ReadingStore
 from lrelease.gate.settings import parse_gate
 from lrelease.sandbox import services
@@ -252,6 +254,28 @@ def test_a_wrong_input_fails_before_any_task_runs(sandbox_fleet):
         assert not (fleet.root(name) / "releases" / "1.5.0").exists()
 
 
+@pytest.mark.parametrize("change, words", [
+    ({"lrelease_gate_kind": None}, 'lrelease_gate_kind must be health (the health check) or apm'),
+    ({"lrelease_gate_kind": "canary"}, 'lrelease_gate_kind must be health (the health check) or apm'),
+    ({"lrelease_gate_kind": "apm"}, "lrelease_gate_kind is apm but lrelease_gate_apm"),
+    ({"lrelease_gate_apm": {"provider": "scrape"}}, "lrelease_gate_apm is given but lrelease_gate_kind is health"),
+], ids=["no gate kind", "unknown gate kind", "apm without its settings", "apm settings with health"])
+def test_a_run_that_does_not_say_which_gate_is_refused_before_any_host_changes(sandbox_fleet, change, words):
+    fleet = sandbox_fleet
+    art = fleet.artifact("1.5.1")
+    # Given the extra vars of a job template that leaves the gate unsaid (or contradicts itself)
+    extra = {**fleet.deploy_vars(art), **change}
+    extra = {k: v for k, v in extra.items() if v is not None}
+    # When deploy.yml runs
+    run = fleet.play("deploy.yml", extra)
+    # Then it fails loudly at its first check, and no host has the build
+    assert run.rc != 0
+    assert f"{words}" in run.out and "refused before any host changed" in run.out, run.out[-2000:]
+    assert "TASK [lrelease_stage : staged]" not in run.out
+    for name in fleet.names:
+        assert not (fleet.root(name) / "releases" / "1.5.1").exists() and fleet.current(name) == BASE
+
+
 def test_a_build_can_be_staged_from_a_url(sandbox_fleet):
     fleet = sandbox_fleet
     # Given the artifact served over HTTP on the sandbox bridge
@@ -331,7 +355,8 @@ def test_awx_gets_the_apm_gate_verdict_and_what_to_roll_back_from_plain_ansible_
     services.start_load(fleet.cfg, rate=200, duration=300)
     try:
         # When deploy.yml runs it with the gate's settings (scrape), as a job template would
-        run = fleet.play("deploy.yml", fleet.deploy_vars(art, lrelease_gate_apm=gate, lrelease_rollout_id="awx-apm"))
+        run = fleet.play("deploy.yml", fleet.deploy_vars(art, lrelease_gate_kind="apm", lrelease_gate_apm=gate,
+                                                         lrelease_rollout_id="awx-apm"))
     finally:
         services.stop_load(fleet.cfg)
     # Then the canary's gate fails on its error rate against the three nodes still on 1.0.0

@@ -17,6 +17,7 @@ ROLES = {
     "lrelease_switch": ("drain", "switch", "restart", "verify", "enable"),
     "lrelease_rollback": ("drain", "switch", "restart", "verify", "enable"),
     "lrelease_cleanup": ("prune",),
+    "lrelease_hooks": (),  # runs lrelease.yml's hooks at the other roles' points; no steps of its own
 }
 STABLE_TASKS = {"lrelease_stage": ["staged"], "lrelease_switch": ["switched", "reverted"],
                 "lrelease_rollback": ["rolled back"]}
@@ -74,7 +75,7 @@ def test_task_names_the_wrapper_follows_exist(role):
 def test_modules_are_called_by_fully_qualified_names():
     ours = {"lrelease_release", "lrelease_haproxy", "lrelease_gate"}
     keywords = {"name", "when", "register", "vars", "loop", "loop_control", "delegate_to", "run_once", "block",
-                "rescue", "always", "tags", "changed_when", "failed_when", "until", "retries", "delay",
+                "rescue", "always", "tags", "changed_when", "failed_when", "until", "retries", "delay", "delegate_facts",
                 "check_mode", "become", "no_log", "notify", "environment", "ignore_errors", "any_errors_fatal"}
 
     def walk(tasks, where):

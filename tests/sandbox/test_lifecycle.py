@@ -4,6 +4,7 @@ behind even after a crash, local mode works without namespaces."""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -15,13 +16,15 @@ import requests
 from click.testing import CliRunner
 
 from lrelease.cli.main import cli
-from lrelease.sandbox import netns, sshd
+from lrelease.sandbox import netns, provision, sshd
 from lrelease.sandbox.fleet import Sandbox
 from lrelease.sandbox.config import SandboxConfig
 from lrelease.sandbox.proc import owned_pids, pid_alive, read_pid
 from tests.conftest import TEST_SANDBOX, slotted
+from tests.sandbox.test_fleet import eventually, ssh
 
 LIFE_DIR, LIFE = slotted("/var/lib/lrelease-sandbox-lifecycle", 79, "lrlife", "lrbrl", 24080)
+APP_ROOT = Path(f"/srv/{LIFE['prefix']}-approot")  # a directory of this machine, one per test slot
 
 
 def leftovers(state_dir: Path) -> list[str]:
@@ -45,9 +48,11 @@ def life():
 
 
 def _pids(sb: Sandbox) -> list[int]:
+    """Every process the sandbox runs, as this machine numbers them (nodes number their own)."""
     cfg = sb.config
-    pids = [read_pid(sshd.sshd_pidfile(cfg, n)) for n in cfg.all_nodes()]
-    pids += [read_pid(cfg.node_root(n) / "run" / "app.pid") for n in cfg.all_nodes()]
+    pids = [netns.node_pid(cfg, n, sshd.sshd_pidfile(cfg, n)) for n in cfg.all_nodes()]
+    pids += [provision.app_pid(cfg, n) for n in cfg.all_nodes()]
+    pids += [read_pid(netns.init_pidfile(cfg, n)) for n in cfg.all_nodes()]
     pids += [read_pid(LIFE_DIR / name / f"{name}.pid") for name in ("haproxy", "prometheus")]
     pids += [read_pid(LIFE_DIR / "loadgen.pid")]
     return pids
@@ -93,11 +98,15 @@ def test_up_repairs_a_half_dead_fleet_and_resizes(life):
     life.up(nodes=2, **LIFE)
     cfg = life.config
     node2 = cfg.find_node("node2")
-    os.kill(read_pid(sshd.sshd_pidfile(cfg, node2)), signal.SIGKILL)
-    os.kill(read_pid(cfg.node_root(node2) / "run" / "app.pid"), signal.SIGKILL)
+    os.kill(netns.node_pid(cfg, node2, sshd.sshd_pidfile(cfg, node2)), signal.SIGKILL)
+    os.kill(provision.app_pid(cfg, node2), signal.SIGKILL)
+    # and whose node1 lost its first process (the kernel ends every process of the node with it)
+    node1 = cfg.find_node("node1")
+    os.kill(read_pid(netns.init_pidfile(cfg, node1)), signal.SIGKILL)
+    assert eventually(lambda: provision.app_pid(cfg, node1) is None)
     # When up runs again, asking for 3 nodes
     life.up(nodes=3, **LIFE)
-    # Then node2 is reachable and serving again, and node3 exists
+    # Then node1 and node2 are reachable and serving again, and node3 exists
     st = life.status()
     assert [(n.name, n.ssh, n.version) for n in st.nodes] == [(f"node{i}", True, "1.0.0") for i in (1, 2, 3)]
     # And shrinking back to 2 removes node3's namespace
@@ -138,3 +147,49 @@ def test_down_of_an_unknown_state_dir_leaves_other_sandboxes_alone(sandbox, tmp_
     assert result.exit_code == 0
     assert sorted(n for n in netns.netns_list() if n.startswith(TEST_SANDBOX["prefix"] + "-")) == before
     assert sandbox.status().nodes[0].ssh
+
+
+def test_app_root_adds_a_private_directory_and_down_leaves_nothing(life):
+    # Given a directory of this machine holding a file, and a saved 2-node sandbox
+    APP_ROOT.mkdir(exist_ok=True)
+    (APP_ROOT / "from-host").write_text("machine\n")
+    try:
+        SandboxConfig(nodes=2, state_dir=str(LIFE_DIR), **LIFE).save()
+        # When the sandbox comes up with it as an app root
+        result = CliRunner().invoke(cli, ["sandbox", "up", "--app-root", str(APP_ROOT), "--load-rate", "0",
+                                          "--state-dir", str(LIFE_DIR)])
+        assert result.exit_code == 0, result.output
+        cfg = life.config
+        assert cfg.app_roots == (str(APP_ROOT),)
+        # Then node1 reads the machine's file there and writes one of its own beside it
+        out = ssh(life, "node1", f"cat {APP_ROOT}/from-host && echo node1 > {APP_ROOT}/new && cat {APP_ROOT}/new")
+        assert (out.returncode, out.stdout.split()) == (0, ["machine", "node1"]), out.stderr
+        # And neither node2 nor the machine sees node1's file
+        assert ssh(life, "node2", f"cat {APP_ROOT}/from-host && test ! -e {APP_ROOT}/new").returncode == 0
+        assert sorted(p.name for p in APP_ROOT.iterdir()) == ["from-host"]
+        pids = [p for p in _pids(life) if p]  # no load generator: --load-rate 0
+        assert len(pids) == 3 * cfg.nodes + 2
+        # When down runs
+        life.down()
+        # Then no namespace, link, mount, file or process is left, and the machine's directory is as it was
+        assert leftovers(LIFE_DIR) == []
+        assert [p for p in pids if pid_alive(p)] == []
+        assert sorted(p.name for p in APP_ROOT.iterdir()) == ["from-host"]
+    finally:
+        shutil.rmtree(APP_ROOT, ignore_errors=True)
+
+
+@pytest.mark.parametrize("app_root, expected", [
+    ("srv/shop", "an absolute directory such as /srv/shop, got 'srv/shop'"),
+    ("/proc/shop", "a directory outside /proc, /sys, /dev, /run, got /proc/shop"),
+    ("/srv/demoapp/x", "a directory outside the deploy root /srv/demoapp"),
+])
+def test_a_bad_app_root_is_refused_in_one_line_and_changes_nothing(tmp_path, app_root, expected):
+    # When up is given an app root that cannot be private to a node
+    state = tmp_path / "sandbox"
+    result = CliRunner().invoke(cli, ["sandbox", "up", "--app-root", app_root, "--state-dir", str(state)])
+    # Then it exits 2 with one line naming the option and what was expected, and made nothing
+    assert result.exit_code == 2, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and "app_roots (--app-root)" in lines[0] and expected in lines[0], lines
+    assert not state.exists()

@@ -14,6 +14,10 @@ from tests.unit.recorded import load_case, recorded
 
 CASES = recorded("datadog")
 ENV = {"DD_API_KEY": "dd-api-0123456789", "DD_APP_KEY": "dd-app-9876543210"}
+# The app's own metrics (Datadog has no metric names that fit every app: the queries are required).
+QUERIES = {"requests_query": "sum:shop.http.requests{host:{host}}.as_count()",
+           "errors_query": "sum:shop.http.requests{host:{host},status_class:5xx}.as_count()",
+           "latency_queries": {"p95": "p95:shop.http.request.duration{host:{host}}"}}
 
 
 @pytest.mark.parametrize("path", CASES, ids=lambda p: p.stem)
@@ -54,9 +58,9 @@ def fake():
 def load(dd: FakeDatadog, host: str, now: float, ok: float, failed: float, durations: list[float]) -> None:
     for minute in range(5):
         at = now - 300 + minute * 60
-        dd.add_points("demoapp.http.requests", {"host": host, "status_class": "2xx"}, [(at, ok)])
-        dd.add_points("demoapp.http.requests", {"host": host, "status_class": "5xx"}, [(at, failed)])
-        dd.add_distribution("demoapp.http.request.duration", {"host": host}, at, durations)
+        dd.add_points("shop.http.requests", {"host": host, "status_class": "2xx"}, [(at, ok)])
+        dd.add_points("shop.http.requests", {"host": host, "status_class": "5xx"}, [(at, failed)])
+        dd.add_distribution("shop.http.request.duration", {"host": host}, at, durations)
 
 
 def test_end_to_end_against_the_fake(fake):
@@ -64,7 +68,7 @@ def test_end_to_end_against_the_fake(fake):
     now = time.time()
     load(fake, "node1", now, 98, 2, [0.05, 0.08, 0.1, 0.3])
     load(fake, "node2", now, 100, 0, [0.05, 0.06])
-    provider = make_provider("datadog", {"url": fake.url}, where="test", env=ENV)
+    provider = make_provider("datadog", {**QUERIES, "url": fake.url}, where="test", env=ENV)
     # When three hosts are fetched over the window
     got = provider.fetch([HostRef("node1"), HostRef("node2"), HostRef("node3")], Window(now - 400, now))
     # Then counts add up over the points, latency is the p95, and node3 is no data
@@ -78,7 +82,7 @@ def test_end_to_end_against_the_fake(fake):
 
 def test_wrong_keys_are_a_provider_error_without_the_keys(fake):
     env = {"DD_API_KEY": "wrong-api-key-value", "DD_APP_KEY": ENV["DD_APP_KEY"]}
-    provider = make_provider("datadog", {"url": fake.url}, where="test", env=env)
+    provider = make_provider("datadog", {**QUERIES, "url": fake.url}, where="test", env=env)
     with pytest.raises(ProviderError) as err:
         provider.fetch([HostRef("node1")], Window(0, 60))
     assert "HTTP 403: Forbidden" in str(err.value)
@@ -91,14 +95,15 @@ def test_wrong_keys_are_a_provider_error_without_the_keys(fake):
 ])
 def test_error_shapes_from_the_fake(fake, status, body, message):
     fake.fail_next(status, body)
-    provider = make_provider("datadog", {"url": fake.url}, where="test", env=ENV)
+    provider = make_provider("datadog", {**QUERIES, "url": fake.url}, where="test", env=ENV)
     with pytest.raises(ProviderError) as err:
         provider.fetch([HostRef("node1")], Window(0, 60))
     assert message in str(err.value)
 
 
 def test_a_bad_query_template_is_the_fakes_400(fake):
-    provider = make_provider("datadog", {"url": fake.url, "requests_query": "sum:x{host:{host}"}, where="t", env=ENV)
+    provider = make_provider("datadog", {**QUERIES, "url": fake.url, "requests_query": "sum:x{host:{host}"},
+                             where="t", env=ENV)
     with pytest.raises(ProviderError) as err:
         provider.fetch([HostRef("node1")], Window(0, 60))
     assert "HTTP 400: Error parsing query" in str(err.value)
@@ -106,8 +111,8 @@ def test_a_bad_query_template_is_the_fakes_400(fake):
 
 def test_errors_missing_is_zero_only_when_asked(fake):
     now = time.time()
-    fake.add_points("demoapp.http.requests", {"host": "node1", "status_class": "2xx"}, [(now - 10, 50)])
-    settings = {"url": fake.url, "latency_queries": None}
+    fake.add_points("shop.http.requests", {"host": "node1", "status_class": "2xx"}, [(now - 10, 50)])
+    settings = {**QUERIES, "url": fake.url, "latency_queries": None}
     assert make_provider("datadog", settings, where="t", env=ENV).fetch(
         [HostRef("node1")], Window(now - 60, now))["node1"].errors == 0
     strict = make_provider("datadog", {**settings, "errors_missing_is_zero": False}, where="t", env=ENV)
@@ -122,7 +127,7 @@ def test_a_server_echoing_the_key_cannot_leak_it_into_the_error():
         return 400, {"errors": [f"bad key {request.headers.get('DD-API-KEY')} for this org"]}
 
     with serve(answer) as stub:
-        provider = make_provider("datadog", {"url": stub.url}, where="t", env=ENV)
+        provider = make_provider("datadog", {**QUERIES, "url": stub.url}, where="t", env=ENV)
         # When the query fails, Then the error says so without the key
         with pytest.raises(ProviderError) as err:
             provider.fetch([HostRef("node1")], Window(0, 60))
@@ -131,19 +136,31 @@ def test_a_server_echoing_the_key_cannot_leak_it_into_the_error():
 
 
 def test_keys_never_show_in_reprs():
-    provider = make_provider("datadog", {}, where="t", env=ENV)
+    provider = make_provider("datadog", QUERIES, where="t", env=ENV)
     text = repr(provider) + repr(provider.__dict__)
     assert ENV["DD_API_KEY"] not in text and ENV["DD_APP_KEY"] not in text
 
 
 @pytest.mark.parametrize(("settings", "env", "key"), [
-    ({}, {"DD_API_KEY": "x"}, "app_key_env"),
-    ({"site": "datadog.example.com"}, ENV, "site"),
-    ({"api_key": "abc"}, ENV, "api_key"),
-    ({"latency_queries": {"p95x": "p95:m{host:{host}}"}}, ENV, "latency_queries.p95x"),
-    ({"latency_unit": "us"}, ENV, "latency_unit"),
+    (QUERIES, {"DD_API_KEY": "x"}, "app_key_env"),
+    ({**QUERIES, "site": "datadog.example.com"}, ENV, "site"),
+    ({**QUERIES, "api_key": "abc"}, ENV, "api_key"),
+    ({**QUERIES, "latency_queries": {"p95x": "p95:m{host:{host}}"}}, ENV, "latency_queries.p95x"),
+    ({**QUERIES, "latency_unit": "us"}, ENV, "latency_unit"),
 ])
 def test_bad_settings_name_the_key(settings, env, key):
     with pytest.raises(ConfigError) as err:
         make_provider("datadog", settings, where="lrelease.yml: gate.apm", env=env)
     assert err.value.key == key
+
+
+@pytest.mark.parametrize("missing", ["requests_query", "errors_query", "latency_queries"])
+def test_the_queries_are_required_with_an_example(missing):
+    # Given datadog settings without one of the queries (no metric names fit every app)
+    settings = {k: v for k, v in QUERIES.items() if k != missing}
+    # When the provider is built, Then one line names the key, shows an example and says why
+    with pytest.raises(ConfigError) as err:
+        make_provider("datadog", settings, where="lrelease.yml: environments.production.gate.provider", env=ENV)
+    assert err.value.key == missing
+    assert "e.g." in err.value.expected and err.value.expected.endswith(
+        "no default: Datadog's metric names depend on the integration (required)")

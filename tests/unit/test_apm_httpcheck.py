@@ -1,49 +1,58 @@
-"""The http provider: health answers (RFC health-check draft, Spring Boot) judged by code and body."""
+"""The http provider: each host's health answer, judged by the environment's health check
+(lrelease.healthcheck; recorded RFC health-check-draft and Spring Boot answers)."""
 
 from __future__ import annotations
 
 import pytest
 
 from lrelease.apm import HostRef, ProviderError, Window, make_provider
-from lrelease.apm.httpcheck import HealthCheckSettings, parse_health
+from lrelease.apm.httpcheck import parse_health
 from lrelease.errors import ConfigError
+from lrelease.healthcheck import BodyJson, HealthCheck
 from tests.unit.loopback import free_port_url, serve
 from tests.unit.recorded import load_case, recorded
 
 CASES = recorded("health")
+# What a user of the RFC draft or Spring writes to have the body's own verdict count too.
+STATUS_FIELD = HealthCheck(body_json=BodyJson("status", ("pass", "warn", "UP")))
 
 
 @pytest.mark.parametrize("path", CASES, ids=lambda p: p.stem)
-def test_recorded_answers(path):
+def test_recorded_answers_by_status_code_and_by_status_field(path):
+    # Given a recorded answer
     case, body = load_case(path)
-    health = parse_health(case["status"], body)
-    assert health.status == case["expect"]["status"]
-    assert health.http_status == case["status"]
+    # When it is judged by the default check (any 2xx) and by a check of the body's "status" field
+    by_code, by_field = parse_health(case["status"], body), parse_health(case["status"], body, STATUS_FIELD)
+    # Then each gives the recorded verdict, and keeps the HTTP status
+    assert (by_code.status, by_field.status) == (case["expect"]["status"], case["expect"]["status_field"])
+    assert by_code.http_status == by_field.http_status == case["status"]
 
 
-@pytest.mark.parametrize(("settings", "status", "body", "expected"), [
-    (HealthCheckSettings(warn_fails=True), 200, '{"status": "warn"}', "fail"),
-    (HealthCheckSettings(require_body_status=False), 200, "OK", "pass"),
-    (HealthCheckSettings(require_body_status=False), 503, "OK", "fail"),
-    (HealthCheckSettings(expect_status=(200, 429)), 429, '{"status": "pass"}', "pass"),
-])
-def test_settings_change_the_rules(settings, status, body, expected):
-    assert parse_health(status, body, settings).status == expected
-
-
-def test_end_to_end_the_code_and_the_body_are_both_checked():
-    # Given two hosts: one healthy, one answering 200 with a failing body
+def test_end_to_end_the_environment_check_decides():
+    # Given three hosts: one answering {"ok": true}, one {"ok": false}, one not listening
     def answer(request):
-        return (200, {"status": "UP"}) if request.path == "/ok/health" else (200, {"status": "fail"})
+        return (200, {"ok": True}) if request.path == "/good/healthz" else (200, {"ok": False})
 
     with serve(answer) as stub:
-        provider = make_provider("http", {}, where="t", env={})
-        got = provider.fetch([HostRef("a", url=stub.url + "/ok"), HostRef("b", url=stub.url + "/bad"),
+        # When the provider checks them with body_json {field: ok, values: [true]} on /healthz
+        provider = make_provider("http", {"path": "/healthz", "body_json": {"field": "ok", "values": [True]}},
+                                 where="t", env={})
+        got = provider.fetch([HostRef("a", url=stub.url + "/good"), HostRef("b", url=stub.url + "/bad"),
                               HostRef("c", url=free_port_url())], Window(0, 1))
-    # Then the first passes, the second fails on its body, the third is unreachable
+    # Then the first passes, the second fails saying what came and what was wanted, the third is unreachable
     assert got["a"].health.status == "pass" and got["a"].no_data
-    assert got["b"].health.failing and "body says fail" in got["b"].health.detail
+    assert got["b"].health.failing and got["b"].health.detail == "HTTP 200 but ok is false, expected true"
     assert got["c"].health.failing and not got["c"].reachable
+
+
+def test_by_default_any_2xx_passes_whatever_the_body():
+    # Given a /health answering 204 with no body, and one answering 200 with {"status": "fail"}
+    with serve(lambda r: (204, "") if r.path == "/a/health" else (200, {"status": "fail"})) as stub:
+        # When the provider checks them with no settings
+        got = make_provider("http", {}, where="t", env={}).fetch(
+            [HostRef("a", url=stub.url + "/a"), HostRef("b", url=stub.url + "/b")], Window(0, 1))
+    # Then both pass: the status code decides unless a body rule is given
+    assert [got[h].health.status for h in "ab"] == ["pass", "pass"]
 
 
 def test_a_host_without_a_url_is_a_provider_error():
@@ -55,7 +64,8 @@ def test_a_host_without_a_url_is_a_provider_error():
     ({"path": "health"}, "path"),
     ({"expect_status": [99]}, "expect_status"),
     ({"expect_status": "200"}, "expect_status"),
-    ({"warn_fails": "yes"}, "warn_fails"),
+    ({"body_json": {"field": "status"}}, "body_json"),
+    ({"warn_fails": True}, "warn_fails"),
 ])
 def test_bad_settings_name_the_key(settings, key):
     with pytest.raises(ConfigError) as err:

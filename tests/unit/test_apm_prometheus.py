@@ -47,9 +47,19 @@ def test_recorded_answers(path):
 
 
 def test_templates_get_the_host_escaped_and_the_window_in_whole_seconds():
-    query = render(DEFAULT_REQUESTS, 'we"ird\\node', Window(100.0, 160.4))
-    assert 'node="we\\"ird\\\\node"' in query and "[61s]" in query
+    query = render('x{node="{host}"}[{window}s]', 'we"ird\\node', Window(100.0, 160.4))
+    assert query == 'x{node="we\\"ird\\\\node"}[61s]'
     assert "or (0 * sum(increase(" in DEFAULT_ERRORS  # zero errors only when the host has traffic
+
+
+def test_the_default_queries_follow_the_conventions():
+    # Given a host named like a DNS name (dots are regex metacharacters)
+    query = render(DEFAULT_REQUESTS, "web-1.shop.example", Window(0.0, 60.0))
+    # Then the default reads OpenTelemetry's request-duration histogram's count, on Prometheus'
+    # instance label (the target "<host>:<port>"), the host's dots escaped for the regex
+    assert query == ('sum(increase(http_server_request_duration_seconds_count'
+                     '{instance=~"web\\\\-1\\\\.shop\\\\.example(:[0-9]+)?"}[60s]))')
+    assert 'http_response_status_code=~"5.."' in DEFAULT_ERRORS
 
 
 def answers(by_query):
@@ -71,10 +81,10 @@ def vec(value, **labels):
 
 def test_fetch_end_to_end_against_a_stub_prometheus():
     # Given a Prometheus that knows node1 (traffic, errors, latency) and nothing of node2
-    by_query = {'demoapp_http_request_duration_seconds_bucket{node="node1"': [vec(500, le="0.1"), vec(600, le="+Inf")],
-                'node="node1",path!~"/metrics|/health",code=~': [vec(3)],
-                'node="node1",path!~"/metrics|/health"}[': [vec(600)],
-                'node="node2"': None}  # the first needle a query contains answers it
+    by_query = {'_bucket{instance=~"node1(:[0-9]+)?"}': [vec(500, le="0.1"), vec(600, le="+Inf")],
+                'instance=~"node1(:[0-9]+)?",http_response_status_code=~"5.."': [vec(3)],
+                '_count{instance=~"node1(:[0-9]+)?"}[': [vec(600)],
+                'instance=~"node2': None}  # the first needle a query contains answers it
     with serve(answers(by_query)) as stub:
         provider = make_provider("prometheus", {"url": stub.url}, where="test", env={})
         # When both are fetched over a window

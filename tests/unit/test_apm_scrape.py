@@ -21,11 +21,12 @@ from lrelease.apm.scrape import (
     summarize,
 )
 from lrelease.errors import ConfigError
+from lrelease.sandbox.demoapp import gate as demo_gate
 from lrelease.sandbox.demoapp.app import Metrics, Server, make_handler
 from tests.unit.loopback import free_port_url
 
 FIXTURES = Path(__file__).parent / "fixtures" / "apm" / "scrape"
-SETTINGS = ScrapeSettings()
+SETTINGS = ScrapeSettings(**demo_gate.SCRAPE)  # the recorded pages are the demo app's
 
 
 def reading(name: str, at: float):
@@ -56,15 +57,46 @@ def test_a_restart_counts_from_zero_like_promql_increase():
 
 
 @pytest.mark.parametrize(("settings", "requests", "errors"), [
-    (ScrapeSettings(exclude={}), 610 + 7 + 1, 10),  # nothing excluded: health and metrics routes count
-    (ScrapeSettings(match={"path": "/health"}, exclude={}), 7, 0),
-    (ScrapeSettings(error_codes="200"), 610, 600),  # "errors" are whatever codes the regex names
+    (ScrapeSettings(**{**demo_gate.SCRAPE, "exclude": {}}), 610 + 7 + 1, 10),  # health and metrics routes count
+    (ScrapeSettings(**{**demo_gate.SCRAPE, "match": {"path": "/health"}, "exclude": {}}), 7, 0),
+    (ScrapeSettings(**{**demo_gate.SCRAPE, "error_codes": "200"}), 610, 600),  # errors: the codes the regex names
 ])
 def test_label_filters_choose_the_series(settings, requests, errors):
     before = reading_from(parse((FIXTURES / "demoapp_t0.txt").read_text()), settings, 0)
     after = reading_from(parse((FIXTURES / "demoapp_t1.txt").read_text()), settings, 60)
     metrics = summarize("n", increase(before, after), settings, 60)
     assert (metrics.requests, metrics.errors) == (requests, errors)
+
+
+def otel_page(ok: int, failed: int) -> str:
+    """A /metrics page as an OpenTelemetry SDK's Prometheus exporter writes http.server.request.duration."""
+    lines = ["# TYPE http_server_request_duration_seconds histogram"]
+    for code, count in (("200", ok), ("503", failed)):
+        labels = f'http_request_method="GET",http_response_status_code="{code}",http_route="/cart"'
+        lines += [f'http_server_request_duration_seconds_bucket{{{labels},le="0.1"}} {count * 9 // 10}',
+                  f'http_server_request_duration_seconds_bucket{{{labels},le="+Inf"}} {count}',
+                  f"http_server_request_duration_seconds_sum{{{labels}}} {count * 0.05}",
+                  f"http_server_request_duration_seconds_count{{{labels}}} {count}"]
+    return "\n".join([*lines, "process_start_time_seconds 1700000000", ""])
+
+
+def test_the_defaults_read_the_opentelemetry_http_server_metric():
+    # Given two /metrics pages of an app instrumented by OpenTelemetry, a minute apart
+    before = reading_from(parse(otel_page(100, 0)), ScrapeSettings(), 0)
+    after = reading_from(parse(otel_page(1100, 10)), ScrapeSettings(), 60)
+    # When the default settings summarize the minute
+    metrics = summarize("n", increase(before, after), ScrapeSettings(), 60)
+    # Then the requests are the histogram's count, the errors its 5xx, and the latency its buckets
+    assert (metrics.requests, metrics.errors) == (1010, 10)
+    assert metrics.latency.count == 1010
+
+
+def test_the_defaults_on_an_app_with_its_own_names_say_which_keys_to_set():
+    before, after = (reading_from(parse((FIXTURES / name).read_text()), ScrapeSettings(), t)
+                     for name, t in (("demoapp_t0.txt", 0), ("demoapp_t1.txt", 60)))
+    metrics = summarize("n", increase(before, after), ScrapeSettings(), 60)
+    assert metrics.no_data and "no http_server_request_duration_seconds_count series" in metrics.detail
+    assert "sets requests_metric, latency_metric, code_label" in metrics.detail
 
 
 def test_a_page_without_the_request_metric_is_no_data():
@@ -172,10 +204,12 @@ def test_a_metrics_page_answering_500_is_no_data():
 def test_readings_persist_in_a_json_file_shared_between_providers(tmp_path):
     # Given one provider (one Ansible task) that marked a host
     path = tmp_path / "readings.json"
-    first = ScrapeProvider(ScrapeSettings(state_path=str(path)), get=pages("demoapp_t0.txt"), clock=Clock(1000.0))
+    first = ScrapeProvider(ScrapeSettings(**demo_gate.SCRAPE, state_path=str(path)), get=pages("demoapp_t0.txt"),
+                           clock=Clock(1000.0))
     first.mark([HostRef("node1", url="http://x")])
     # When another provider (the next task) fetches the window since then
-    second = ScrapeProvider(ScrapeSettings(state_path=str(path)), get=pages("demoapp_t1.txt"), clock=Clock(1060.0))
+    second = ScrapeProvider(ScrapeSettings(**demo_gate.SCRAPE, state_path=str(path)), get=pages("demoapp_t1.txt"),
+                            clock=Clock(1060.0))
     metrics = second.fetch([HostRef("node1", url="http://x")], Window(1000.0, 1060.0))["node1"]
     # Then the first reading was found in the file
     assert metrics.requests == 610
@@ -263,7 +297,7 @@ def test_end_to_end_against_real_demo_apps_on_loopback(demo_apps):
 
     # Given three demo apps, the third failing every request, and a reading of each
     hosts = [HostRef(f"node{i}", url=url) for i, url in enumerate(demo_apps)]
-    provider = make_provider("scrape", {}, where="test", env={})
+    provider = make_provider("scrape", demo_gate.SCRAPE, where="test", env={})
     provider.mark(hosts)
     start = provider.store.nearest("node0", 0, 1e12).at
     # When each serves 20 requests and the window is fetched
@@ -279,3 +313,20 @@ def test_end_to_end_against_real_demo_apps_on_loopback(demo_apps):
     assert [got[h.name].requests for h in hosts] == [20, 20, 20]
     assert [got[h.name].errors for h in hosts] == [0, 0, 20]
     assert all(got[h.name].latency.count == 20 for h in hosts)
+
+
+def test_no_provider_default_names_the_demo_app_only_the_sandbox_config_does():
+    # Given every provider's default settings, and the gate the sandbox writes into its lrelease.yml
+    from dataclasses import asdict
+
+    from lrelease.apm import datadog, newrelic, prometheus
+    from lrelease.sandbox.config import SandboxConfig
+    from lrelease.sandbox.fleet import sandbox_gate
+
+    defaults = [asdict(ScrapeSettings()), asdict(prometheus.PrometheusSettings(url="http://x")),
+                asdict(datadog.DatadogSettings(base_url="http://x")), newrelic.DEFAULT_NRQL]
+    # Then no default mentions the demo app, and the sandbox's config names its metrics itself
+    assert "demoapp" not in json.dumps(defaults)
+    for provider in ("scrape", "prometheus"):
+        settings = sandbox_gate(SandboxConfig(), provider)["provider"]
+        assert settings["kind"] == provider and "demoapp_http_requests_total" in json.dumps(settings)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from click.testing import CliRunner
@@ -49,3 +50,24 @@ def test_a_rollback_target_that_is_not_a_build_id_is_one_line_and_changes_nothin
         [line] = result.output.strip().splitlines()
         assert line.startswith("lrelease: error: --to: build: a build id"), line
     assert not (tmp_path / ".lrelease").exists()
+
+
+def test_a_corrupt_state_database_stops_history_but_not_plan(tmp_path):
+    # Given a state database that is not one
+    path = str(example_project(tmp_path))
+    (tmp_path / ".lrelease").mkdir()
+    db = tmp_path / ".lrelease" / "lrelease.db"
+    db.write_bytes(b"not a database\n" * 100)
+    # When history runs, it cannot: one line naming the file and what to do, exit 2
+    history = CliRunner().invoke(cli, ["history", "--config", path])
+    assert history.exit_code == 2, history.output
+    [line] = history.output.strip().splitlines()
+    assert str(db) in line and "move it aside" in line, line
+    # When plan runs (it reads no host and needs no history), it plans and says what it went without
+    plan = CliRunner().invoke(cli, ["plan", "--env", "production", "--json", "--config", path])
+    assert plan.exit_code == 0, plan.output
+    data = json.loads(plan.output)
+    assert data["waves"] and data["first_install"] == []
+    assert str(db) in data["state_problem"]
+    # And the database is left as it was (nothing rewrote it)
+    assert db.read_bytes() == b"not a database\n" * 100

@@ -93,11 +93,18 @@ def test_playbook_vars_are_the_design_variables(tmp_path):
         "lrelease_deploy_root": "/srv/demoapp",
         "lrelease_service_command": "/srv/demoapp/bin/demoapp-service",
         "lrelease_health_path": "/health",
+        "lrelease_health_expect_status": [],  # any 2xx
+        "lrelease_health_body_json": {},
+        "lrelease_health_body_contains": "",
         "lrelease_app_port": 8080,
         "lrelease_keep_releases": 5,
         "lrelease_lb_socket": "/run/haproxy/admin.sock",
         "lrelease_lb_backend": "be_demoapp",
         "lrelease_rollback_min_in_service": "50%",
+        "lrelease_gate_kind": "health",  # no gate: section: the health check, said explicitly
+        "lrelease_shared_dirs": [],  # no shared: section
+        "lrelease_shared_files": [],
+        "lrelease_hooks": {},  # no hooks: section
     }
 
 
@@ -271,7 +278,8 @@ def test_artifact_from_dir_reads_the_sha256_file(tmp_path):
     assert ref.build == "1.1.0" and ref.sha256 == digest
     assert ref.path == tmp_path / "artifacts" / "demoapp-1.1.0.tar.gz" and ref.url is None
     assert ref.playbook_vars() == {"lrelease_build": "1.1.0", "lrelease_artifact_sha256": digest,
-                                   "lrelease_artifact": str(ref.path)}
+                                   "lrelease_artifact": str(ref.path), "lrelease_artifact_format": "tar.gz",
+                                   "lrelease_artifact_strip_components": "auto"}
 
 
 def test_unknown_build_is_a_usage_error_naming_the_missing_file(tmp_path):

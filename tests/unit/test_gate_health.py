@@ -102,8 +102,42 @@ def test_long_bodies_are_truncated_in_the_evidence():
     assert len(body) == health.BODY_LIMIT + 3 and body.endswith("...")
 
 
+def test_the_gate_uses_the_environments_health_check():
+    # Given a /healthz answering {"ok": false} with 200, then {"ok": true}, and a gate wanting ok: true
+    clock = FakeClock()
+    get = answers((200, '{"ok": false}'), (200, '{"ok": true}'))
+    request = GateRequest(host="node1", url="http://n1/healthz", timeout=5,
+                          params={"body_json": {"field": "ok", "values": [True]}})
+    # When the gate judges it
+    result = decide(request, get, clock)
+    # Then the first answer does not pass (a 200 is not enough), the second does; the evidence
+    # says what was wanted and why the first did not pass
+    assert result.passed and result.evidence["probes"] == 2
+    assert result.evidence["expect"] == "HTTP 2xx, JSON ok to be true"
+    assert [(s["ok"], s["detail"]) for s in result.evidence["samples"]] == [
+        (False, "HTTP 200 but ok is false, expected true"), (True, "HTTP 200, ok is true")]
+    assert result.reason.startswith("http://n1/healthz answered HTTP 200, ok is true (1 in a row)")
+
+
+def test_a_failing_gate_says_what_the_last_answer_lacked():
+    clock, get = FakeClock(), answers((200, "degraded"))
+    request = GateRequest(host="n", url="http://n/health", timeout=1, params={"body_contains": "OK"})
+    result = decide(request, get, clock)
+    assert result.verdict is Verdict.FAIL
+    assert result.reason.endswith("last answer HTTP 200 but the body does not contain 'OK': degraded")
+
+
+def test_by_default_any_2xx_passes_and_other_codes_only_when_listed():
+    clock = FakeClock()
+    assert decide(GateRequest(host="n", url="u", timeout=0), answers((204, "")), clock).passed
+    not_listed = decide(GateRequest(host="n", url="u", timeout=0, params={"expect_status": [200]}),
+                        answers((204, "")), clock)
+    assert not not_listed.passed and not_listed.evidence["expect_status"] == [200]
+
+
 @pytest.mark.parametrize(("params", "key"), [
     ({"expect_status": [99]}, "expect_status"),
+    ({"body_json": {"field": "ok"}}, "body_json"),
     ({"successes": 0}, "successes"),
     ({"request_timeout": 0}, "request_timeout"),
     ({"colour": "blue"}, "colour"),

@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
+import yaml
 from ansible.executor.playbook_executor import PlaybookExecutor
+from click.testing import CliRunner
 
-from lrelease.plan import check_wave, estimate_seconds, plan_waves, skip_done
+from lrelease.cli.main import cli
+from lrelease.config import load_config
+from lrelease.plan import GateTiming, Pace, check_wave, estimate, estimate_seconds, plan_waves, skip_done
+from lrelease.state import StateStore
 
 
 def ansible_batches(hosts: list[str], serial: list) -> list[list[str]]:
@@ -144,3 +152,205 @@ def test_to_dict_is_json_with_stable_keys():
     assert data["spec"] == [1, "100%"] and data["done"] == ["a"] and data["serial"] == [2]
     assert data["waves"] == [{"index": 1, "hosts": ["b", "c"], "size": 2, "switched_before": 1,
                               "in_service_after": 0, "in_service_pct": 0.0}]
+
+
+# -- the estimate with its gate, and `plan` / `deploy --dry-run` through the CLI ----------------
+# (plan reads no host: the fleet's addresses are documentation ones no test may reach)
+FLEET = {"nodes": {f"node{i}": {"environment": "production", "address": f"198.51.100.{10 + i}",
+                                **({"tags": ["canary"]} if i == 1 else {})} for i in range(1, 7)}}
+APM_GATE = {"provider": "scrape", "bake_seconds": 20, "interval_seconds": 20, "max_bake_seconds": 80, "policy": "halt"}
+
+
+def write_project(root: Path, **env) -> Path:
+    """lrelease.yml (one environment, production, six nodes in waves [1, 1, 50%, 100%]) and its fleet."""
+    (root / "fleet.yml").write_text(yaml.safe_dump(FLEET))
+    production = {"waves": [1, 1, "50%", "100%"], "bake_seconds": 5, "gate_timeout_seconds": 20,
+                  "deploy_root": "/srv/shop", "service": {"systemd": "shop"}, **env}
+    config = {"version": 1, "app": "shop", "fleet": "fleet.yml", "state_dir": "state",
+              "environments": {"production": production}}
+    path = root / "lrelease.yml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+def env_of(path):
+    return load_config(path).environment("production")
+
+
+def lrelease(path, *args: str):
+    return CliRunner(env={"COLUMNS": "200"}).invoke(cli, [*args, "--config", str(path)], catch_exceptions=False)
+
+
+def test_the_apm_gate_bake_wins_over_the_environments_and_its_looks_bound_the_longest_estimate(tmp_path):
+    # Given an environment with bake_seconds 5 and an APM gate baking 20 s, a look every 20 s up to 80 s
+    gate = GateTiming.for_environment(env_of(write_project(tmp_path, gate=APM_GATE)))
+    plan = plan_waves([f"node{i}" for i in range(1, 7)], [1, 1, "50%", "100%"])
+    # Then the gate's bake applies, and it says where it comes from
+    assert (gate.kind, gate.bake_seconds, gate.bake_from, gate.max_looks) == ("apm", 20, "gate.bake_seconds", 4)
+    # And the estimate is staging, then per wave the switch, the bake and one look
+    est = estimate(plan, gate, Pace(stage_seconds=15, switch_seconds=4))
+    assert gate.look_seconds == 1 and est.waves == (25.0, 25.0, 25.0, 25.0) and est.seconds == 15 + 4 * 25
+    # And the longest is every wave baking to its maximum, its last look's work on top
+    assert est.max_seconds == 15 + 4 * (4 + 80 + 1)
+
+
+def test_without_its_own_bake_the_gate_takes_the_environments():
+    class Env:  # duck-typed like EnvironmentConfig: no gate section
+        gate, bake_seconds, gate_timeout_seconds, health_path = None, 7.0, 30.0, "/healthz"
+
+    http = GateTiming.for_environment(Env())
+    assert (http.kind, http.bake_seconds, http.bake_from) == ("http", 7.0, "bake_seconds")
+    plan = plan_waves(["a", "b"], [1])
+    est = estimate(plan, http, Pace(stage_seconds=10, switch_seconds=2))
+    assert (est.seconds, est.max_seconds) == (10 + 2 * (2 + 7 + 1), 10 + 2 * (2 + 7 + 30 + 1))
+
+
+def test_a_gate_section_without_bake_seconds_uses_the_environments(tmp_path):
+    gate = dict(APM_GATE)
+    del gate["bake_seconds"]
+    timing = GateTiming.for_environment(env_of(write_project(tmp_path, bake_seconds=12, gate=gate)))
+    assert (timing.bake_seconds, timing.bake_from) == (12, "bake_seconds (gate.bake_seconds unset or equal)")
+
+
+def test_plan_shows_each_waves_gate_which_bake_applies_and_the_gated_estimate(tmp_path):
+    # Given a project whose production environment has the APM gate
+    path = write_project(tmp_path, gate=APM_GATE)
+    # When plan runs
+    result = lrelease(path, "plan", "--env", "production")
+    # Then every wave names its gate: provider, what it compares with, bake, looks and policy
+    assert result.exit_code == 0, result.output
+    out = " ".join(result.stdout.split())
+    assert out.count("apm scrape vs") == 4 and "vs 5 hosts not yet switched" in out and "vs 1 host not yet" in out
+    assert "apm scrape vs its own past, health /health: bake 20s, a look every 20s up to 80s, policy halt" in out
+    # And it says which bake_seconds applies
+    assert "bake 20s: the gate's bake_seconds, which wins over the environment's bake_seconds (5s" in out
+    # And the estimate counts the gate's bake, not the environment's
+    data = json.loads(lrelease(path, "plan", "--env", "production", "--json").stdout)
+    expected = estimate(plan_waves(data["hosts"], [1, 1, "50%", "100%"]), GateTiming.for_environment(env_of(path)))
+    assert "the bake and 1 look (no gate recorded yet)" in out
+    assert "Staging and switch times: defaults (no roll-out recorded for production yet)" in out
+    assert data["estimate_seconds"] == expected.seconds > 4 * 20
+    assert data["estimate_max_seconds"] == expected.max_seconds > 4 * 80
+    assert [w["estimate_seconds"] for w in data["waves"]] == list(expected.waves)
+    assert f"about {expected.seconds / 60:.1f} min ({expected.seconds:.0f} s" in out
+    assert f"up to {expected.max_seconds / 60:.1f} min ({expected.max_seconds:.0f} s) if every gate looks" in out
+
+
+def test_plan_marks_hosts_with_no_build_recorded_as_first_installs(tmp_path):
+    # Given a state database where node1 passed its gate, node2 was rolled back after a failed gate,
+    # node3 was switched by an interrupted roll-out, and node4's first install failed its gate
+    # (its app stopped: no rollback); node5 and node6 were never touched
+    path = write_project(tmp_path)
+    with StateStore(tmp_path / "state" / "lrelease.db") as store:
+        store.start_rollout("production", "1.0.0", "deploy", "ann", rollout_id="r1")
+        for host, phases in {"node1": ("switched", "gate_passed"), "node2": ("switched", "gate_failed", "rolled_back"),
+                             "node3": ("switched",), "node4": ("switched", "gate_failed"), "node5": ("staged",)}.items():
+            for phase in phases:
+                store.record_host("r1", host, phase)
+        store.finish_rollout("r1", "rolled_back", 1)
+        store.start_rollout("staging", "1.0.0", "deploy", "ann", rollout_id="r2")  # another environment's
+        store.record_host("r2", "node6", "gate_passed")
+    # When plan runs (as JSON and for a human)
+    data = json.loads(lrelease(path, "plan", "--env", "production", "--json").stdout)
+    out = " ".join(lrelease(path, "plan", "--env", "production").stdout.split())  # as read, not as wrapped
+    # Then exactly the hosts without a recorded build are first installs
+    assert data["first_install"] == ["node4", "node5", "node6"]
+    assert "node3, node4*, node5*" in out and "node6*" in out and "node1*" not in out
+    # And it says what that means and that it is the state database's view
+    assert "* first install (no build recorded): the state database has no build recorded for node4, node5, node6" in out
+    assert "a failed gate stops its app and leaves it drained: there is nothing to roll back to" in out
+    assert "This is the state database's view, not the host's" in out
+
+
+def test_deploy_dry_run_shows_the_same_plan(tmp_path):
+    # Given the gated project and a build's artifact
+    path = write_project(tmp_path, gate=APM_GATE)
+    artifacts = tmp_path / "artifacts"
+    artifacts.mkdir()
+    tarball = artifacts / "shop-2.0.0.tar.gz"
+    tarball.write_bytes(b"not really a tarball, but its checksum is right")
+    (artifacts / "shop-2.0.0.tar.gz.sha256").write_text(hashlib.sha256(tarball.read_bytes()).hexdigest() + "\n")
+    # When deploy --dry-run runs
+    dry = lrelease(path, "deploy", "--env", "production", "--build", "2.0.0", "--dry-run", "--json")
+    # Then it is the plan's output, gate, estimate and first installs included, and nothing ran
+    assert dry.exit_code == 0, dry.output
+    data, plan = json.loads(dry.stdout), json.loads(lrelease(path, "plan", "--env", "production", "--json").stdout)
+    assert data["dry_run"] is True
+    for key in ("estimate_seconds", "estimate_max_seconds", "gate", "bake", "first_install", "waves"):
+        assert data[key] == plan[key], key
+    assert data["first_install"] == [f"node{i}" for i in range(1, 7)]
+    with StateStore(tmp_path / "state" / "lrelease.db") as store:
+        assert store.history("production") == []
+
+
+def test_the_looks_a_wave_usually_takes_come_from_the_gates_recorded_for_the_environment(tmp_path):
+    # Given production's last APM gates took 1, 2 and 3 looks (6 s of fetching and judging in all),
+    # beside an http gate and another environment's APM gate, which do not count
+    path = write_project(tmp_path, gate=APM_GATE)
+    with StateStore(tmp_path / "state" / "lrelease.db") as store:
+        store.start_rollout("production", "1.0.0", "deploy", "ann", rollout_id="r1")
+        for wave, looks in enumerate((1, 2, 3), 1):
+            store.record_gate("r1", wave, f"node{wave}", "pass", {"gate": "apm", "looks": looks, "gate_seconds": 2.0})
+        store.record_gate("r1", 4, "node4", "pass", {"gate": "http", "elapsed": 3.0})
+        store.start_rollout("staging", "1.0.0", "deploy", "ann", rollout_id="r2")
+        store.record_gate("r2", 1, "node6", "pass", {"gate": "apm", "looks": 4, "gate_seconds": 9.0})
+        assert store.gate_history("production") == [(3, 2.0), (2, 2.0), (1, 2.0)]
+    # When plan runs
+    data = json.loads(lrelease(path, "plan", "--env", "production", "--json").stdout)
+    text = " ".join(lrelease(path, "plan", "--env", "production").stdout.split())
+    # Then each wave's gate is its bake and 2 looks (the second one an interval later, its work of
+    # 1 s on top)
+    gate = data["gate"]
+    assert (gate["expected_looks"], gate["look_seconds"], gate["looks_from"]) == (2.0, 1.0, 3)
+    switch = 4.0  # per wave of at most 24 hosts (DEFAULT_SWITCH_SECONDS)
+    assert data["estimate_wave_seconds"] == [switch + 20 + 20 + 1.0] * 4
+    assert "the bake and 2.0 looks, the mean of the last 3 gates recorded" in text
+
+
+class Clock:
+    """The state store's clock, moved by hand."""
+
+    def __init__(self) -> None:
+        self.now = datetime(2026, 11, 29, 21, 0, tzinfo=UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def wait(self, seconds: float) -> None:
+        self.now += timedelta(seconds=seconds)
+
+
+def test_staging_and_switch_times_are_learned_from_the_roll_outs_recorded_for_the_environment(tmp_path):
+    # Given a recorded roll-out of production: staged 30 s after it started, then two waves whose
+    # gates took 25 s each, finished 100 s after the start: 20 s went to the work around the gates
+    path = write_project(tmp_path, gate=APM_GATE)
+    clock = Clock()
+    with StateStore(tmp_path / "state" / "lrelease.db", clock=clock) as store:
+        store.start_rollout("production", "1.0.0", "deploy", "ann", rollout_id="r1")
+        clock.wait(30)
+        store.record_host("r1", "node1", "staged")
+        for wave in (1, 2):
+            store.record_gate("r1", wave, f"node{wave}", "pass", {"gate": "apm", "looks": 1, "elapsed": 25.0,
+                                                                   "gate_seconds": 1.0})
+        clock.wait(70)
+        store.finish_rollout("r1", "succeeded", 0)
+        # and one that did not succeed, which teaches nothing
+        store.start_rollout("production", "1.1.0", "deploy", "ann", rollout_id="r2")
+        clock.wait(500)
+        store.finish_rollout("r2", "rolled_back", 1)
+    # When plan runs
+    data = json.loads(lrelease(path, "plan", "--env", "production", "--json").stdout)
+    text = " ".join(lrelease(path, "plan", "--env", "production").stdout.split())
+    # Then staging takes 30 s and each wave 10 s beyond its gate (bake 20 s and one look of 1 s)
+    assert data["pace"] == {"stage_seconds": 30.0, "switch_seconds": 10.0, "runs": 1}
+    assert data["estimate_stage_seconds"] == 30.0 and data["estimate_wave_seconds"] == [10.0 + 20 + 1] * 4
+    assert "Staging and switch times: the median of the last 1 roll-outs recorded for production" in text
+
+
+def test_a_recorded_run_that_does_not_add_up_is_skipped():
+    good = {"started_at": "2026-11-29T21:00:00+00:00", "staged_at": "2026-11-29T21:00:10+00:00",
+            "finished_at": "2026-11-29T21:01:10+00:00", "gate_seconds": {1: 20.0, 2: 20.0}}
+    bad = [{**good, "staged_at": None}, {**good, "gate_seconds": {}}, {**good, "finished_at": "2026-11-29T21:00:20"},
+           {**good, "gate_seconds": {1: float("nan")}}, {"started_at": "yesterday"}]
+    assert Pace.from_runs([good, *bad]) == Pace(stage_seconds=10.0, switch_seconds=10.0, runs=1)
+    assert Pace.from_runs(bad) == Pace()

@@ -6,6 +6,7 @@ import io
 import json
 import math
 import re
+import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -23,7 +24,7 @@ from lrelease.gate.bake import BakeOutcome, Step
 from lrelease.gate.judge import judge
 from lrelease.gate.judge_config import JudgeConfig
 from lrelease.gate.stats import normal_cdf
-from lrelease.state import GateOutcome, StateError, StateStore
+from lrelease.state import GateOutcome, HostEvent, StateError, StateStore
 
 T0 = datetime(2024, 5, 1, 22, 0, 0, tzinfo=UTC)
 RID = "3f2a9c1d0b7e"
@@ -172,7 +173,9 @@ def test_show_prints_the_header_and_each_hosts_final_phase(recorded):
     # And each planned wave with its hosts' last phase
     assert "wave 1  gate passed: node1" in out
     assert "wave 2  rolled back: node2" in out
-    assert "wave 4  gate failed: node4, node5" in out
+    # (an Inconclusive gate is recorded as gate_failed, and shown as what it is)
+    assert "wave 4  gate inconclusive: node4" in out and "        gate failed: node5" in out
+    assert "node4, node5" not in out
 
 
 def test_show_prints_an_apm_failure_with_its_numbers(recorded):
@@ -367,3 +370,121 @@ def test_numbers_are_formatted_whatever_was_stored():
     assert (report.ms(5.25), report.ms(141.62), report.ms(True)) == ("5.2 ms", "142 ms", "True")
     assert (report.seconds(0.4123), report.seconds(62.04), report.seconds(3725)) == ("0.412 s", "1 min 2 s",
                                                                                            "1 h 2 min")
+
+
+# -- an Inconclusive gate: never shown as a failure, its reason whole ------------------------------
+LONG_REASON = ("still inconclusive after 1800s (policy halt): inconclusive: errors: not enough traffic: 40 canary "
+               "requests of the 200 needed; latency: not enough latency data: 40 canary requests of the 200 needed")
+
+
+def record_halt(project: Project) -> str:
+    """A deploy of 2.0.0 halted on its canary: the APM gate could not decide on node1."""
+    s, rid = project.store, "a1b2c3d4e5f6"
+    s.start_rollout("production", "2.0.0", "deploy", "bob", plan=PLAN, rollout_id=rid)
+    s.record_host(rid, "node1", "switched")
+    evidence = apm("inconclusive", [{"check": "errors", "verdict": "inconclusive", "reason": "not enough traffic"}],
+                   step="halt", looks=4)
+    s.record_gate(rid, 1, "node1", "inconclusive", evidence)
+    s.record_host(rid, "node1", "gate_failed", {"host": "node1", "wave": 1, "verdict": "inconclusive",
+                                                "evidence": evidence, "reason": LONG_REASON})
+    s.finish_rollout(rid, "halted", 5)
+    return rid
+
+
+def test_show_and_history_print_an_inconclusive_gate_as_inconclusive_never_failed(project):
+    # Given a roll-out halted because the gate could not decide on node1
+    rid = record_halt(project)
+    # When it is shown and the history is listed
+    shown = project.cli(rid).stdout
+    history = CliRunner(env={"COLUMNS": "200"}).invoke(
+        cli, ["history", "--env", "production", "--config", str(project.path)], catch_exceptions=False).stdout
+    # Then show says INCONCLUSIVE, in the waves and in the gate's block, with the whole reason
+    assert "wave 1  gate inconclusive: node1" in shown
+    assert "wave 1  node1  INCONCLUSIVE  apm (scrape)" in shown
+    assert LONG_REASON in " ".join(shown.split())
+    assert "FAIL" not in shown.upper().replace("FAIL IF", "").replace("GATE_FAILED", "")
+    # And history says the halt was an Inconclusive gate, not a failure
+    assert "halted (gate INCONCLUSIVE)" in history and "FAIL" not in history
+
+
+def test_the_end_of_a_run_prints_each_inconclusive_gate_with_its_reason_whole():
+    # Given the gate records of a halted run, as the outcome carries them
+    gates = [HostEvent("r", "node1", "gate_failed", "", {"host": "node1", "wave": 1, "verdict": "inconclusive",
+                                                         "reason": LONG_REASON}),
+             HostEvent("r", "node2", "gate_failed", "", {"host": "node2", "wave": 1, "verdict": "fail",
+                                                         "reason": "errors 5%"})]
+    # When they are laid out
+    out = laid_out(report.inconclusive(gates), width=80)
+    # Then only the Inconclusive one, its reason whole, wrapped under its start
+    assert out.startswith("  node1: gate INCONCLUSIVE (wave 1): still inconclusive after 1800s")
+    assert " ".join(out.split()) == f"node1: gate INCONCLUSIVE (wave 1): {LONG_REASON}"
+    assert all(len(line) <= 80 for line in out.splitlines()) and "node2" not in out
+
+
+def laid_out(lines, width: int) -> str:
+    buffer = io.StringIO()
+    Console(file=buffer, width=width, color_system=None).print(report.render(lines))
+    return buffer.getvalue()
+
+
+# -- `status`: its exit code says whether the fleet is consistent (read from real hosts) -----------
+# Hosts are this machine (Ansible's local connection: every one reads the same deploy root), and
+# one that cannot be reached (ssh to a closed loopback port), so status.yml really runs.
+LOCAL = {"ansible_connection": "local", "ansible_python_interpreter": sys.executable}
+
+
+def status_project(root: Path, *, unreachable: bool = False, build: str | None = "1.0.0") -> Path:
+    deploy_root = root / "app"
+    (deploy_root / "releases").mkdir(parents=True)
+    if build:
+        release = deploy_root / "releases" / build
+        release.mkdir()
+        (release / ".lrelease-manifest.json").write_text(json.dumps({"build": build, "sha256": "ab" * 32}))
+        (deploy_root / "current").symlink_to(f"releases/{build}")
+    nodes = {f"node{i}": {"environment": "production", "address": f"127.0.0.{i}", "vars": dict(LOCAL)} for i in (1, 2)}
+    if unreachable:
+        nodes["node3"] = {"environment": "production", "address": "127.0.0.3",
+                          "vars": {"ansible_port": 1, "ansible_python_interpreter": sys.executable}}
+    (root / "fleet.yml").write_text(yaml.safe_dump({"nodes": nodes}))
+    config = {"version": 1, "app": "shop", "fleet": "fleet.yml", "state_dir": "state", "environments": {
+        "production": {"deploy_root": str(deploy_root), "service": {"systemd": "shop"}}}}
+    (root / "lrelease.yml").write_text(yaml.safe_dump(config))
+    return root / "lrelease.yml"
+
+
+def status(path: Path, *args: str):
+    return CliRunner(env={"COLUMNS": "200"}).invoke(cli, ["status", "--env", "production", *args, "--config", str(path)],
+                                                    catch_exceptions=False)
+
+
+def test_status_exits_0_on_a_consistent_fleet_and_5_when_not_on_the_expected_build(tmp_path):
+    # Given two hosts on 1.0.0
+    path = status_project(tmp_path)
+    # When status runs with the build they are on, then with another
+    on_it, off_it = status(path, "--expected-build", "1.0.0"), status(path, "--expected-build", "2.0.0", "--json")
+    # Then a consistent fleet on the expected build exits 0
+    assert on_it.exit_code == 0, on_it.output
+    assert "production: consistent, on 1.0.0" in on_it.stdout and on_it.stderr == ""
+    # And a fleet not on the expected build exits 5, saying which hosts are on what
+    assert off_it.exit_code == 5, off_it.output
+    data = json.loads(off_it.stdout)
+    assert (data["consistent"], data["on_expected_build"], data["expected_build"]) == (True, False, "2.0.0")
+    assert "lrelease: status: not every host is on 2.0.0: node1 on 1.0.0, node2 on 1.0.0 (exit 5)" in off_it.stderr
+
+
+def test_status_exits_5_when_a_host_does_not_answer_or_has_no_build(tmp_path):
+    # Given two hosts with no release at all and a third that cannot be reached
+    result = status(status_project(tmp_path, unreachable=True, build=None))
+    # Then status says NOT consistent and exits 5, naming each problem
+    assert result.exit_code == 5, result.output
+    assert "production: NOT consistent" in result.stdout and "unreachable" in result.stdout
+    assert result.stderr == ("lrelease: status: unreachable: node3; the fleet is not consistent (no build: node1, "
+                             "node2) (exit 5)\n")
+
+
+def test_status_refuses_a_bad_expected_build_in_one_line_before_reading_anything(tmp_path):
+    path = status_project(tmp_path)
+    result = status(path, "--expected-build", "1.0.0\n")
+    assert result.exit_code == 2
+    assert result.stderr == "lrelease: error: --expected-build: build: a build id (letters, digits, '.', '_', '+', '-'), got '1.0.0\\n'\n"
+    assert not (tmp_path / "state").exists()

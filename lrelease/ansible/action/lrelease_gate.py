@@ -30,7 +30,9 @@ description:
     and a failing host fails its own task."
   - "Bakes for O(bake_seconds), then asks the decider named by O(kind). The C(http) decider polls
     O(url) for up to O(timeout) seconds and passes on the first O(successes) answers in a row
-    with a status in O(expect_status); C(port) passes once C(tcp://host:port) accepts a connection."
+    that pass the health check (O(expect_status), O(body_json), O(body_contains): the same rule
+    as the APM gate's health step, lrelease.healthcheck); C(port) passes once C(tcp://host:port)
+    accepts a connection."
 options:
   url:
     description: Health URL of this host as the controller reaches it (C(tcp://host:port) for C(port)).
@@ -53,10 +55,20 @@ options:
     type: float
     default: 1
   expect_status:
-    description: Healthy status codes.
+    description: Healthy status codes; empty (the default) is any 2xx.
     type: list
     elements: int
-    default: [200]
+    default: []
+  body_json:
+    description:
+      - "Optional: the body is JSON whose C(field) (a dotted path, e.g. C(checks.db)) holds one of
+        C(values) (compared as JSON values). Empty: no body rule."
+    type: dict
+    default: {}
+  body_contains:
+    description: "Optional: a substring the body must contain. Empty: no such rule."
+    type: str
+    default: ""
   successes:
     description: Healthy answers in a row needed to pass.
     type: int
@@ -91,14 +103,16 @@ ARGUMENT_SPEC = {
     "bake_seconds": {"type": "float", "default": 0.0},
     "timeout": {"type": "float", "default": 30.0},
     "interval": {"type": "float", "default": 1.0},
-    "expect_status": {"type": "list", "elements": "int", "default": [200]},
+    "expect_status": {"type": "list", "elements": "int", "default": []},
+    "body_json": {"type": "dict", "default": {}},
+    "body_contains": {"type": "str", "default": ""},
     "successes": {"type": "int", "default": 1},
     "request_timeout": {"type": "float", "default": 2.0},
     "apm": {"type": "dict"},
     "switched_at": {"type": "float"},
     "health_path": {"type": "str", "default": "/health"},
 }
-_DECIDER_PARAMS = ("expect_status", "successes", "request_timeout")
+_DECIDER_PARAMS = ("expect_status", "body_json", "body_contains", "successes", "request_timeout")
 
 
 class ActionModule(ActionBase):
@@ -117,6 +131,7 @@ class ActionModule(ActionBase):
         host = task_vars.get("inventory_hostname", "?")
         try:
             params = {k: args[k] for k in _DECIDER_PARAMS}
+            params["expect_status"] = params["expect_status"] or "2xx"  # [] (the extra var's default): any 2xx
             if args["kind"] == "apm":
                 params.update(_apm_params(args, task_vars))
             request = GateRequest(
@@ -139,6 +154,15 @@ class ActionModule(ActionBase):
 def _app_url(name, hostvars):
     hv = hostvars.get(name, {})
     return "http://%s:%s" % (hv.get("ansible_host", name), hv.get("lrelease_app_port", 8080))
+
+
+def _halted_judgement(host, data):
+    """This host's entry of lrelease_gate_continue (set by ``lrelease resume``), or None."""
+    if not data:
+        return None
+    if not isinstance(data, dict):
+        raise LreleaseError("lrelease_gate_continue: expected a mapping of host -> halted judgement, got %r" % (data,))
+    return data.get(host)
 
 
 def _apm_params(args, task_vars):
@@ -172,4 +196,10 @@ def _apm_params(args, task_vars):
         "reference": [{"name": h, "url": _app_url(h, hostvars)} for h in play[after:]],
         "switched_at": args.get("switched_at"),
         "health_path": args["health_path"],
+        # A resume hands back this host's halted judgement (lrelease_gate_continue: {host: ...});
+        # the decider goes on from it when its evidence is still sound.
+        "continue": _halted_judgement(me, task_vars.get("lrelease_gate_continue")),
+        # The same health check as the http gate and the verify steps (lrelease.healthcheck).
+        "health_check": {"expect_status": args["expect_status"] or "2xx", "body_json": args["body_json"],
+                         "body_contains": args["body_contains"]},
     }

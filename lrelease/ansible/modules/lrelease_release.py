@@ -10,7 +10,8 @@ description:
   - "Layout: C(releases/<build>/) (with C(.lrelease-manifest.json)), C(current -> releases/<build>)
     (relative symlink), C(.lrelease/previous)."
   - C(info) reads the layout and changes nothing.
-  - C(staged) verifies an artifact already on the host against O(sha256), unpacks it into
+  - C(staged) verifies an artifact already on the host against O(sha256), unpacks it (O(format),
+    O(strip_components)) into
     C(releases/.<build>.partial), writes the manifest there and renames the directory to
     C(releases/<build>) in one step, so C(releases/<build>) is either absent or complete.
     An existing release with the same sha256 is kept (no change); a different one is replaced
@@ -47,7 +48,25 @@ options:
       - "Build id: required for C(staged); for C(current) the target, and when omitted the build in
         C(.lrelease/previous) (a rollback); optional for C(info)."
     type: str
-  src: {description: "C(staged): path of the artifact (.tar.gz) on the host; not needed when the release is already staged.", type: path}
+  src: {description: "C(staged): path of the artifact on the host; not needed when the release is already staged.", type: path}
+  format:
+    description:
+      - "C(staged): what the artifact is: a C(tar.gz), a C(tar.zst) (decompressed by the C(zstd) command on the
+        host), a C(zip), or a C(binary), a single executable installed as C(releases/<build>/<binary_name>),
+        mode 0755. Archives are unpacked safely: a member with an absolute or C(..) path, a link pointing
+        outside the release, a device or a fifo fails the step and leaves nothing."
+    type: str
+    choices: [tar.gz, tar.zst, zip, binary]
+    default: tar.gz
+  strip_components:
+    description:
+      - "C(staged), archives: leading directories dropped from every member, C(0) to C(8), or C(auto):
+        an archive whose members all lie in one top directory (and holds nothing else at the top) is
+        unpacked without it (C(shop-1.0.0/bin/shop) becomes C(releases/<build>/bin/shop)), any other as is.
+        A file lying above the stripped directories is refused."
+    type: raw
+    default: auto
+  binary_name: {description: "C(staged) with O(format=binary): the executable's file name in C(releases/<build>/).", type: str}
   artifact:
     description:
       - "C(staged): controller path of the artifact; the action plugin of the same name sends it to
@@ -81,6 +100,13 @@ options:
     type: list
     elements: str
   keep: {description: "C(pruned): how many of the newest releases to keep.", type: int, default: 5}
+  shared:
+    description:
+      - "C(staged): paths kept across releases, C({dirs: [log], files: [.env]}) (relative to the release). Each is
+        linked (relative symlink) to C(<root>/shared/<path>) in the release being unpacked, before it is renamed
+        into place, replacing what the artifact ships there; a missing shared directory is made, a missing shared
+        file created empty (mode 0640). A release already staged and not current gets its missing links."
+    type: dict
   ledger:
     description:
       - "C(current): ledger line to append: C(event) (switch, rollback, switch-reverted), C(build)
@@ -125,6 +151,7 @@ resumed:
   returned: when an earlier switch is resumed
 restart: {description: "C(current) with O(restart): C(cmd), C(rc), C(stdout), C(stderr) of the command.", type: dict, returned: when current moved (or a switch was resumed) and restart was given}
 removed: {description: "C(pruned): what was removed.", type: list, returned: state=pruned}
+linked: {description: "C(staged) with O(shared), release already staged: the paths whose link was made.", type: list, returned: when links were checked on a staged release}
 """
 
 import hashlib
@@ -132,9 +159,12 @@ import json
 import os
 import re
 import shutil
+import stat
+import subprocess
 import tarfile
 import time
 import uuid
+import zipfile
 
 from ansible.module_utils.basic import AnsibleModule
 
@@ -214,25 +244,211 @@ def sha256_of(path):
     return digest.hexdigest()
 
 
-def checked_members(tar, dest):
-    """Refuse what a release archive never needs: absolute or escaping paths, devices, links out."""
-    dest = os.path.realpath(dest)
-    members = []
-    for m in tar.getmembers():
-        name = os.path.normpath(m.name)
-        if m.name.startswith("/") or name == ".." or name.startswith("../"):
-            raise LayoutError("archive member %r is outside the release directory" % m.name)
+FORMATS = ("tar.gz", "tar.zst", "zip", "binary")
+MAX_STRIP = 8
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+BINARY_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+@-]{0,127}$")
+
+
+def strip_setting(value):
+    """``strip_components`` as given (``auto``, or 0..8 as a number or digits) -> "auto" or an int."""
+    text = str(value).strip()
+    if text == "auto":
+        return "auto"
+    if re.fullmatch(r"[0-9]", text) and int(text) <= MAX_STRIP and not isinstance(value, bool):
+        return int(text)
+    raise LayoutError("strip_components must be auto or 0..%d, got %r" % (MAX_STRIP, value))
+
+
+def member_parts(name):
+    """The path components of an archive member, normalised; refused when absolute or escaping."""
+    norm = os.path.normpath(name)
+    if name.startswith("/") or norm == ".." or norm.startswith("../"):
+        raise LayoutError("archive member %r is outside the release directory" % name)
+    return [] if norm == "." else norm.split("/")
+
+
+def leading_dirs(entries, strip):
+    """How many leading directories to drop: ``strip`` itself, or for "auto" 1 when every member
+    lies under one top directory (and that directory is all there is at the top), else 0.
+    ``entries`` are (parts, is_dir)."""
+    if strip != "auto":
+        return strip
+    tops = {parts[0] for parts, _ in entries if parts}
+    if len(tops) != 1:
+        return 0
+    nested = any(len(parts) > 1 for parts, _ in entries)
+    only_dir = all(is_dir for parts, is_dir in entries if len(parts) == 1)
+    return 1 if nested and only_dir else 0
+
+
+def stripped(parts, is_dir, n, name):
+    """The member's path once ``n`` leading directories are dropped; None for one of those
+    directories themselves. A file that lies above them would be lost: refused."""
+    if len(parts) > n:
+        return "/".join(parts[n:])
+    if is_dir or not parts:
+        return None
+    raise LayoutError("archive member %r lies above the %d leading director%s to strip (strip_components)"
+                      % (name, n, "y" if n == 1 else "ies"))
+
+
+def inside(dest, path):
+    """``path`` resolved (symlinks already unpacked included) stays in ``dest``."""
+    real = os.path.realpath(path)
+    return real == dest or real.startswith(dest + os.sep)
+
+
+def check_link(dest, name, linkname):
+    """A symlink's target must be relative and resolve inside the release."""
+    target = os.path.join(dest, os.path.dirname(name), linkname)
+    if os.path.isabs(linkname) or not inside(dest, target):
+        raise LayoutError("archive link %r points outside the release directory" % name)
+
+
+def tar_plan(tar, dest, strip):
+    """The members to unpack, renamed by the strip; refuses devices, fifos, escaping paths and links."""
+    members = tar.getmembers()
+    parts = [member_parts(m.name) for m in members]
+    n = leading_dirs(list(zip(parts, (m.isdir() for m in members))), strip)
+    out = []
+    for m, p in zip(members, parts):
         if m.isdev():
             raise LayoutError("archive member %r is a device or fifo" % m.name)
-        if m.issym() or m.islnk():
-            base = os.path.dirname(os.path.join(dest, name)) if m.issym() else dest
-            target = os.path.normpath(os.path.join(base, m.linkname))
-            if os.path.isabs(m.linkname) or not (target + os.sep).startswith(dest + os.sep):
-                raise LayoutError("archive link %r points outside the release directory" % m.name)
+        if not (m.isfile() or m.isdir() or m.issym() or m.islnk()):
+            raise LayoutError("archive member %r is not a file, directory or link" % m.name)
+        name = stripped(p, m.isdir(), n, m.name)
+        if name is None:
+            continue
+        if m.islnk():  # a hard link names another member: stripped the same way
+            target = stripped(member_parts(m.linkname), False, n, m.linkname)
+            m.linkname = target
+        elif m.issym():
+            check_link(dest, name, m.linkname)
+        m.name = name
         m.mode &= 0o755  # no setuid/setgid/sticky, no group/other write
+        if m.isdir():
+            m.mode |= 0o700  # the deploying user can fill it, and prune it later
         m.uid, m.gid, m.uname, m.gname = os.geteuid(), os.getegid(), "", ""
-        members.append(m)
-    return members
+        out.append(m)
+    return out
+
+
+def landing(dest, m):
+    """Check a tar member against what has landed before it (a link unpacked earlier may lead out)."""
+    target = os.path.join(dest, m.name)
+    if not inside(dest, os.path.dirname(target)):
+        raise LayoutError("archive member %r is outside the release directory" % m.name)
+    if m.issym():
+        check_link(dest, m.name, m.linkname)
+    elif m.islnk() and not inside(dest, os.path.join(dest, m.linkname)):
+        raise LayoutError("archive link %r points outside the release directory" % m.name)
+    if not m.isdir() and os.path.islink(target):
+        os.unlink(target)  # never write through a link
+
+
+def unpack_tar(path, dest, strip, mode="r:gz"):
+    with tarfile.open(path, mode) as tar:
+        members = tar_plan(tar, dest, strip)
+        kwargs = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}  # Python's own checks, too
+        for m in members:  # one by one, each checked against the files already there
+            landing(dest, m)
+            tar.extract(m, dest, numeric_owner=True, **kwargs)
+    return sum(1 for m in members if not m.isdir())
+
+
+def unpack_zst(src, dest, strip):
+    """A zstd-compressed tar: decompressed by the host's ``zstd`` next to ``src``, then as a tar."""
+    zstd = shutil.which("zstd")
+    if zstd is None:
+        raise LayoutError("a tar.zst artifact needs the zstd command on the host (Debian/Ubuntu package "
+                          "zstd); it is not on PATH")
+    with open(src, "rb") as fh:
+        if fh.read(4) != ZSTD_MAGIC:  # zstd -d would also read a gzip or xz file
+            raise LayoutError("artifact is not a tar.zst archive (artifacts.format): no zstd frame")
+    plain = src + ".tar"
+    try:
+        proc = subprocess.run([zstd, "-d", "-q", "-f", "-o", plain, src], capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise LayoutError("artifact is not a tar.zst archive (zstd: %s)" % (proc.stderr.strip() or proc.returncode))
+        return unpack_tar(plain, dest, strip, "r:")
+    finally:
+        if os.path.lexists(plain):
+            os.unlink(plain)
+
+
+def unpack_zip(src, dest, strip):
+    with zipfile.ZipFile(src) as zf:
+        infos = zf.infolist()
+        parts = [member_parts(i.filename) for i in infos]
+        n = leading_dirs(list(zip(parts, (i.is_dir() for i in infos))), strip)
+        count = 0
+        for info, p in zip(infos, parts):
+            name = stripped(p, info.is_dir(), n, info.filename)
+            if name is None:
+                continue
+            unix = info.external_attr >> 16
+            kind = stat.S_IFMT(unix)
+            target = os.path.join(dest, name)
+            if not inside(dest, os.path.dirname(target)):
+                raise LayoutError("archive member %r is outside the release directory" % info.filename)
+            if info.is_dir():
+                os.makedirs(target, exist_ok=True)
+                continue
+            if kind == stat.S_IFLNK:
+                linkname = zf.read(info).decode("utf-8")
+                check_link(dest, name, linkname)
+                os.makedirs(os.path.dirname(target), exist_ok=True)
+                if os.path.lexists(target):
+                    os.unlink(target)
+                os.symlink(linkname, target)
+            elif kind in (0, stat.S_IFREG):  # 0: a zip made without Unix modes
+                os.makedirs(os.path.dirname(target), exist_ok=True)
+                if os.path.islink(target):
+                    os.unlink(target)  # never write through a link
+                with zf.open(info) as fin, open(target, "wb") as fout:
+                    shutil.copyfileobj(fin, fout)
+                os.chmod(target, (unix & 0o755) or 0o644)
+            else:
+                raise LayoutError("archive member %r is a device or fifo" % info.filename)
+            count += 1
+    return count
+
+
+def install_binary(src, dest, name):
+    if not name or not BINARY_NAME_RE.match(name) or name in (".", "..", MANIFEST):
+        raise LayoutError("binary_name must be a file name (letters, digits, . _ + @ -), got %r" % name)
+    shutil.copyfile(src, os.path.join(dest, name))
+    os.chmod(os.path.join(dest, name), 0o755)
+    return 1
+
+
+def unpack(src, dest, fmt, strip="auto", binary_name=None):
+    """Put the artifact's files into the empty directory ``dest``: an archive (tar.gz, tar.zst, zip)
+    without its ``strip`` leading directories, or a single executable (binary) named ``binary_name``.
+    Nothing may land outside ``dest``: absolute or ``..`` paths, links pointing out, devices and
+    fifos are refused (LayoutError), as is an archive without a file. Returns the files unpacked."""
+    if fmt not in FORMATS:
+        raise LayoutError("format must be one of %s, got %r" % (", ".join(FORMATS), fmt))
+    dest = os.path.realpath(dest)
+    if fmt == "binary":
+        return install_binary(src, dest, binary_name)
+    strip = strip_setting(strip)
+    try:
+        if fmt == "zip":
+            count = unpack_zip(src, dest, strip)
+        elif fmt == "tar.zst":
+            count = unpack_zst(src, dest, strip)
+        else:
+            count = unpack_tar(src, dest, strip)
+    except getattr(tarfile, "FilterError", ()) as exc:  # the data filter, as a member lands
+        raise LayoutError("archive member refused: %s (outside the release directory, or not a plain file)" % exc)
+    except (tarfile.TarError, zipfile.BadZipFile) as exc:
+        raise LayoutError("artifact is not a %s archive (artifacts.format): %s" % (fmt, exc))
+    if count == 0:
+        raise LayoutError("the artifact holds no files%s" % (" once its leading directories are stripped"
+                                                           if strip not in ("auto", 0) else ""))
+    return count
 
 
 def write_atomic(path, text):
@@ -244,7 +460,8 @@ def write_atomic(path, text):
     os.replace(tmp, path)
 
 
-def stage(module, root, build, src, sha256, extra, remove_src):
+def stage(module, root, build, src, sha256, extra, remove_src, fmt="tar.gz", strip="auto", binary_name=None,
+          shared=None):
     state = info(root, build)
     existing = state["release"]
     if existing and existing["sha256"] == sha256:
@@ -267,10 +484,12 @@ def stage(module, root, build, src, sha256, extra, remove_src):
     final = os.path.join(rel_dir, build)
     shutil.rmtree(partial, ignore_errors=True)
     os.mkdir(partial, 0o755)
-    with tarfile.open(src) as tar:
-        members = checked_members(tar, partial)
-        kwargs = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
-        tar.extractall(partial, members=members, numeric_owner=True, **kwargs)
+    try:
+        unpack(src, partial, fmt, strip, binary_name)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)  # nothing half-unpacked stays behind
+        raise
+    link_shared(root, partial, shared)  # before the rename: a release is never there unlinked
     manifest = {
         "build": build,
         "sha256": sha256,
@@ -290,6 +509,66 @@ def stage(module, root, build, src, sha256, extra, remove_src):
     if remove_src:
         os.unlink(src)
     return dict(info(root, build), changed=True, manifest=manifest, msg="releases/%s staged" % build)
+
+
+SHARED_SEGMENT_RE = re.compile(r"^[A-Za-z0-9._+@-]{1,255}$")
+
+
+def shared_parts(path):
+    """The segments of a shared path: relative to the release, safe characters, no . or .. segment."""
+    parts = path.rstrip("/").split("/") if isinstance(path, str) else []
+    if (not parts or path.startswith("/") or parts[0] == MANIFEST
+            or not all(SHARED_SEGMENT_RE.match(p) and p not in (".", "..") for p in parts)):
+        raise LayoutError("shared path %r must be relative to the release: segments of letters, digits and "
+                          ". _ + @ - separated by /, no . or .. segment" % (path,))
+    return parts
+
+
+def real_dirs(base, parts):
+    """base/parts... as real directories inside the release (made when missing): a symlink there
+    (the artifact may ship one) is refused rather than followed out of the release."""
+    cur = base
+    for part in parts:
+        cur = os.path.join(cur, part)
+        if os.path.islink(cur) or (os.path.lexists(cur) and not os.path.isdir(cur)):
+            raise LayoutError("cannot link a shared path under %s: it is a symlink or a file in the release" % cur)
+        if not os.path.lexists(cur):
+            os.mkdir(cur, 0o755)
+    return cur
+
+
+def link_shared(root, release, shared):
+    """Link each of ``shared`` (``{dirs, files}``, paths relative to the release) in ``release`` to
+    ``<root>/shared/<path>``: a relative symlink, which replaces whatever the release ships there.
+    A missing shared directory is made (mkdir -p), a missing shared file created empty (0640).
+    Returns the paths whose link was (re)made; a link already right is left alone."""
+    linked = []
+    for kind in ("dirs", "files"):
+        for path in (shared or {}).get(kind) or []:
+            parts = shared_parts(path)
+            target = os.path.join(root, "shared", *parts)
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            if not os.path.lexists(target) and kind == "dirs":
+                os.mkdir(target, 0o755)
+            elif not os.path.lexists(target):
+                os.close(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640))
+                os.chmod(target, 0o640)
+            if not (os.path.isdir(target) if kind == "dirs" else os.path.isfile(target)):
+                raise LayoutError("shared/%s exists but is not a %s" % (path, "directory" if kind == "dirs" else "file"))
+            parent = real_dirs(release, parts[:-1])
+            link = os.path.join(parent, parts[-1])
+            rel = os.path.relpath(target, parent)
+            if os.path.islink(link) and os.readlink(link) == rel:
+                continue
+            tmp = link + ".lrelease-link"
+            if os.path.lexists(tmp):
+                os.unlink(tmp)
+            os.symlink(rel, tmp)
+            if os.path.isdir(link) and not os.path.islink(link):
+                shutil.rmtree(link)  # the release ships this directory: the shared one replaces it
+            os.rename(tmp, link)
+            linked.append(path)
+    return linked
 
 
 def write_previous(root, value):
@@ -656,15 +935,20 @@ def main():
             sha256=dict(type="str"),
             manifest=dict(type="dict", default={}),
             remove_src=dict(type="bool", default=True),
+            format=dict(type="str", choices=list(FORMATS), default="tar.gz"),
+            strip_components=dict(type="raw", default="auto"),
+            binary_name=dict(type="str"),
             previous=dict(type="str"),
             keep=dict(type="int", default=5),
             ledger=dict(type="dict"),
             only_if_current=dict(type="str"),
             undo=dict(type="list", elements="str"),
             restart=dict(type="list", elements="str"),
+            shared=dict(type="dict"),
         ),
         required_if=[
             ("state", "staged", ("build", "sha256")),
+            ("format", "binary", ("binary_name",)),
         ],
         mutually_exclusive=[("undo", "build"), ("undo", "only_if_current"), ("undo", "previous")],
         supports_check_mode=True,
@@ -691,7 +975,12 @@ def main():
             sha = (p["sha256"] or "").lower()
             if not re.fullmatch(r"[0-9a-f]{64}", sha):
                 raise LayoutError("sha256 must be 64 hex digits, got %r" % p["sha256"])
-            result = stage(module, root, build, p["src"], sha, p["manifest"], p["remove_src"])
+            strip_setting(p["strip_components"])  # refused before anything is sent or changed
+            result = stage(module, root, build, p["src"], sha, p["manifest"], p["remove_src"],
+                           p["format"], p["strip_components"], p["binary_name"], shared=p["shared"])
+            if p["shared"] and not result["changed"] and result["current"] != build and not module.check_mode:
+                linked = link_shared(root, os.path.join(root, "releases", build), p["shared"])  # staged before
+                result.update(changed=bool(linked), linked=linked)
         elif p["state"] == "current":
             ledger = p["ledger"]
             events = ("rollback",) if undo is not None else LEDGER_EVENTS

@@ -1,0 +1,104 @@
+"""What ``lrelease plan`` and ``deploy --dry-run`` show: each wave with its hosts, capacity, gate
+and time; which ``bake_seconds`` applies; the estimate (usual and longest); first installs.
+
+:func:`plan_data` gathers it as JSON-ready data (the ``--json`` output), :func:`render` lays it
+out for a human. Reads the state database (first installs, the gate's past looks), no host.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Group
+from rich.table import Table
+from rich.text import Text
+
+from lrelease import secrets
+from lrelease.config import EnvironmentConfig
+from lrelease.plan import Estimate, GateTiming, Plan
+from lrelease.state import StateStore
+
+FIRST_INSTALL = ("* first install (no build recorded): the state database has no build recorded for {hosts}. If a "
+                 "host has none either, a failed gate stops its app and leaves it drained: there is nothing to "
+                 "roll back to (the roll-out ends with exit 1 and says so). This is the state database's view, not "
+                 "the host's: a host installed by other means, or under another state_dir, also shows here")
+
+
+def plan_data(env: EnvironmentConfig, store: StateStore | None, plan: Plan, est: Estimate, *,
+              state_problem: str = "") -> dict[str, Any]:
+    """The waves, each with its gate and expected time, the estimate, which bake applies, and the
+    hosts with no build recorded in ``store`` (in switching order). ``store`` None: the state
+    database cannot be used (``state_problem`` says why); the plan goes on without its records."""
+    if store is None:
+        return {**_plan_core(env, plan, est), "first_install": [], "state_problem": state_problem}
+    recorded = store.hosts_with_build(env.name)
+    return {**_plan_core(env, plan, est), "first_install": [h for h in (*plan.done, *plan.hosts) if h not in recorded]}
+
+
+def _plan_core(env: EnvironmentConfig, plan: Plan, est: Estimate) -> dict[str, Any]:
+    waves = [{**w.to_dict(), "estimate_seconds": est.waves[i], "gate": wave_gate(est.gate, w.in_service_after)}
+             for i, w in enumerate(plan.waves)]
+    return {**plan.to_dict(), "waves": waves, **est.to_dict(), "bake": bake_note(env.bake_seconds, est.gate)}
+
+
+def wave_gate(gate: GateTiming, reference: int) -> str:
+    """A wave's gate in one phrase; ``reference``: the hosts still on the old build meanwhile."""
+    if gate.kind == "http":
+        return (f"http {secrets.mask_url(gate.health_path)}: bake {gate.bake_seconds:g}s, "
+                f"healthy within {gate.timeout_seconds:g}s")
+    against = f"vs {reference} host{'s' if reference != 1 else ''} not yet switched" if reference else "vs its own past"
+    return (f"apm {gate.provider} {against}, health {secrets.mask_url(gate.health_path)}: bake {gate.bake_seconds:g}s, "
+            f"a look every {gate.interval_seconds:g}s up to {gate.max_bake_seconds:g}s, policy {gate.policy}")
+
+
+def bake_note(env_bake: float, gate: GateTiming) -> str:
+    """Which `bake_seconds` applies, in one sentence."""
+    if gate.kind == "http" and gate.bake_from == "bake_seconds":
+        return (f"bake {gate.bake_seconds:g}s: the environment's bake_seconds (no gate: section; with one, "
+                "the gate's bake_seconds applies)")
+    if gate.bake_from == "gate.bake_seconds":
+        return (f"bake {gate.bake_seconds:g}s: the gate's bake_seconds, which wins over the environment's "
+                f"bake_seconds ({env_bake:g}s; that one is only the gate's default)")
+    return (f"bake {gate.bake_seconds:g}s: the environment's bake_seconds, the gate's default (the gate sets no "
+            "bake_seconds of its own, or the same; one set under gate: would win)")
+
+
+def render(env_name: str, data: dict[str, Any], build: str | None) -> Group:
+    title = f"plan: {build or '<build>'} to {env_name} ({data['fleet_size']} hosts, waves {data['spec']})"
+    table = Table(title=title)
+    for col in ("wave", "hosts", "in service meanwhile", "gate", "time"):
+        table.add_column(col)
+    first = set(data["first_install"])
+    for w in data["waves"]:
+        hosts = ", ".join(f"{h}*" if h in first else h for h in w["hosts"])
+        table.add_row(str(w["index"]), hosts, f"{w['in_service_after']} ({w['in_service_pct']:.0f}%)", w["gate"],
+                      f"~{w['estimate_seconds']:.0f}s")
+    parts: list[Any] = [table]
+    if data["done"]:
+        parts.append(Text(f"already done: {', '.join(data['done'])}"))
+    parts.append(Text(data["bake"]))
+    if first:
+        parts.append(Text(FIRST_INSTALL.format(hosts=", ".join(data["first_install"]))))
+    if data.get("state_problem"):
+        parts.append(Text(f"without the state database's records (first installs, recorded pace): "
+                          f"{data['state_problem']}"))
+    parts.append(Text(_estimate_line(env_name, data)))
+    return Group(*parts)
+
+
+def _estimate_line(env_name: str, data: dict[str, Any]) -> str:
+    seconds, longest, gate, pace = (data["estimate_seconds"], data["estimate_max_seconds"], data["gate"],
+                                    data["pace"])
+    switch = f"~{pace['switch_seconds']:.0f}s"
+    if gate["kind"] == "apm":
+        why = "every gate looks until its max_bake_seconds"
+        looks = (f"{gate['expected_looks']:.1f} looks, the mean of the last {gate['looks_from']} gates recorded"
+                 if gate["looks_from"] else "1 look (no gate recorded yet)")
+        each = f"each wave's switch ({switch}) and its gate: the bake and {looks}"
+    else:
+        why, each = "every health check takes its whole gate_timeout_seconds", f"each wave's switch ({switch}) and gate"
+    measured = (f"Staging and switch times: the median of the last {pace['runs']} roll-outs recorded for {env_name}"
+                if pace["runs"] else f"Staging and switch times: defaults (no roll-out recorded for {env_name} yet)")
+    return (f"estimated time: about {seconds / 60:.1f} min ({seconds:.0f} s: staging "
+            f"~{data['estimate_stage_seconds']:.0f}s, then {each}); up to {longest / 60:.1f} min ({longest:.0f} s) "
+            f"if {why}. {measured}")
