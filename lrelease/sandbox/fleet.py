@@ -270,7 +270,7 @@ class Sandbox:
 
     def reset(self, node_names: list[str] | None = None) -> None:
         """Back to a clean baseline between tests: faults cleared, only the baseline release,
-        app running, sshd up. Much cheaper than rebuilding the fleet."""
+        app running, sshd up, every node ready in HAProxy. Much cheaper than rebuilding the fleet."""
         cfg = self.config
         base = provision.baseline_artifact(cfg)
         for node in cfg.all_nodes():
@@ -289,6 +289,8 @@ class Sandbox:
                     child.unlink()
             provision.install_release(cfg, node, base)
             provision.service(cfg, node, "start")
+            if services.haproxy_socket(cfg).exists():  # a test may have left it drained (a first install does)
+                services.haproxy_command(cfg, f"set server be_{cfg.app}/{node.name} state ready")
         services.wait_until_serving(cfg)
 
 
