@@ -420,8 +420,8 @@ def _environment(check: Checker, name: str, value: Any, root: Path) -> Environme
     gate = None
     if env.get("gate") is not None:
         gate = parse_gate(check, env["gate"], join(key, "gate"), default_bake=bake)
-    shared_dirs, shared_files = _shared(check, env.get("shared", {}), join(key, "shared"))
-    hooks = _hooks(check, env.get("hooks", {}), join(key, "hooks"), root)
+    shared_dirs, shared_files = parse_shared(check, env.get("shared", {}), join(key, "shared"))
+    hooks = parse_hooks(check, env.get("hooks", {}), join(key, "hooks"), root)  # controller hooks run in root
     return EnvironmentConfig(
         name=name, waves=waves, bake_seconds=bake, gate_timeout_seconds=gate_timeout,
         deploy_root=_deploy_root(deploy_root), service_command=command, service_systemd=systemd,
@@ -429,17 +429,6 @@ def _environment(check: Checker, name: str, value: Any, root: Path) -> Environme
         health_path=health_path, health_port=health_port, keep_releases=keep, lb=lb,
         rollback_serial=rollback_serial, inventory=inventory, gate=gate, rollback_min_in_service=min_in_service,
         shared_dirs=shared_dirs, shared_files=shared_files, hooks=hooks, health_check=health_check)
-
-
-def _shared(check: Checker, value: Any, key: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """``shared: {dirs, files}``: paths inside a release kept in <deploy_root>/shared (lrelease.hooks)."""
-    return parse_shared(check, value, key)
-
-
-def _hooks(check: Checker, value: Any, key: str, root: Path) -> tuple[Hook, ...]:
-    """``hooks: {point: [...]}``: commands at the roll-out's points (lrelease.hooks); controller
-    hooks run in the directory of lrelease.yml."""
-    return parse_hooks(check, value, key, root)
 
 
 def _waves(check: Checker, value: Any, key: str) -> tuple[WaveSpec, ...]:
