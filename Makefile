@@ -10,8 +10,10 @@ bootstrap:
 demo: bootstrap
 	@bash scripts/demo.sh
 
+# Two workers, each with fleets of its own (tests/conftest.py); TEST_WORKERS=0 runs in one process.
+TEST_WORKERS ?= 2
 test: bootstrap
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadgroup
 
 down:
 	$(BIN)/lrelease sandbox down

@@ -7,13 +7,20 @@ from pathlib import Path
 
 import pytest
 
-from lrelease.sandbox.fleet import Sandbox
+# pytest-xdist's workers start with COLUMNS=80, which the CLI's consoles would keep as a fixed
+# width from import on; tests that need a width pass COLUMNS to each command instead.
+os.environ.pop("COLUMNS", None)
+
+from lrelease.sandbox.fleet import Sandbox  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 # LRELEASE_TEST_SLOT=N (0-9) moves every sandbox of the suite to other state dirs, subnets,
 # names and ports, so two runs of the suite on one machine never touch each other's fleets.
-SLOT = int(os.environ.get("LRELEASE_TEST_SLOT", "0"))
-assert 0 <= SLOT <= 9, "LRELEASE_TEST_SLOT must be 0..9"
+# `make test` runs two pytest-xdist workers; worker gwN takes slot base + N, so each has fleets
+# of its own (the base is LRELEASE_TEST_SLOT, 0 by default).
+_WORKER = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+SLOT = int(os.environ.get("LRELEASE_TEST_SLOT", "0")) + int(_WORKER.removeprefix("gw") or 0)
+assert 0 <= SLOT <= 9, "LRELEASE_TEST_SLOT (plus the xdist worker's number) must be 0..9"
 
 
 def slotted(state_dir: str, third_octet: int, prefix: str, bridge: str, port: int) -> tuple[Path, dict]:
@@ -36,10 +43,21 @@ LOAD_RATE = 150
 TEST_STATE_DIR = Path(os.environ.get("LRELEASE_TEST_SANDBOX_DIR", str(_DEFAULT_DIR)))
 
 
+# Under `pytest -n 2 --dist loadgroup` (make test), each directory that needs fleets runs on one
+# worker, so a worker brings up only the fleets its directories use: the roll-out tests on one,
+# the gate, Ansible, molecule and sandbox tests on the other. Unit tests go to whichever is free.
+XDIST_GROUPS = {"rollout": "rollout", "gate": "fleets", "ansible": "fleets", "molecule": "fleets",
+                "sandbox": "fleets"}
+
+
 def pytest_collection_modifyitems(items):
     for item in items:
-        if any(f"tests/{d}/" in str(item.fspath) for d in ("sandbox", "rollout", "molecule", "ansible")):
+        path = str(item.fspath)
+        if any(f"tests/{d}/" in path for d in ("sandbox", "rollout", "molecule", "ansible")):
             item.add_marker(pytest.mark.sandbox)
+        group = next((g for d, g in XDIST_GROUPS.items() if f"tests/{d}/" in path), None)
+        if group:
+            item.add_marker(pytest.mark.xdist_group(group))
 
 
 @pytest.fixture(scope="session")
