@@ -55,12 +55,12 @@ from pathlib import Path
 from typing import Any
 
 from lrelease import schema_check, secrets
-from lrelease.errors import ConfigError, ExitCode, LreleaseError
+from lrelease.errors import ConfigError, ExitCode, LreleaseError, raise_all
 from lrelease.fleet import Fleet, load_fleet
 from lrelease.gate.settings import GateSettings, parse_gate
 from lrelease.healthcheck import KEYS as HEALTH_CHECK_KEYS
 from lrelease.healthcheck import HealthCheck, parse_check
-from lrelease.hooks import Hook, hooks_var, parse_hooks, parse_shared, read_on_keys
+from lrelease.hooks import Hook, hooks_var, parse_hooks, parse_shared, renamed_keys
 from lrelease.plan import WaveSpec, check_wave
 from lrelease.schema import (ENV_NAME_EXPECTED, ENV_NAME_RE, SAFE_PATH_EXPECTED, Checker, join, load_yaml_mapping,
                              plain_text, safe_path, show, url_problem)
@@ -292,7 +292,7 @@ def load_config(path: str | Path) -> ProjectConfig:
     data = load_yaml_mapping(path, "lrelease config (lrelease.yml)")
     check = Checker(str(path))
     check.no_secrets(data, "", SECRET_HINT)
-    read_on_keys(data)  # a hook's bare `on:` (YAML 1.1 reads it as true)
+    raise_all(renamed_keys(data, str(path)))  # a hook's `on:`, now run_on (YAML 1.1 reads a bare on as true)
     schema_check.check(data, "lrelease", str(path))
     check.mapping(data, "", required=("version", "app", "environments"),
                   optional=("fleet", "state_dir", "artifacts"))

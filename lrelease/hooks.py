@@ -12,9 +12,12 @@
       before_switch:
         - command: [bin/migrate, --to, latest]   # argv (no shell), or a path; or shell: "..."
           run_once: true                         # default false: on every host
-          on: host                               # default; controller: once, on the controller
+          run_on: host                           # default; controller: once, on the controller
           timeout_seconds: 300                   # default 300
           env: [DATABASE_URL]                    # default []: controller variables handed on
+
+The key ``run_on`` was ``on`` once: YAML 1.1 (PyYAML) reads a bare ``on:`` as the boolean true, so a
+hook that still says ``on:`` (either way) is refused by :func:`renamed_keys` before anything else.
 
 Both become extra vars (``lrelease_shared_dirs``, ``lrelease_shared_files``, ``lrelease_hooks``)
 in the same shape, read by the roles. Parsing only: errors are the Checker's one-line ConfigError.
@@ -24,10 +27,12 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import reduce
 from pathlib import Path
 from typing import Any
 
 from lrelease import secrets
+from lrelease.errors import ConfigError
 from lrelease.schema import JINJA_DELIMITERS, Checker, join, show
 
 POINTS = ("before_stage", "after_stage", "before_switch", "after_switch", "before_restart", "after_restart",
@@ -80,7 +85,7 @@ class Hook:
     command: tuple[str, ...] | None
     shell: str | None
     run_once: bool = False
-    on: str = "host"  # host | controller
+    run_on: str = "host"  # host | controller
     timeout_seconds: float = DEFAULT_TIMEOUT
     env: tuple[str, ...] = ()
     chdir: str | None = None  # controller hooks: the directory they run in (lrelease.yml's)
@@ -88,7 +93,7 @@ class Hook:
     def to_var(self) -> dict[str, Any]:
         """This hook as an entry of the extra var ``lrelease_hooks`` (docs/design.md)."""
         out: dict[str, Any] = {"command": list(self.command)} if self.command else {"shell": self.shell}
-        out.update(run_once=self.run_once, on=self.on, timeout_seconds=self.timeout_seconds, env=list(self.env))
+        out.update(run_once=self.run_once, run_on=self.run_on, timeout_seconds=self.timeout_seconds, env=list(self.env))
         if self.chdir:
             out["chdir"] = self.chdir
         return out
@@ -123,16 +128,23 @@ def _program_ok(text: str) -> bool:
     return _PROGRAM_RE.fullmatch(text) is not None and ".." not in text.split("/")
 
 
-def read_on_keys(data: Any) -> None:
-    """YAML 1.1 (PyYAML) reads a bare ``on:`` key as the boolean true: in each hook of each
-    environment, a key true is taken for ``on`` (as written), in place, before anything is checked."""
+RENAMED = "renamed to run_on (host or controller, default host): write run_on: instead of on:"
+
+
+def renamed_keys(data: Any, where: str) -> list[ConfigError]:
+    """A hook of any environment that still says ``on:`` (read by YAML 1.1 as the key true, or
+    quoted as "on"): one error each, naming the file, the key and its new name. The loader raises
+    them before the schema check (which would call a key true "not a string")."""
+    found: list[ConfigError] = []
     envs = data.get("environments") if isinstance(data, dict) else None
-    for env in envs.values() if isinstance(envs, dict) else ():
+    for env_name, env in envs.items() if isinstance(envs, dict) else ():
         points = env.get("hooks") if isinstance(env, dict) else None
-        for hooks in points.values() if isinstance(points, dict) else ():
-            for hook in hooks if isinstance(hooks, list) else ():
-                if isinstance(hook, dict) and True in hook and "on" not in hook:
-                    hook["on"] = hook.pop(True)
+        for point, hooks in points.items() if isinstance(points, dict) else ():
+            for i, hook in enumerate(hooks) if isinstance(hooks, list) else ():
+                if isinstance(hook, dict) and (True in hook or "on" in hook):
+                    key = reduce(join, ("environments", str(env_name), "hooks", str(point), i, "on"), "")
+                    found.append(ConfigError(where, key, RENAMED))
+    return found
 
 
 def parse_hooks(check: Checker, value: Any, key: str, root: Path) -> tuple[Hook, ...]:
@@ -152,7 +164,7 @@ def parse_hooks(check: Checker, value: Any, key: str, root: Path) -> tuple[Hook,
 
 
 def _hook(check: Checker, value: Any, key: str, point: str, root: Path) -> Hook:
-    check.mapping(value, key, optional=("command", "shell", "run_once", "on", "timeout_seconds", "env"),
+    check.mapping(value, key, optional=("command", "shell", "run_once", "run_on", "timeout_seconds", "env"),
                   example=_HOOK_EXAMPLE)
     if ("command" in value) == ("shell" in value):
         check.fail(key, f"exactly one of command (an argv list or a path) or shell (a string), e.g. {_HOOK_EXAMPLE}")
@@ -164,10 +176,10 @@ def _hook(check: Checker, value: Any, key: str, point: str, root: Path) -> Hook:
                              describe=f"a shell command line of at most {_MAX_SHELL} characters, no control "
                                       "characters other than newline and tab, no {{ }}, {% %} or {# #}")
     run_once = check.boolean(value.get("run_once", False), join(key, "run_once"))
-    on = value.get("on", "host")
-    if on not in ("host", "controller"):
-        check.fail(join(key, "on"),
-                   f"host (each host, default) or controller (once, on the controller), got {show(on)}")
+    run_on = value.get("run_on", "host")
+    if run_on not in ("host", "controller"):
+        check.fail(join(key, "run_on"),
+                   f"host (each host, default) or controller (once, on the controller), got {show(run_on)}")
     timeout = check.number(value.get("timeout_seconds", DEFAULT_TIMEOUT), join(key, "timeout_seconds"), exclusive=True)
     names = value.get("env", [])
     if not isinstance(names, list) or len(names) > _MAX_ARGS:
@@ -177,8 +189,8 @@ def _hook(check: Checker, value: Any, key: str, point: str, root: Path) -> Hook:
                 for i, n in enumerate(names))
     for name in env:  # the hook reads it on the controller; its value is scrubbed from everything recorded
         secrets.register_env(name)
-    return Hook(point=point, command=command, shell=shell, run_once=run_once, on=on, timeout_seconds=timeout,
-                env=env, chdir=str(root) if on == "controller" else None)
+    return Hook(point=point, command=command, shell=shell, run_once=run_once, run_on=run_on,
+                timeout_seconds=timeout, env=env, chdir=str(root) if run_on == "controller" else None)
 
 
 def _argv(check: Checker, value: Any, key: str) -> tuple[str, ...]:

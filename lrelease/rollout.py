@@ -595,9 +595,10 @@ def _first_installs(result: RunResult) -> str:
 
 
 def _continued(result: RunResult) -> str:
-    """What a resume said about the halted judgements it went on with (or restarted)."""
-    notes = [f"{g['host']}: {c['note']}" for g in result.gates
-             if isinstance(c := (g.get("evidence") or {}).get("continued"), dict) and c.get("note")]
+    """What a resume said about the halted judgements it went on with (or restarted) and that
+    passed: an Inconclusive one's reason starts with that note, and is shown whole with its gate."""
+    notes = [f"{g['host']}: {c['note']}" for g in result.gates if g.get("verdict") == "pass"
+             and isinstance(c := (g.get("evidence") or {}).get("continued"), dict) and c.get("note")]
     return f" ({'; '.join(notes)})" if notes else ""
 
 

@@ -98,11 +98,12 @@ def problems(data: Any, name: str, where: str) -> list[ConfigError]:
             _add(found, data, path, _expected(err))
         elif err.validator == "additionalProperties" and err.validator_value is False:
             known = err.schema.get("properties", {})
+            allowed = [k for k, sub in known.items() if not refused_key(sub)]  # not a refused key (a hook's on)
             for extra in err.instance:
                 if extra not in known:
                     unknown_in.add(tuple(err.absolute_path))
                     _add(found, data, (*err.absolute_path, extra),
-                         f"unknown key; expected one of {', '.join(sorted(known))}")
+                         f"unknown key; expected one of {', '.join(sorted(allowed))}")
     for err in errors:
         path = tuple(err.absolute_path)
         if any(path[:len(bad)] == bad for bad in bad_names) or "propertyNames" in err.relative_schema_path:
@@ -120,6 +121,12 @@ def problems(data: Any, name: str, where: str) -> list[ConfigError]:
         else:
             _add(found, data, path, f"{_expected(err)}{_got(err.instance)}")
     return _in_file_order(found, where)
+
+
+def refused_key(sub: Any) -> bool:
+    """A key the schema names only to refuse it with its own words (``not: {}``, no type): a hook's
+    ``on`` (renamed), ``ansible_host`` under a node's vars."""
+    return isinstance(sub, Mapping) and sub.get("not") == {} and "type" not in sub
 
 
 def _in_file_order(found: dict[str, tuple[tuple, str]], where: str) -> list[ConfigError]:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lrelease.schema_check import load_schema
+from lrelease.schema_check import load_schema, refused_key
 
 ROOT = Path(__file__).resolve().parents[1]
 REFERENCE = ROOT / "docs" / "reference.md"
@@ -52,8 +52,8 @@ def _walk(root: Mapping, node: Mapping, path: str, only_with: str) -> Iterator[S
     node = _resolve(root, node)
     for prop, sub in node.get("properties", {}).items():
         sub = _resolve(root, sub)
-        if sub.get("not") == {} and "type" not in sub:
-            continue  # a key named only to refuse it (ansible_host under vars)
+        if refused_key(sub):
+            continue  # a key named only to refuse it (ansible_host under vars, a hook's on)
         if only_with and "const" in sub:
             continue  # the discriminator itself (provider.kind), listed once without a context
         here = f"{path}.{prop}" if path else prop
@@ -97,8 +97,8 @@ The schemas are plain JSON Schema (draft 2020-12), so editors validate and compl
 as you type. They keep to the keywords that editors implementing only draft-07 (VS Code's YAML
 extension, for one) read the same way, but for `prefixItems` (the first entry of an argv list
 `service.command` is checked as an argument there, not as a path); `lrelease` itself checks that
-on load. Editors read YAML 1.2, where a hook's `on:` is a plain key; `lrelease` reads it the same
-way although PyYAML (YAML 1.1) would make it `true`.
+on load. A hook's `run_on` was once `on`, a key YAML 1.1 reads as `true`: editors flag an `on:`
+left in a hook as renamed, and `lrelease` refuses it.
 
 - VS Code with the YAML extension (Red Hat): put the schema on the file's first line, with a path
   relative to the file,

@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from lrelease import secrets
+from lrelease.cli import outcome as outcome_view
 from lrelease.cli import planview, report
 from lrelease.cli.progress import ProgressView
 from lrelease.config import BUILD_RE, ProjectConfig, load_config
@@ -21,7 +22,6 @@ from lrelease.errors import ConfigError, ExitCode, LreleaseError
 from lrelease.fleet import write_inventories
 from lrelease.rollout import FleetStatus, Outcome, Releaser, check_to
 from lrelease.runner import StopRequest
-from lrelease.state import HostEvent
 
 console = Console(stderr=True)
 out = Console()
@@ -91,13 +91,9 @@ def _run(ctx: click.Context, as_json: bool, project: ProjectConfig, actor: str |
         else:
             outcome = call(releaser)
     if as_json:
-        _emit("outcome", outcome.to_dict())
+        _emit("outcome", outcome_view.to_json(outcome))
     else:
-        style = "green" if outcome.exit_code == ExitCode.OK else "red"
-        console.print(f"[{style}]{action} {outcome.build} on {outcome.env}: {outcome.status}[/] — {secrets.scrub(outcome.message)} "
-                      f"(roll-out {outcome.rollout_id})", highlight=False)
-        gates = [HostEvent(outcome.rollout_id, g.get("host", "?"), "gate_failed", "", g) for g in outcome.gates]
-        _print_inconclusive(console, gates)
+        outcome_view.print_end(console, action, outcome)
     ctx.exit(int(outcome.exit_code))
 
 
@@ -208,13 +204,6 @@ def resume(ctx: click.Context, env: str, actor: str | None, yes: bool, as_json: 
     _run(ctx, as_json, project, actor, hosts, "resume", lambda r: r.resume(env))
 
 
-def _print_inconclusive(where: Console, events: list[HostEvent]) -> None:
-    """Each Inconclusive gate with its reason whole (never shown as a failure)."""
-    lines = report.inconclusive(events)
-    if lines:
-        where.print(report.render(lines), highlight=False)
-
-
 @click.command()
 @env_option
 @click.option("--expected-build", default=None, metavar="BUILD",
@@ -254,7 +243,7 @@ def status(ctx: click.Context, env: str, expected_build: str | None, as_json: bo
             out.print(f"last roll-out: {st.last['id']} {st.last['action']} {st.last['build']} {st.last['status']} "
                       f"by {st.last['actor']} at {st.last['started_at']}")
             if st.last["status"] == "halted":
-                _print_inconclusive(out, releaser.store.host_events(st.last["id"]))
+                outcome_view.print_inconclusive(out, releaser.store.host_events(st.last["id"]))
         for r in st.interrupted:
             out.print(f"[yellow]interrupted roll-out {r['id']} of {r['build']} (started {r['started_at']}): "
                       f"`lrelease resume --env {env}` finishes it[/]")

@@ -25,7 +25,7 @@ HOOKS = {
     "after_restart": [{"shell": LINE.format(what="after_restart") + " >> log/hooks.log"}],
     # Once per roll-out on the controller, in the directory of lrelease.yml.
     "after_gate": [{"shell": 'echo "$LRELEASE_HOST $LRELEASE_BUILD $LRELEASE_ENV" >> controller-hooks.log',
-                    "on": "controller"}],
+                    "run_on": "controller"}],
 }
 
 

@@ -11,6 +11,8 @@ from click.testing import CliRunner
 from lrelease.cli.main import cli
 from lrelease.config import load_config
 from lrelease.errors import ConfigError
+from lrelease.hooks import RENAMED
+from lrelease.schema_check import problems
 from tests.unit.test_config import GOOD, write_config
 
 KEY = "environments.production"
@@ -31,7 +33,7 @@ def test_shared_paths_and_hooks_become_the_extra_vars_the_roles_read(tmp_path):
             "after_restart": [{"shell": "./bin/warm-cache.sh >> log/warm.log", "timeout_seconds": 60}],
             "before_switch": [{"command": ["bin/migrate", "--to", "latest"], "run_once": True,
                                "env": ["DATABASE_URL"]}],
-            "after_gate": [{"command": "/usr/local/bin/notify", "on": "controller"}],
+            "after_gate": [{"command": "/usr/local/bin/notify", "run_on": "controller"}],
         })
     # When it is loaded
     env = load_config(write_config(tmp_path, data)).environment("production")
@@ -42,11 +44,11 @@ def test_shared_paths_and_hooks_become_the_extra_vars_the_roles_read(tmp_path):
     # And every hook has its defaults filled in, under its point; a controller hook runs in the
     # directory of lrelease.yml
     assert got["lrelease_hooks"] == {
-        "before_switch": [{"command": ["bin/migrate", "--to", "latest"], "run_once": True, "on": "host",
+        "before_switch": [{"command": ["bin/migrate", "--to", "latest"], "run_once": True, "run_on": "host",
                            "timeout_seconds": 300, "env": ["DATABASE_URL"]}],
-        "after_restart": [{"shell": "./bin/warm-cache.sh >> log/warm.log", "run_once": False, "on": "host",
+        "after_restart": [{"shell": "./bin/warm-cache.sh >> log/warm.log", "run_once": False, "run_on": "host",
                            "timeout_seconds": 60, "env": []}],
-        "after_gate": [{"command": ["/usr/local/bin/notify"], "run_once": False, "on": "controller",
+        "after_gate": [{"command": ["/usr/local/bin/notify"], "run_once": False, "run_on": "controller",
                         "timeout_seconds": 300, "env": [], "chdir": str(tmp_path)}],
     }
 
@@ -78,8 +80,10 @@ BAD = [
      "hooks.before_switch[0].command[2]", "(a string)"),
     ("jinja in shell", {"hooks": {"after_restart": [{"shell": "echo {{ lookup('env', 'HOME') }}"}]}},
      "hooks.after_restart[0].shell", "no {{ }}"),
-    ("a bad on", {"hooks": {"after_gate": [{"shell": "true", "on": "localhost"}]}}, "hooks.after_gate[0].on",
-     "host or controller"),
+    ("a bad run_on", {"hooks": {"after_gate": [{"shell": "true", "run_on": "localhost"}]}},
+     "hooks.after_gate[0].run_on", "host or controller"),
+    ("the old name on, quoted", {"hooks": {"after_gate": [{"shell": "true", "on": "controller"}]}},
+     "hooks.after_gate[0].on", "renamed to run_on"),
     ("run_once a string", {"hooks": {"after_gate": [{"shell": "true", "run_once": "yes"}]}},
      "hooks.after_gate[0].run_once", "true or false"),
     ("a zero timeout", {"hooks": {"after_gate": [{"shell": "true", "timeout_seconds": 0}]}},
@@ -118,11 +122,43 @@ def test_a_secret_looking_key_in_a_hook_is_refused_like_anywhere_else(tmp_path):
     assert "hunter22" not in str(err.value)
 
 
-def test_a_bare_on_key_is_read_as_on_although_yaml_reads_it_as_true(tmp_path):
-    # Given a hook written as the docs show it, `on:` unquoted (YAML 1.1 reads the key as true)
+def test_a_hook_that_still_says_on_is_one_line_naming_its_new_name_exit_2_and_nothing_runs(tmp_path):
+    # Given a hook written with the key's old name, `on:` unquoted (YAML 1.1 reads the key as true),
+    # which would run a controller notification on every host if it were read as anything else
     path = write_config(tmp_path, GOOD)  # its last environment is `next`
     path.write_text(path.read_text()
-                    + "    hooks:\n      after_gate:\n        - shell: ./notify\n          on: controller\n")
-    # When it is loaded, Then it is a controller hook
+                    + "    hooks:\n      after_gate:\n        - shell: touch ran\n          on: controller\n")
+    before = sorted(tmp_path.rglob("*"))
+    # When it is loaded, and when `lrelease deploy` reads it
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    result = CliRunner().invoke(cli, ["deploy", "--env", "next", "--build", "1.0.0", "--yes", "--config", str(path)])
+    # Then the one error names the file, the key where it is written and its new name
+    key = "environments.next.hooks.after_gate[0].on"
+    assert (err.value.where, err.value.key) == (str(path), key), str(err.value)
+    assert err.value.expected.startswith("renamed to run_on (host or controller"), str(err.value)
+    # And the CLI says so in one line, exits 2, and nothing ran or was written
+    assert result.exit_code == 2, result.output
+    assert result.stderr == f"lrelease: error: {path}: {key}: {err.value.expected}\n", result.stderr
+    assert sorted(tmp_path.rglob("*")) == before
+
+
+def test_run_on_controller_makes_a_controller_hook_that_runs_in_the_directory_of_lrelease_yml(tmp_path):
+    # Given a hook with run_on: controller, written in YAML as the docs show it
+    path = write_config(tmp_path, GOOD)
+    path.write_text(path.read_text()
+                    + "    hooks:\n      after_gate:\n        - shell: ./notify\n          run_on: controller\n")
+    # When it is loaded, Then it is a controller hook, in the extra var under its new name
     [hook] = load_config(path).environment("next").hooks
-    assert (hook.point, hook.shell, hook.on, hook.chdir) == ("after_gate", "./notify", "controller", str(tmp_path))
+    assert (hook.point, hook.shell, hook.run_on, hook.chdir) == ("after_gate", "./notify", "controller", str(tmp_path))
+    assert hook.to_var()["run_on"] == "controller" and "on" not in hook.to_var()
+
+
+def test_the_published_schema_tells_editors_that_on_was_renamed(tmp_path):
+    # Given a hook with `on:` as an editor reads it (YAML 1.2: the key is the string "on")
+    data = with_prod(hooks={"after_gate": [{"shell": "true", "on": "controller"}]})
+    # When it is checked against the JSON Schema alone (what VS Code or JetBrains do)
+    found = [(e.key, e.expected) for e in problems(data, "lrelease", "lrelease.yml")]
+    # Then the one mistake is that key, renamed; run_on is what the schema offers instead
+    assert found == [(f"{KEY}.hooks.after_gate[0].on", RENAMED)]
+    assert RENAMED.startswith("renamed to run_on")

@@ -36,7 +36,7 @@ description:
     when no such line exists, when the host is on the target already, or when it was moved to another
     build since, or when the roll-out was the host's first install (no earlier build: RV(first_install))."
   - "Test-only: the environment variable C(LRELEASE_TEST_KILL_AFTER=<step>) (intent, previous, current,
-    ledger, restart), or once the file C(.lrelease/test-kill-after) holding a step's name, makes the
+    ledger, restart; or shared, staging's first shared path linked in the partial release), or once the file C(.lrelease/test-kill-after) holding a step's name, makes the
     module exit at once after that step, to prove the steps restartable. Never set either in production."
   - C(pruned) removes all but the O(keep) newest releases, never the current or the previous
     one, and leftovers of interrupted staging.
@@ -568,6 +568,7 @@ def link_shared(root, release, shared):
                 shutil.rmtree(link)  # the release ships this directory: the shared one replaces it
             os.rename(tmp, link)
             linked.append(path)
+            step_done("shared")  # test-only: dies with the release half-linked (the others not yet)
     return linked
 
 
@@ -584,12 +585,14 @@ def write_previous(root, value):
 # dies (os._exit(137), as if SIGKILLed: no cleanup, no result) right after that step of a switch,
 # so the tests can prove that a re-run completes every half-done switch. Steps, in order:
 # intent (.lrelease/pending written), previous, current, ledger, restart; when a run finishes an
-# earlier run's switch, only the steps it actually does count. Never set it outside the tests.
+# earlier run's switch, only the steps it actually does count. One step of staging: shared (the
+# first shared path linked into releases/.<build>.partial, before the others, the manifest and the
+# rename). Never set it outside the tests.
 # On a host reached over SSH (the sandbox tests), where the environment does not travel, the file
 # .lrelease/test-kill-after naming a step does the same once: it is removed before the exit.
 KILL_AFTER_ENV = "LRELEASE_TEST_KILL_AFTER"
 KILL_AFTER_FILE = "test-kill-after"
-STEPS = ("intent", "previous", "current", "ledger", "restart")
+STEPS = ("intent", "previous", "current", "ledger", "restart")  # a switch's; staging's: "shared"
 _kill_file = None  # set by main() for the deploy root in use
 
 
