@@ -25,6 +25,12 @@ let the data speak (phi~ -> phi_raw as d grows). No degree of freedom at all (on
 unit, no per-look increments with two units): Poisson, and the check's ``floor`` is what keeps
 small differences from failing — never an inflated guess.
 
+**Few events.** X^2 measures dispersion only when each unit expects a handful of events
+(``MIN_EXPECTED``, Cochran's rule); below that it measures rounding, interpolation inside a
+histogram bucket and a metrics server's extrapolation (a latency tail beyond everything the
+reference served read as phi 119 on the sandbox). Totals then give no estimate, and per-look
+increments are summed over consecutive looks until they expect enough.
+
 Of the two moderated estimates the larger is used; when the totals win, only their excess over
 the per-look estimate rests on the totals' df, and Satterthwaite's formula gives the effective
 df of the extra-Poisson part; p-values are then read from Student's t for that df
@@ -44,6 +50,10 @@ from typing import Any
 from lrelease.gate.stats import dispersion_within_slices, pearson_dispersion, studentize
 
 PRIOR_DF = 10.0  # the Poisson prior's weight, in degrees of freedom of reference data
+# Events a unit (a host, a slice) must be expected to hold before its spread says anything about
+# dispersion (Cochran's rule for X^2). Below it, slices are summed over time until they do; a
+# latency threshold beyond everything the reference served, or a few errors a minute, is Poisson.
+MIN_EXPECTED = 5.0
 POISSON = "Poisson (fewer than 2 reference units with traffic, or no events; the floor applies)"
 
 
@@ -97,8 +107,8 @@ def estimate(counts: Sequence[float], exposures: Sequence[float], rate: float,
     used = [n for n in exposures if n > 0]
     units = len(used)
     unit_exposure = sum(n * n for n in used) / sum(used) if used else 0.0
-    totals = pearson_dispersion(counts, exposures, rate)
-    within = dispersion_within_slices(slices) if slices else None
+    totals = pearson_dispersion(counts, exposures, rate, MIN_EXPECTED)
+    within = dispersion_within_slices(slices, MIN_EXPECTED) if slices else None
     raw = tuple((name, value) for name, value in (("totals", totals), ("per_look", within and within[0]))
                 if value is not None)
     if totals is None and within is None:

@@ -59,10 +59,11 @@ from lrelease.gate.stats import (
 )
 
 FEW_REFERENCE_HOSTS = 10  # fewer reference hosts than this: every host's own past joins the dispersion estimate
-# Baseline slices stand alone (no Poisson prior) from this many degrees of freedom on; with fewer
-# (two to four slices: scrape's readings before a switch can be that sparse on a busy controller)
-# the prior moderates them as it does peers.
-BASELINE_ALONE_DF = 4
+# The Poisson prior's weight for baseline time slices: half the hosts' (PRIOR_DF). A slice's spread
+# includes what every host shares at that time, which is real and not Poisson, so its data may
+# speak sooner; read alone (no prior), six slices of little traffic once said phi 2.4 and halted a
+# good build. bench/gate_simulation.py: the last wave's false halts and power (docs/apm-gate.md).
+BASELINE_PRIOR_DF = 5.0
 SHAPE = "lognormal"  # within-bucket model for decisions (see apm.latency); evidence also shows PromQL's linear
 _ORDER = {Verdict.PASS: 0, Verdict.INCONCLUSIVE: 1, Verdict.FAIL: 2}
 Part = tuple[Verdict, str]
@@ -107,7 +108,7 @@ class _Setup:
     alpha: float  # this look's Fail level
     beta: float  # this look's Pass level
     canary_units: float  # reference-unit equivalents in the canary total (hosts, or baseline slices)
-    prior_df: float = PRIOR_DF  # the Poisson prior's weight in the dispersion estimate (0 for time slices)
+    prior_df: float = PRIOR_DF  # the Poisson prior's weight in the dispersion estimate (less for time slices)
 
 
 def judge(canary: Mapping[str, HostMetrics], reference: Mapping[str, HostMetrics], config: JudgeConfig, *,
@@ -148,11 +149,8 @@ def judge(canary: Mapping[str, HostMetrics], reference: Mapping[str, HostMetrics
     evidence["dispersion_reference"] = _dispersion_reference(reference_kind, len(usable), len(reference_slices),
                                                              past_slices)
     units = canary_units or (float(len(canary)) if reference_kind == "peers" else float(max(look, 1)))
-    # Baseline units are time slices: their spread includes what every host shares at a time (not
-    # Poisson at all), so no Poisson prior; their df stand alone (and Student's t accounts for
-    # them) — when there are enough of them: one to three df read alone make any pass unreachable.
-    alone = reference_kind == "baseline" and len(usable) - 1 >= BASELINE_ALONE_DF
-    setup = _Setup(config, alpha, beta, units, 0.0 if alone else PRIOR_DF)
+    # Baseline units are time slices; their moderation is weaker (BASELINE_PRIOR_DF).
+    setup = _Setup(config, alpha, beta, units, BASELINE_PRIOR_DF if reference_kind == "baseline" else PRIOR_DF)
     checks: list[CheckResult] = []
     if config.errors is not None:
         checks.append(check_errors(list(canary.values()), usable, config.errors, setup, slices))

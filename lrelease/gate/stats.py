@@ -123,15 +123,20 @@ def normal_ppf(p: float) -> float:
     return x - err * math.sqrt(2 * math.pi) * math.exp(x * x / 2)
 
 
-def pearson_dispersion(counts: Sequence[float], exposures: Sequence[float], rate: float) -> float | None:
+def pearson_dispersion(counts: Sequence[float], exposures: Sequence[float], rate: float,
+                       min_expected: float = 0.0) -> float | None:
     """Overdispersion factor from between-unit variation: Pearson X^2 / (k - 1).
 
     ``counts[i]`` events out of ``exposures[i]`` trials on unit i (a host), ``rate`` the pooled
     rate. 1 means binomial (Poisson) noise only; 3 means the counts vary three times as much as
-    pure chance allows (host differences, bursts). None when it cannot be estimated (fewer than
-    two units with exposure, or a rate of 0 or 1)."""
+    pure chance allows (host differences, bursts). None when it cannot be estimated: fewer than
+    two units with exposure, a rate of 0 or 1, or fewer than ``min_expected`` events expected per
+    unit (X^2 from near-empty units measures rounding, interpolation and extrapolation, not
+    dispersion: Cochran's rule asks for about 5)."""
     pairs = [(x, n) for x, n in zip(counts, exposures) if n > 0]
     if len(pairs) < 2 or not 0.0 < rate < 1.0:
+        return None
+    if sum(n for _, n in pairs) * rate / len(pairs) < min_expected:
         return None
     chi2 = sum((x - n * rate) ** 2 / (n * rate * (1.0 - rate)) for x, n in pairs)
     return chi2 / (len(pairs) - 1)
@@ -217,7 +222,8 @@ def studentize(p: float, phi: float, df: float | None) -> float:
     return t_cdf(normal_ppf(p), df_eff)  # P(T < -z) = P(T > z); accurate for tiny p
 
 
-def dispersion_within_slices(slices: Sequence[Sequence[tuple[float, float]]]) -> tuple[float, int] | None:
+def dispersion_within_slices(slices: Sequence[Sequence[tuple[float, float]]],
+                             min_expected: float = 0.0) -> tuple[float, int] | None:
     """Overdispersion from many small units: Pearson X^2 over (unit, time slice) counts, each
     against *its own slice's* pooled rate, divided by the degrees of freedom sum(k_s - 1).
 
@@ -225,16 +231,21 @@ def dispersion_within_slices(slices: Sequence[Sequence[tuple[float, float]]]) ->
     look's increment). Comparing within a slice removes what every host shares at that moment
     (a global error burst cancels in a canary-vs-peers comparison too), while short-lived
     trouble on one host shows up; with k hosts and l looks there are l(k-1) degrees of freedom
-    instead of the k-1 of the per-host totals. Returns (phi, df) or None."""
+    instead of the k-1 of the per-host totals. A slice with fewer than ``min_expected`` events
+    per unit is added to the next one (the same units, in the same order) until the sum has
+    enough; what never gets there counts for nothing. Returns (phi, df) or None."""
     chi2, df = 0.0, 0
+    pending: list[tuple[float, float]] = []
     for units in slices:
         used = [(x, n) for x, n in units if n > 0]
-        events, trials = sum(x for x, _ in used), sum(n for _, n in used)
-        if len(used) < 2 or trials <= 0 or not 0.0 < events / trials < 1.0:
+        pending = [(a + x, b + n) for (a, b), (x, n) in zip(pending, used)] if len(pending) == len(used) else used
+        events, trials = sum(x for x, _ in pending), sum(n for _, n in pending)
+        if len(pending) < 2 or trials <= 0 or events >= trials or events < min_expected * len(pending):
             continue
         rate = events / trials
-        chi2 += sum((x - n * rate) ** 2 / (n * rate * (1.0 - rate)) for x, n in used)
-        df += len(used) - 1
+        chi2 += sum((x - n * rate) ** 2 / (n * rate * (1.0 - rate)) for x, n in pending)
+        df += len(pending) - 1
+        pending = []
     return (chi2 / df, df) if df > 0 else None
 
 

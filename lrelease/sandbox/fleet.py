@@ -298,10 +298,7 @@ def sandbox_gate(cfg: SandboxConfig, provider: str = "scrape") -> dict:
     """The APM gate for the sandbox's traffic (tens of requests/s per node, 0.5% errors): a look
     every 20 s up to 80 s; an error rate up to one percentage point above the reference is
     tolerated (ruling out "twice 0.5%" would take minutes of this traffic, "+1 point" takes
-    seconds); dispersion 1: the demo app draws each error independently (Poisson by
-    construction). With the estimated default, a good build halted in the suite's last wave
-    (baseline slices alone, 6 df, read as phi 2.4; and the prometheus latency test stayed
-    Inconclusive): see docs/apm-gate.md, "Known limits". Everything else the judge's defaults."""
+    seconds). Everything else the judge's defaults, the dispersion estimated too."""
     if provider not in SANDBOX_GATES or provider == "none":
         raise ConfigError("lrelease sandbox", "gate", f"scrape or prometheus, got {provider!r}")
     # The demo app's own metric names (the providers' defaults are conventional ones).
@@ -309,7 +306,7 @@ def sandbox_gate(cfg: SandboxConfig, provider: str = "scrape") -> dict:
     if provider == "prometheus":
         source = {"kind": "prometheus", **demo_gate.prometheus(services.prometheus_url(cfg))}
     return {"provider": source, "bake_seconds": 20, "interval_seconds": 20, "max_bake_seconds": 80,
-            "min_requests": 200, "policy": "halt", "dispersion": 1, "errors": {"floor": 0.01}}
+            "min_requests": 200, "policy": "halt", "errors": {"floor": 0.01}}
 
 
 def project_config(cfg: SandboxConfig, *, gate_provider: str | None = None, **production) -> dict:

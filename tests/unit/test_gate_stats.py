@@ -114,3 +114,28 @@ def test_mann_whitney_on_buckets_matches_a_hand_computed_u():
     assert z > 0 and 0 < p < 0.5
     same = mann_whitney_buckets([5, 5], [5, 5])
     assert same[0] == pytest.approx(0.5) and same[1] == pytest.approx(0.0)
+
+
+def test_units_expecting_fewer_events_than_min_expected_give_no_dispersion_estimate():
+    # Given three hosts expected to hold 2 errors each (one wildly off: 6 instead of 2)
+    counts, exposures = [0.0, 0.0, 6.0], [1000.0, 1000.0, 1000.0]
+    # Then X^2 from so few expected events is not read as dispersion when 5 are asked for
+    assert pearson_dispersion(counts, exposures, 0.002, min_expected=5) is None
+    # While the same spread with ten times the traffic is (and without the rule, as before)
+    assert pearson_dispersion([0.0, 0.0, 60.0], [10000.0] * 3, 0.002, min_expected=5) > 5
+    assert pearson_dispersion(counts, exposures, 0.002) > 5
+
+
+def test_slices_expecting_too_few_events_are_summed_over_consecutive_looks_until_they_do():
+    # Given six looks of two hosts, each look expecting 1 error per host (Poisson-like: 1 and 1)
+    look = [(1.0, 500.0), (1.0, 500.0)]
+    # When 5 events per unit are asked for
+    phi, df = dispersion_within_slices([look] * 6, min_expected=5)
+    # Then the looks are summed five at a time: one slice of 5 and 5 (1 df); the sixth look,
+    # left alone with 1 per host, counts for nothing
+    assert (phi, df) == (0.0, 1)
+    # And requests slower than a threshold far beyond the reference's p95 (expected: next to none),
+    # where one host had a hiccup of 4 slow requests in a look, give no estimate at all
+    tails = [[(4.0, 1000.0), (0.01, 1000.0)]]
+    assert dispersion_within_slices(tails, min_expected=5) is None
+    assert dispersion_within_slices(tails)[0] > 3  # what it read as before the rule
