@@ -5,7 +5,6 @@ as the documented extra vars; and the APM gate's health step getting the same ch
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -13,10 +12,8 @@ from pathlib import Path
 import yaml
 
 from tests.unit.loopback import serve
+from tests.unit.playbook import ANSIBLE_PLAYBOOK, ENV, ROOT
 
-ROOT = Path(__file__).resolve().parents[2]
-ANSIBLE_PLAYBOOK = Path(sys.executable).with_name("ansible-playbook")
-ENV = {**os.environ, "ANSIBLE_STDOUT_CALLBACK": "default", "ANSIBLE_NOCOLOR": "1"}
 PLAYBOOK = """\
 - hosts: all
   gather_facts: false

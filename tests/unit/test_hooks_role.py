@@ -5,16 +5,14 @@ The hook key is ``run_on``; a hook that still says ``on`` is refused before any 
 from __future__ import annotations
 
 import hashlib
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import yaml
 
-ROOT = Path(__file__).resolve().parents[2]
-ANSIBLE_PLAYBOOK = Path(sys.executable).with_name("ansible-playbook")
-ENV = {**os.environ, "ANSIBLE_STDOUT_CALLBACK": "default", "ANSIBLE_NOCOLOR": "1"}
+from tests.unit.playbook import ANSIBLE_PLAYBOOK, ENV, ROOT
+
 PLAYBOOK = """\
 - hosts: all
   gather_facts: false

@@ -9,7 +9,6 @@ run, plus a test hook task. Nothing connects anywhere.
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import sys
@@ -20,10 +19,9 @@ import yaml
 
 from lrelease.config import load_config
 from lrelease.errors import ConfigError
+from tests.unit.playbook import ANSIBLE_PLAYBOOK, ENV, ROOT
 from tests.unit.test_config import GOOD, changed, prod, write_config
 
-ROOT = Path(__file__).resolve().parents[2]
-ANSIBLE_PLAYBOOK = Path(sys.executable).with_name("ansible-playbook")
 GROUP_RE = re.compile(r'"msg": "(\d+) of (\d+) host\(s\): ([^"]*)"')
 
 
@@ -83,7 +81,6 @@ def test_the_example_documents_the_default():
 
 
 # -- rollback.yml's groups -------------------------------------------------------------------
-ENV = {**os.environ, "ANSIBLE_STDOUT_CALLBACK": "default", "ANSIBLE_NOCOLOR": "1"}
 
 
 def inventory(tmp_path: Path, groups: dict[str, int]) -> Path:
