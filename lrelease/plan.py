@@ -175,6 +175,8 @@ class GateTiming:
     every ``interval_seconds`` while the verdict is Inconclusive, up to ``max_bake_seconds``.
     How many looks a wave usually takes depends on the traffic: ``expected_looks`` is the mean of
     the gates recorded for the environment (1 when none is), ``look_seconds`` what a look costs.
+    A wave of several hosts lasts until its slowest gate decides, so its looks are the expected
+    *largest* of that many draws from the recorded looks (``looks_for``), not their mean.
     """
 
     kind: str  # http | apm
@@ -190,6 +192,7 @@ class GateTiming:
     expected_looks: float = 1.0  # apm: looks a wave usually takes (1 .. max_looks)
     look_seconds: float = DEFAULT_LOOK_SECONDS  # the gate's own work per look: fetch and judge
     looks_from: int = 0  # how many recorded gates expected_looks and look_seconds come from
+    looks_seen: tuple[int, ...] = ()  # apm: the recorded gates' looks (each 1 .. max_looks)
 
     @classmethod
     def for_environment(cls, env: Any, history: Sequence[tuple[int, float]] = ()) -> GateTiming:
@@ -213,14 +216,28 @@ class GateTiming:
         return cls("apm", float(judge.bake_seconds), bake_from, interval_seconds=float(judge.interval_seconds),
                    max_bake_seconds=float(judge.max_bake_seconds), max_looks=int(judge.max_looks),
                    provider=str(gate.provider), policy=str(judge.policy), health_path=str(env.health_path),
-                   expected_looks=looks, look_seconds=work, looks_from=len(past))
+                   expected_looks=looks, look_seconds=work, looks_from=len(past),
+                   looks_seen=tuple(min(max(int(n), 1), int(judge.max_looks)) for n, _ in past))
 
-    def wave_seconds(self) -> float:
-        """The gate's usual time per wave: the bake, then the looks it usually takes. Looks are
-        due at fixed times from the gate's start (bake, bake + interval, ...), so only the last
-        one's own work adds to them."""
+    def looks_for(self, hosts: int = 1) -> float:
+        """The looks a wave of ``hosts`` gates (side by side) usually takes: the expected largest of
+        ``hosts`` draws from the recorded looks' empirical distribution F, sum of x (F(x)^k -
+        F(x-1)^k); the mean for one host; ``expected_looks`` when nothing is recorded."""
+        if not self.looks_seen or hosts <= 1:
+            return self.expected_looks
+        n, below, expected = len(self.looks_seen), 0.0, 0.0
+        for x in range(1, max(self.looks_seen) + 1):
+            at_most = sum(1 for v in self.looks_seen if v <= x) / n
+            expected += x * (at_most ** hosts - below ** hosts)
+            below = at_most
+        return expected
+
+    def wave_seconds(self, hosts: int = 1) -> float:
+        """The gate's usual time for a wave of ``hosts``: the bake, then the looks its slowest gate
+        usually takes. Looks are due at fixed times from the gate's start (bake, bake + interval,
+        ...), so only the last one's own work adds to them."""
         if self.kind == "apm":
-            return self.bake_seconds + (self.expected_looks - 1) * self.interval_seconds + self.look_seconds
+            return self.bake_seconds + (self.looks_for(hosts) - 1) * self.interval_seconds + self.look_seconds
         return self.bake_seconds + self.look_seconds
 
     def wave_max_seconds(self) -> float:
@@ -299,16 +316,16 @@ def estimate(plan: Plan, gate: GateTiming, pace: Pace = Pace(), *, forks: int = 
 
     Staging once (it runs on all hosts in parallel before any switch), then per wave: the work
     around its gate (:class:`Pace`; hosts of a wave run in parallel, ``forks`` at a time, so
-    ``switch_seconds * ceil(size / forks)``) plus the gate (:class:`GateTiming`: its bake and its
-    usual looks; at most every look up to the maximum bake). The gates of a wave's hosts run side
-    by side. An empty plan takes 0 seconds.
+    ``switch_seconds * ceil(size / forks)``) plus the gate (:class:`GateTiming`: its bake and the
+    looks its slowest host usually takes; at most every look up to the maximum bake). The gates of
+    a wave's hosts run side by side. An empty plan takes 0 seconds.
     """
     if forks < 1:
         raise ValueError("forks must be >= 1")
     if not plan.waves:
         return Estimate(0.0, 0.0, 0.0, (), gate, pace)
     switching = [pace.switch_seconds * math.ceil(w.size / forks) for w in plan.waves]
-    waves = tuple(float(s + gate.wave_seconds()) for s in switching)
+    waves = tuple(float(s + gate.wave_seconds(w.size)) for s, w in zip(switching, plan.waves))
     longest = sum(s + gate.wave_max_seconds() for s in switching)
     stage = float(pace.stage_seconds)
     return Estimate(stage + sum(waves), stage + longest, stage, waves, gate, pace)

@@ -92,7 +92,8 @@ def _estimate_line(env_name: str, data: dict[str, Any]) -> str:
     switch = f"~{pace['switch_seconds']:.0f}s"
     if gate["kind"] == "apm":
         why = "every gate looks until its max_bake_seconds"
-        looks = (f"{gate['expected_looks']:.1f} looks, the mean of the last {gate['looks_from']} gates recorded"
+        looks = (f"{gate['expected_looks']:.1f} looks, the mean of the last {gate['looks_from']} gates recorded "
+                 "(a wave of several hosts waits for its slowest gate: the usual largest of that many)"
                  if gate["looks_from"] else "1 look (no gate recorded yet)")
         each = f"each wave's switch ({switch}) and its gate: the bake and {looks}"
     else:

@@ -298,13 +298,18 @@ def test_the_looks_a_wave_usually_takes_come_from_the_gates_recorded_for_the_env
     # When plan runs
     data = json.loads(lrelease(path, "plan", "--env", "production", "--json").stdout)
     text = " ".join(lrelease(path, "plan", "--env", "production").stdout.split())
-    # Then each wave's gate is its bake and 2 looks (the second one an interval later, its work of
-    # 1 s on top)
+    # Then a one-host wave's gate is its bake and 2 looks, the mean (the second look an interval
+    # later, its work of 1 s on top); a wave of hosts waits for its slowest gate: the expected
+    # largest of that many draws from {1, 2, 3}, e.g. 1/9 + 2 x 3/9 + 3 x 5/9 = 22/9 looks for two
     gate = data["gate"]
     assert (gate["expected_looks"], gate["look_seconds"], gate["looks_from"]) == (2.0, 1.0, 3)
     switch = 4.0  # per wave of at most 24 hosts (DEFAULT_SWITCH_SECONDS)
-    assert data["estimate_wave_seconds"] == [switch + 20 + 20 + 1.0] * 4
+    largest = {1: 2.0, 2: 22 / 9, 3: 1 / 27 + 2 * 7 / 27 + 3 * 19 / 27}
+    sizes = [len(w["hosts"]) for w in data["waves"]]
+    assert sizes[:2] == [1, 1] and max(sizes) > 1
+    assert data["estimate_wave_seconds"] == pytest.approx([switch + 20 + 20 * (largest[n] - 1) + 1.0 for n in sizes])
     assert "the bake and 2.0 looks, the mean of the last 3 gates recorded" in text
+    assert "waits for its slowest gate" in text
 
 
 class Clock:
