@@ -10,10 +10,11 @@ bootstrap:
 demo: bootstrap
 	@bash scripts/demo.sh
 
-# Two workers, each with fleets of its own (tests/conftest.py); TEST_WORKERS=0 runs in one process.
+# Two workers, each with fleets of its own (tests/conftest.py), a test file's tests on one worker;
+# TEST_WORKERS=0 runs in one process.
 TEST_WORKERS ?= 2
 test: bootstrap
-	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadgroup
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile
 
 down:
 	$(BIN)/lrelease sandbox down

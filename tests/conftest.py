@@ -43,21 +43,10 @@ LOAD_RATE = 150
 TEST_STATE_DIR = Path(os.environ.get("LRELEASE_TEST_SANDBOX_DIR", str(_DEFAULT_DIR)))
 
 
-# Under `pytest -n 2 --dist loadgroup` (make test), each directory that needs fleets runs on one
-# worker, so a worker brings up only the fleets its directories use: the roll-out tests on one,
-# the gate, Ansible, molecule and sandbox tests on the other. Unit tests go to whichever is free.
-XDIST_GROUPS = {"rollout": "rollout", "gate": "fleets", "ansible": "fleets", "molecule": "fleets",
-                "sandbox": "fleets"}
-
-
 def pytest_collection_modifyitems(items):
     for item in items:
-        path = str(item.fspath)
-        if any(f"tests/{d}/" in path for d in ("sandbox", "rollout", "molecule", "ansible")):
+        if any(f"tests/{d}/" in str(item.fspath) for d in ("sandbox", "rollout", "molecule", "ansible")):
             item.add_marker(pytest.mark.sandbox)
-        group = next((g for d, g in XDIST_GROUPS.items() if f"tests/{d}/" in path), None)
-        if group:
-            item.add_marker(pytest.mark.xdist_group(group))
 
 
 @pytest.fixture(scope="session")
