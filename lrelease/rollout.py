@@ -13,6 +13,7 @@ import hashlib
 import os
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
+from datetime import datetime
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -281,6 +282,9 @@ class Releaser:
             extravars["lrelease_gate_readings"] = str(readings)
             if halted:
                 extravars["lrelease_gate_continue"] = halted
+            since = self._past_since(env.name, rid)
+            if since is not None:
+                extravars["lrelease_gate_past_since"] = since
         result = run_playbook("deploy.yml", inventory, extravars, limit=",".join(plan.hosts),
                               on_event=self._recorder(rid, lock), cancel=_Stop(self.cancel, lock))
         _test_crash("after-deploy-playbook")
@@ -420,6 +424,16 @@ class Releaser:
                          "reference": list(ev.get("reference") or []), "seconds": ev.get("evidence_seconds", 0),
                          "wave": wave, "rollout": gate.rollout_id}
         return out
+
+    def _past_since(self, env: str, rid: str) -> float | None:
+        """When the environment's last roll-out before this one (and the roll-out this one resumes)
+        ended, in seconds since the epoch (``lrelease_gate_past_since``): the gate's window before a
+        switch starts no earlier, so a build rolled back minutes ago does not pass for the old one."""
+        mine = {r.id for r in self.store.chain(self.store.chain_root(self.store.rollout(rid)).id)}
+        ends = [r.finished_at or r.started_at for r in self.store.history(env, limit=20)
+                if r.id not in mine and r.status not in ("refused", "running")]
+        times = [datetime.fromisoformat(t).timestamp() for t in ends if t]
+        return max(times) if times else None
 
     def _resume_rollback(self, env: EnvironmentConfig, old: Rollout, *, reason: str) -> Outcome:
         inventory = self.inventory(env)

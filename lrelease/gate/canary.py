@@ -5,7 +5,8 @@ play that have not switched yet (the reference, a free control group measured ov
 minutes), the moment the wave started, and the ``gate:`` settings. With no reference left (the
 last wave) the canary is compared with its own window before the switch; with fewer than
 ``FEW_REFERENCE_HOSTS`` reference hosts, that window (of every host) joins the dispersion
-estimate. The bake loop, the statistics and the policy live in ``bake`` and ``judge``; this
+estimate. The window never reaches back past the end of the environment's previous roll-out
+(``past_since``): a build rolled back minutes ago is not the old build. The bake loop, the statistics and the policy live in ``bake`` and ``judge``; this
 module only wires them up.
 
 After a halt, ``resume`` hands the host's halted judgement back (``continue``: when its bake
@@ -50,8 +51,7 @@ def decide(request: GateRequest) -> GateResult:
     switched_at = float((halted or {}).get("switched_at") or params.get("switched_at") or time.time())
     baseline = None
     if len(reference) < FEW_REFERENCE_HOSTS:
-        span = max(BASELINE_MIN_SECONDS, judge.max_bake_seconds)
-        baseline = Window(switched_at - span, switched_at)
+        baseline = past_window(switched_at, max(BASELINE_MIN_SECONDS, judge.max_bake_seconds), params.get("past_since"))
     since, continued = _continuation(halted, provider, canary, reference)
     outcome = run_bake(provider, canary, reference, judge, baseline=baseline, health=health, since=since)
     result = outcome.to_gate_result()
@@ -65,6 +65,20 @@ def decide(request: GateRequest) -> GateResult:
         evidence["continued"] = continued
         reason = f"{continued['note']}: {reason}"
     return GateResult(result.verdict, evidence, reason)
+
+
+def past_window(switched_at: float, span: float, since: Any = None) -> Window | None:
+    """The window before the switch that stands for the hosts' old build: ``span`` seconds, but
+    never reaching back past ``since`` (``lrelease_gate_past_since``: when an earlier roll-out of
+    the environment last changed a host — its minutes may hold a build since rolled back, whose
+    errors or latency would read as dispersion and blind the judge). None when nothing is left."""
+    start = switched_at - span
+    if since is not None:
+        try:
+            start = max(start, float(since))
+        except (TypeError, ValueError):
+            raise ConfigError("lrelease gate", "lrelease_gate_past_since", f"seconds since the epoch, got {since!r}") from None
+    return Window(start, switched_at) if switched_at - start >= 1.0 else None
 
 
 def _halted(data: Any, host: str) -> dict[str, Any] | None:

@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
+import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -369,9 +371,31 @@ def _start_app(cfg: SandboxConfig, node: Node) -> None:
     provision.service(cfg, node, "start")
 
 
+def _link_up(cfg: SandboxConfig, node: Node, timeout: float = 10.0) -> None:
+    """The node's link back up, and back in reach before returning: the bridge still holds the
+    node's address as unreachable (a failed neighbour entry) and would answer the next connection
+    with "no route to host", so that entry is flushed and the node waited for (bounded): a TCP
+    connection to its sshd port that is accepted or refused (sshd may be stopped too) says so."""
+    netns.set_link(node, True)
+    netns.run(["ip", "neigh", "flush", "to", node.address, "dev", cfg.bridge], check=False)
+    deadline = time.monotonic() + timeout
+    while not _in_reach(node.address) and time.monotonic() < deadline:
+        time.sleep(0.2)
+
+
+def _in_reach(address: str) -> bool:
+    try:
+        socket.create_connection((address, 22), timeout=0.5).close()
+    except ConnectionRefusedError:
+        return True
+    except OSError:
+        return False
+    return True
+
+
 _APPLY = {
     "link-down": lambda cfg, node: netns.set_link(node, False),
-    "link-up": lambda cfg, node: netns.set_link(node, True),
+    "link-up": _link_up,
     "sshd-stop": lambda cfg, node: sshd.stop_sshd(cfg, node),
     "sshd-start": lambda cfg, node: sshd.start_sshd(cfg, node),
     "disk-full": _fill_disk,

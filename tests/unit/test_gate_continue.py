@@ -300,3 +300,40 @@ def test_a_gate_continue_var_that_is_not_a_mapping_is_refused_by_name():
     # Given a list where a mapping of host -> judgement belongs: the host's gate fails naming the variable
     with pytest.raises(LreleaseError, match="lrelease_gate_continue: expected a mapping of host"):
         plugin_params({"lrelease_gate_continue": ["node2"]})
+
+
+def test_the_window_before_a_switch_never_reaches_back_past_the_previous_roll_out():
+    from lrelease.errors import ConfigError
+    from lrelease.gate.canary import past_window
+
+    # Given a switch at t=1000 and a gate whose window before it spans 80 s
+    # Then with nothing before, the window is the whole 80 s
+    assert (past_window(1000.0, 80.0).start, past_window(1000.0, 80.0).end) == (920.0, 1000.0)
+    # And when an earlier roll-out (its canary rolled back) ended at t=970, the window starts there:
+    # the rolled-back build's minutes are not the old build's
+    assert past_window(1000.0, 80.0, 970.0).start == 970.0
+    # And one that ended long before changes nothing; one that ended at the switch leaves no window
+    assert past_window(1000.0, 80.0, "100").start == 920.0
+    assert past_window(1000.0, 80.0, 999.5) is None
+    # And a value that is no time is named
+    with pytest.raises(ConfigError, match="lrelease_gate_past_since"):
+        past_window(1000.0, 80.0, "yesterday")
+
+
+def test_the_wrapper_hands_the_gate_the_end_of_the_environments_previous_roll_out(releaser):
+    # Given production's earlier roll-out that ended at 12:00:05 (its canary rolled back), another
+    # environment's later one, and a roll-out now running (a resume of a halted one)
+    store = releaser.store
+    assert releaser._past_since("production", store.start_rollout(
+        "production", "1.3.0", "deploy", "pytest", rollout_id="aaaa00000010").id) is None  # nothing before it
+    store.finish_rollout("aaaa00000010", "rolled_back", 1)
+    store.start_rollout("staging", "1.4.0", "deploy", "pytest", rollout_id="aaaa00000011")
+    store.finish_rollout("aaaa00000011", "succeeded", 0)
+    store.start_rollout("production", "1.4.0", "deploy", "pytest", rollout_id="aaaa00000012")
+    store.finish_rollout("aaaa00000012", "halted", 5)
+    store.start_rollout("production", "1.4.0", "resume", "pytest", rollout_id="aaaa00000013", resumes="aaaa00000012")
+    ended = store.rollout("aaaa00000010").finished_at
+    # Then the gate's window starts no earlier than production's previous roll-out's end, not at
+    # the halted roll-out this one resumes (its own earlier part) nor at staging's
+    from datetime import datetime
+    assert releaser._past_since("production", "aaaa00000013") == datetime.fromisoformat(ended).timestamp()

@@ -199,6 +199,9 @@ def _apm_params(args, task_vars):
         # A resume hands back this host's halted judgement (lrelease_gate_continue: {host: ...});
         # the decider goes on from it when its evidence is still sound.
         "continue": _halted_judgement(me, task_vars.get("lrelease_gate_continue")),
+        # When the environment's previous roll-out last changed a host (seconds since the epoch):
+        # the window before the switch starts no earlier (the wrapper sets it from the state store).
+        "past_since": task_vars.get("lrelease_gate_past_since"),
         # The same health check as the http gate and the verify steps (lrelease.healthcheck).
         "health_check": {"expect_status": args["expect_status"] or "2xx", "body_json": args["body_json"],
                          "body_contains": args["body_contains"]},
