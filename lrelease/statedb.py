@@ -160,9 +160,10 @@ def configured(environ: Mapping[str, str] | None = None) -> Location | None:
 # -- connections and transactions ------------------------------------------------------------------
 def engine(where: Location, *, readonly: bool = False) -> Engine:
     """An engine for ``where``: no pool (a store keeps its connection; each thread opens its own),
-    and autocommit at the driver, so every transaction is an explicit :func:`write`."""
+    autocommit at the driver, so every transaction is an explicit :func:`write`, and no values in
+    its error messages (a crash's one line never carries a roll-out's data)."""
     if where.path is None:
-        return sa.create_engine(where.url, poolclass=NullPool, isolation_level="AUTOCOMMIT",
+        return sa.create_engine(where.url, poolclass=NullPool, isolation_level="AUTOCOMMIT", hide_parameters=True,
                                 connect_args={"connect_timeout": 10})
     path = where.path
 
@@ -176,7 +177,8 @@ def engine(where: Location, *, readonly: bool = False) -> Engine:
         db.execute("PRAGMA foreign_keys=ON")
         return db
 
-    return sa.create_engine("sqlite://", creator=sqlite_connection, poolclass=NullPool, isolation_level="AUTOCOMMIT")
+    return sa.create_engine("sqlite://", creator=sqlite_connection, poolclass=NullPool, isolation_level="AUTOCOMMIT",
+                            hide_parameters=True)
 
 
 def connect(where: Location, via: Engine | None = None, *, readonly: bool = False) -> Connection:

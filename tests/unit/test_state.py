@@ -303,6 +303,30 @@ def test_racing_processes_get_the_lock_exactly_once(tmp_path, state_db):
     assert results == ["held"] * 7 + ["won"]
 
 
+def test_a_write_waits_for_another_processs_write_transaction_to_end(state_db):
+    # Given this process in the middle of a write transaction (as take_lock is, between its check
+    # of the holder and its write of the new one)
+    with StateStore(state_db) as store:
+        code = textwrap.dedent("""
+            import sys
+            from lrelease.state import StateStore
+            StateStore(sys.argv[1]).take_lock("production", "other0000001", ttl=60)
+            print("won", flush=True)
+        """)
+        with store._write():
+            other = subprocess.Popen([sys.executable, "-c", code, str(state_db)], stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, text=True, cwd=ROOT)
+            # When another process asks for the lock meanwhile, it waits (it neither reads a stale
+            # "nobody holds it" and writes, nor fails)
+            with pytest.raises(subprocess.TimeoutExpired):
+                other.communicate(timeout=3)
+            assert store.lock_holder("production") is None
+        # Then it goes on once the transaction ended
+        out, err = other.communicate(timeout=60)
+        assert out.strip() == "won", err
+        assert store.lock_holder("production").rollout_id == "other0000001"
+
+
 def test_resumable_is_the_newest_unfinished_deploy_not_hidden_by_refusals(state_db):
     clock = iter(T0 + timedelta(minutes=i) for i in range(100))
     with StateStore(state_db, clock=lambda: next(clock)) as s:

@@ -17,6 +17,7 @@ from lrelease import secrets, statedb
 from lrelease.cli.main import cli
 from lrelease.errors import ExitCode
 from lrelease.state import StateError, StateStore, lock_check
+from tests.statedbs import dump
 
 ROOT = Path(__file__).resolve().parents[2]
 ANSIBLE_PLAYBOOK = Path(sys.executable).with_name("ansible-playbook")
@@ -174,3 +175,14 @@ def test_the_playbooks_fencing_check_finds_the_server_through_the_environment(tm
         assert broken.returncode != 0 and "the state database cannot be used" in broken.stdout, broken.stdout
         assert pg_server.password not in broken.stdout + broken.stderr
         lock.release()
+
+
+def test_the_urls_password_is_never_recorded(pg_server):
+    # Given a store on the server, and a reason and a host's detail that (wrongly) carry its URL
+    url = pg_server.new_database()
+    with StateStore(url) as store:
+        store.start_rollout("production", "1.0", "deploy", "ci", rollout_id="r1", reason=f"state at {url}")
+        store.record_host("r1", "node1", "failed", {"msg": f"could not reach {url}"})
+    # Then no row of any table holds the password; the URL is there masked
+    rows = dump(url)
+    assert pg_server.password not in rows and "postgresql+psycopg://lrelease:***@127.0.0.1" in rows
