@@ -24,7 +24,7 @@ from lrelease.errors import ConfigError, ExitCode, InternalError, LreleaseError
 from lrelease.fleet import write_inventories
 from lrelease.plan import Estimate, GateTiming, Pace, Plan, estimate, plan_waves, skip_done
 from lrelease.runner import EventKind, ProgressEvent, RunResult, StopRequest, run_playbook
-from lrelease.state import LockHandle, LockLost, Rollout, StateStore, new_rollout_id
+from lrelease.state import LockHandle, LockLost, Rollout, StateStore, new_rollout_id, project_state
 from lrelease.statedb import StateError
 
 EventSink = Callable[[ProgressEvent], None]
@@ -173,7 +173,7 @@ class Releaser:
     def store(self) -> StateStore:
         """The state database, opened on first use: ``plan`` reads no host and needs no history,
         so a corrupt database stops it no more than it stops ``inventory generate``."""
-        return StateStore(self.project.db_path)
+        return StateStore(project_state(self.project.db_path))
 
     def readable_store(self) -> StateStore | None:
         """The state database, or None when it cannot be used (the reason in ``state_problem``)."""
@@ -276,7 +276,9 @@ class Releaser:
             **env.playbook_vars(), **ref.playbook_vars(),
             "lrelease_waves": list(plan.serial), "lrelease_hosts": env.name,
             "lrelease_rollout_id": rid, "lrelease_actor": self.actor,
-            "lrelease_lock": {"db": str(self.store.path), "env": env.name, "token": lock.row.token},
+            # db: the SQLite file; "" for a server, whose URL (it may hold a password) the lookup
+            # reads from the environment ansible-playbook inherits (LRELEASE_STATE_URL or _FILE)
+            "lrelease_lock": {"db": str(self.store.path or ""), "env": env.name, "token": lock.row.token},
         }
         if env.gate is not None:
             extravars["lrelease_gate_readings"] = str(readings)

@@ -1,8 +1,9 @@
-"""Local state in SQLite: roll-outs, per-host transitions, gate outcomes, and the lock.
+"""The state: roll-outs, per-host transitions, gate outcomes, and the lock.
 
-One database per project (default ``.lrelease/lrelease.db``), WAL mode so ``history`` can
-read while a roll-out writes. Every write is its own ``BEGIN IMMEDIATE`` transaction, so two
-lrelease processes never interleave half-done changes. The schema version lives in ``meta``;
+One database per project: a SQLite file (default ``.lrelease/lrelease.db``, WAL mode so
+``history`` can read while a roll-out writes), or a PostgreSQL database shared by the CLI, AWX
+and cron (``LRELEASE_STATE_URL``; statedb.py). Every write is its own serialised transaction,
+so two lrelease processes never interleave half-done changes. The schema is migrated on open;
 a database from a newer lrelease is refused rather than misread.
 
 What is stored: environment and build names, who ran what and why, host names, phases,
@@ -29,7 +30,6 @@ import json
 import math
 import os
 import socket
-import sqlite3
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager
@@ -38,10 +38,14 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Row
+
 from lrelease import secrets, statedb
 from lrelease.proclife import process_alive, process_start
 from lrelease.schema import looks_secret
-from lrelease.statedb import ACTIONS, PHASES, STATUSES, StateError, iso, utc_now
+from lrelease.statedb import ACTIONS, PHASES, ROLLOUT_COLUMNS, STATUSES, StateError, gates as gates_t, \
+    host_events as host_events_t, iso, kv, locks as locks_t, rollouts as rollouts_t, utc_now
 from lrelease.statelock import LockHandle, LockHeld, LockLost, LockRow
 
 __all__ = [
@@ -118,11 +122,19 @@ class GateOutcome:
     at: str
 
 
-def _rollout(row: sqlite3.Row) -> Rollout:
-    data = dict(row)
+def _rollout(row: Row) -> Rollout:
+    data = dict(row._mapping)
     data["plan"] = json.loads(data["plan"])
     data["took_over"] = json.loads(data["took_over"]) if data.get("took_over") else None
     return Rollout(**data)
+
+
+_NEWEST = (rollouts_t.c.started_at.desc(), rollouts_t.c.seq.desc())
+
+
+def _rollouts(*where: Any) -> sa.Select:
+    """Roll-outs matching ``where``, newest first."""
+    return sa.select(*ROLLOUT_COLUMNS).where(*where).order_by(*_NEWEST)
 
 
 # A deploy or resume whose newest record has one of these statuses may still have hosts on its
@@ -131,28 +143,36 @@ UNDOABLE = ("succeeded", "halted", "interrupted", "rollback_failed", "crashed", 
 
 
 class StateStore:
-    """The project's state database. ``clock`` and ``hostname`` are injectable for tests."""
+    """The project's state database: a SQLite file's path, or a URL (``postgresql+psycopg://``;
+    see :func:`project_state`). ``clock`` and ``hostname`` are injectable for tests."""
 
     def __init__(self, path: str | Path, *, clock: Callable[[], datetime] = utc_now,
                  hostname: str | None = None) -> None:
-        self.path = Path(path)
+        self.where = statedb.locate(path)
+        self.path = self.where.path  # the SQLite file; None for a server
         self.clock = clock
         self.hostname = hostname or socket.gethostname()
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise StateError(f"{self.path.parent}: cannot create the state directory ({exc.strerror}); "
-                             "set state_dir in lrelease.yml to a directory lrelease may write") from None
+        if self.path is not None:
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise StateError(f"{self.path.parent}: cannot create the state directory ({exc.strerror}); "
+                                 "set state_dir in lrelease.yml to a directory lrelease may write") from None
         self._fences: dict[str, tuple[str, int]] = {}  # roll-out id -> (env, token) of the locks taken here
+        self._engine = statedb.engine(self.where)
         self._db = self.connect()
-        statedb.migrate(self._db, self.path)
+        try:
+            statedb.migrate(self._db, self.where)
+        except BaseException:
+            self._db.close()
+            raise
 
     # -- plumbing ------------------------------------------------------------------------
-    def connect(self) -> sqlite3.Connection:
+    def connect(self) -> Connection:
         """A new connection to this database (one per thread)."""
-        return statedb.connect(self.path)
+        return statedb.connect(self.where, self._engine)
 
-    def _write(self, db: sqlite3.Connection | None = None) -> AbstractContextManager[sqlite3.Connection]:
+    def _write(self, db: Connection | None = None) -> AbstractContextManager[Connection]:
         return statedb.write(db or self._db)
 
     def schema_version(self) -> int:
@@ -190,13 +210,11 @@ class StateStore:
                                     "acquired_at": old.acquired_at, "heartbeat_at": old.heartbeat_at,
                                     "token": old.token})
         with self._fenced(rid) as db:
-            db.execute(
-                "INSERT INTO rollouts (id, env, build, previous_build, action, status, actor, reason,"
-                " started_at, plan, resumes, pid, pid_start, hostname, undoes, lock_token, took_over)"
-                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                (rid, env, build, previous_build, action, status, secrets.scrub(actor), secrets.scrub(reason), self.now(),
-                 _dumps(plan), resumes, os.getpid(), process_start(os.getpid()), self.hostname, undoes,
-                 lock.row.token if lock is not None else None, took_over))
+            db.execute(sa.insert(rollouts_t).values(
+                id=rid, env=env, build=build, previous_build=previous_build, action=action, status=status,
+                actor=secrets.scrub(actor), reason=secrets.scrub(reason), started_at=self.now(), plan=_dumps(plan),
+                resumes=resumes, pid=os.getpid(), pid_start=process_start(os.getpid()), hostname=self.hostname,
+                undoes=undoes, lock_token=lock.row.token if lock is not None else None, took_over=took_over))
         return self.rollout(rid)
 
     def finish_rollout(self, rollout_id: str, status: str, exit_code: int) -> Rollout:
@@ -204,30 +222,29 @@ class StateStore:
         only record ``lock_lost`` on its own row, and only while nobody else has ended it."""
         if status not in STATUSES or status == "running":
             raise ValueError(f"status must be one of {STATUSES[1:]}, got {status!r}")
+        end = sa.update(rollouts_t).where(rollouts_t.c.id == rollout_id).values(
+            status=status, exit_code=int(exit_code), finished_at=self.now())
         if status == "lock_lost":
             with self._write() as db:
-                db.execute("UPDATE rollouts SET status = ?, exit_code = ?, finished_at = ? WHERE id = ?"
-                           " AND status = 'running'", (status, int(exit_code), self.now(), rollout_id))
+                db.execute(end.where(rollouts_t.c.status == "running"))
             return self.rollout(rollout_id)
         with self._fenced(rollout_id) as db:
-            cur = db.execute("UPDATE rollouts SET status = ?, exit_code = ?, finished_at = ? WHERE id = ?",
-                             (status, int(exit_code), self.now(), rollout_id))
-            if cur.rowcount == 0:
-                raise StateError(f"no roll-out {rollout_id!r} in {self.path}")
+            if db.execute(end).rowcount == 0:
+                raise StateError(f"no roll-out {rollout_id!r} in {self.where.shown}")
         return self.rollout(rollout_id)
 
     def start_auto_rollback(self, rollout_id: str) -> None:
         """Record that a deploy began rolling back by itself: `resume` then finishes the rollback
         instead of deploying the build again."""
         with self._fenced(rollout_id) as db:
-            db.execute("UPDATE rollouts SET rollback_started_at = ? WHERE id = ?", (self.now(), rollout_id))
+            db.execute(sa.update(rollouts_t).where(rollouts_t.c.id == rollout_id).values(rollback_started_at=self.now()))
 
     def chain(self, rollout_id: str) -> list[Rollout]:
         """A roll-out and the resumes that continued it (each resumes the one before), oldest first."""
         chain = [self.rollout(rollout_id)]
         while True:
-            row = self._db.execute("SELECT * FROM rollouts WHERE resumes = ? ORDER BY started_at, rowid LIMIT 1",
-                                   (chain[-1].id,)).fetchone()
+            row = self._db.execute(sa.select(*ROLLOUT_COLUMNS).where(rollouts_t.c.resumes == chain[-1].id)
+                                   .order_by(rollouts_t.c.started_at, rollouts_t.c.seq).limit(1)).fetchone()
             if row is None:
                 return chain
             chain.append(_rollout(row))
@@ -245,8 +262,7 @@ class StateStore:
         further back. Returns the newest rollback row instead when it went to an explicit build
         (--to): there is nothing recorded to undo past it. None when nothing is left to undo."""
         undone: set[str] = set()
-        rows = self._db.execute("SELECT * FROM rollouts WHERE env = ? AND status != 'refused'"
-                                " ORDER BY started_at DESC, rowid DESC", (env,)).fetchall()
+        rows = self._db.execute(_rollouts(rollouts_t.c.env == env, rollouts_t.c.status != "refused")).fetchall()
         for r in map(_rollout, rows):
             if r.action == "rollback":
                 if r.status == "succeeded":
@@ -263,9 +279,9 @@ class StateStore:
         return None
 
     def rollout(self, rollout_id: str) -> Rollout:
-        row = self._db.execute("SELECT * FROM rollouts WHERE id = ?", (rollout_id,)).fetchone()
+        row = self._db.execute(_rollouts(rollouts_t.c.id == rollout_id)).fetchone()
         if row is None:
-            raise StateError(f"no roll-out {rollout_id!r} in {self.path}")
+            raise StateError(f"no roll-out {rollout_id!r} in {self.where.shown}")
         return _rollout(row)
 
     def find_rollout(self, prefix: str, env: str | None = None) -> Rollout:
@@ -275,47 +291,42 @@ class StateStore:
         prefix = prefix.strip()
         if not prefix:
             raise StateError("a roll-out id is needed (see `lrelease history`)")
-        where, args = ("AND env = ?", (env,)) if env else ("", ())
         # substr, not LIKE: LIKE is case-insensitive and treats _ and % as wildcards.
-        rows = self._db.execute(f"SELECT * FROM rollouts WHERE substr(id, 1, ?) = ? {where}"
-                                " ORDER BY started_at DESC, rowid DESC", (len(prefix), prefix, *args)).fetchall()
-        exact = [r for r in rows if r["id"] == prefix]
+        where = [sa.func.substr(rollouts_t.c.id, 1, len(prefix)) == prefix]
+        if env:
+            where.append(rollouts_t.c.env == env)
+        rows = self._db.execute(_rollouts(*where)).fetchall()
+        exact = [r for r in rows if r.id == prefix]
         if exact or len(rows) == 1:
             return _rollout((exact or rows)[0])
         scope = f" of environment {env!r}" if env else ""
         if not rows:
-            raise StateError(f"no roll-out {prefix!r}{scope} in {self.path} (see `lrelease history`)")
-        shown = ", ".join(r["id"] for r in rows[:5]) + (f" and {len(rows) - 5} more" if len(rows) > 5 else "")
+            raise StateError(f"no roll-out {prefix!r}{scope} in {self.where.shown} (see `lrelease history`)")
+        shown = ", ".join(r.id for r in rows[:5]) + (f" and {len(rows) - 5} more" if len(rows) > 5 else "")
         raise StateError(f"roll-out id {prefix!r}{scope} is ambiguous: {len(rows)} match ({shown});"
                          " give more characters")
 
     def history(self, env: str | None = None, limit: int = 20) -> list[Rollout]:
         """Roll-outs, newest first."""
-        where, args = ("WHERE env = ?", [env]) if env else ("", [])
-        rows = self._db.execute(f"SELECT * FROM rollouts {where} ORDER BY started_at DESC, rowid DESC LIMIT ?",
-                                (*args, int(limit))).fetchall()
-        return [_rollout(r) for r in rows]
+        where = [rollouts_t.c.env == env] if env else []
+        return [_rollout(r) for r in self._db.execute(_rollouts(*where).limit(int(limit)))]
 
     def last_rollout(self, env: str, status: str | None = None) -> Rollout | None:
         """The newest roll-out of ``env`` (with that status, if given)."""
-        sql = "SELECT * FROM rollouts WHERE env = ?" + (" AND status = ?" if status else "")
-        args = (env, status) if status else (env,)
-        row = self._db.execute(sql + " ORDER BY started_at DESC, rowid DESC LIMIT 1", args).fetchone()
+        where = [rollouts_t.c.env == env] + ([rollouts_t.c.status == status] if status else [])
+        row = self._db.execute(_rollouts(*where).limit(1)).fetchone()
         return _rollout(row) if row else None
 
     def interrupted(self, env: str | None = None) -> list[Rollout]:
         """Roll-outs still marked running whose process is gone (killed), newest first."""
-        where, args = ("AND env = ?", (env,)) if env else ("", ())
-        rows = self._db.execute(f"SELECT * FROM rollouts WHERE status = 'running' {where}"
-                                " ORDER BY started_at DESC, rowid DESC", args).fetchall()
+        where = [rollouts_t.c.status == "running"] + ([rollouts_t.c.env == env] if env else [])
+        rows = self._db.execute(_rollouts(*where)).fetchall()
         return [r for r in map(_rollout, rows) if not self._running_alive(r)]
 
     def resumable(self, env: str) -> Rollout | None:
         """The roll-out ``resume`` should finish: the newest non-refused roll-out of ``env``,
         if it is a deploy/resume that was interrupted, halted, or killed while running."""
-        row = self._db.execute(
-            "SELECT * FROM rollouts WHERE env = ? AND status != 'refused'"
-            " ORDER BY started_at DESC, rowid DESC LIMIT 1", (env,)).fetchone()
+        row = self._db.execute(_rollouts(rollouts_t.c.env == env, rollouts_t.c.status != "refused").limit(1)).fetchone()
         if row is None:
             return None
         last = _rollout(row)
@@ -341,14 +352,15 @@ class StateStore:
             raise ValueError(f"phase must be one of {PHASES}, got {phase!r}")
         at = self.now()
         with self._fenced(rollout_id) as db:
-            db.execute("INSERT INTO host_events (rollout_id, host, phase, at, detail) VALUES (?,?,?,?,?)",
-                       (rollout_id, host, phase, at, _dumps(detail)))
+            db.execute(sa.insert(host_events_t).values(rollout_id=rollout_id, host=host, phase=phase, at=at,
+                                                       detail=_dumps(detail)))
         return HostEvent(rollout_id, host, phase, at, redact(detail or {}))
 
     def host_events(self, rollout_id: str) -> list[HostEvent]:
-        rows = self._db.execute("SELECT rollout_id, host, phase, at, detail FROM host_events"
-                                " WHERE rollout_id = ? ORDER BY seq", (rollout_id,)).fetchall()
-        return [HostEvent(r["rollout_id"], r["host"], r["phase"], r["at"], json.loads(r["detail"])) for r in rows]
+        e = host_events_t.c
+        rows = self._db.execute(sa.select(e.rollout_id, e.host, e.phase, e.at, e.detail)
+                                .where(e.rollout_id == rollout_id).order_by(e.seq)).fetchall()
+        return [HostEvent(r.rollout_id, r.host, r.phase, r.at, json.loads(r.detail)) for r in rows]
 
     def host_phases(self, rollout_id: str) -> dict[str, str]:
         """Each host's latest phase in the roll-out, hosts in the order first seen."""
@@ -371,14 +383,14 @@ class StateStore:
                     evidence: dict | None = None) -> GateOutcome:
         at = self.now()
         with self._fenced(rollout_id) as db:
-            db.execute("INSERT INTO gates (rollout_id, wave, host, verdict, evidence, at) VALUES (?,?,?,?,?,?)",
-                       (rollout_id, int(wave), host, verdict, _dumps(evidence), at))
+            db.execute(sa.insert(gates_t).values(rollout_id=rollout_id, wave=int(wave), host=host, verdict=verdict,
+                                                 evidence=_dumps(evidence), at=at))
         return GateOutcome(rollout_id, int(wave), host, verdict, redact(evidence or {}), at)
 
     def gates(self, rollout_id: str) -> list[GateOutcome]:
-        rows = self._db.execute("SELECT * FROM gates WHERE rollout_id = ? ORDER BY seq", (rollout_id,)).fetchall()
-        return [GateOutcome(r["rollout_id"], r["wave"], r["host"], r["verdict"], json.loads(r["evidence"]), r["at"])
-                for r in rows]
+        rows = self._db.execute(sa.select(gates_t).where(gates_t.c.rollout_id == rollout_id)
+                                .order_by(gates_t.c.seq)).fetchall()
+        return [GateOutcome(r.rollout_id, r.wave, r.host, r.verdict, json.loads(r.evidence), r.at) for r in rows]
 
     # -- the lock ------------------------------------------------------------------------
     @contextmanager
@@ -411,15 +423,13 @@ class StateStore:
             if held is not None and not self._lock_dead(held):
                 raise LockHeld(held)
             key = f"fence:{env}"
-            row = db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
-            token = int(row["value"]) + 1 if row else 1
-            db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, str(token)))
+            last = db.execute(sa.select(kv.c.value).where(kv.c.key == key)).scalar()
+            token = int(last) + 1 if last is not None else 1
+            statedb.put(db, key, str(token))
             me = LockRow(env, rollout_id, os.getpid(), process_start(os.getpid()), self.hostname, now, now,
                          float(ttl), token)
-            db.execute("INSERT OR REPLACE INTO locks (env, rollout_id, pid, pid_start, hostname, acquired_at,"
-                       " heartbeat_at, ttl, token) VALUES (?,?,?,?,?,?,?,?,?)",
-                       (me.env, me.rollout_id, me.pid, me.pid_start, me.hostname, me.acquired_at,
-                        me.heartbeat_at, me.ttl, me.token))
+            db.execute(sa.delete(locks_t).where(locks_t.c.env == env))
+            db.execute(sa.insert(locks_t).values(**me.__dict__))
         self._fences[rollout_id] = (env, token)
         return LockHandle(self, me, taken_over=held)
 
@@ -427,24 +437,23 @@ class StateStore:
         """The current lock row of ``env`` (dead or alive), or None."""
         return self._lock_row(env)
 
-    def heartbeat(self, env: str, rollout_id: str, db: sqlite3.Connection | None = None) -> None:
+    def heartbeat(self, env: str, rollout_id: str, db: Connection | None = None) -> None:
         """Refresh the heartbeat; raises LockLost (naming the new holder) if the lock is no
         longer this roll-out's."""
         token = self._fences.get(rollout_id, (env, None))[1]
         with self._write(db) as conn:
-            cur = conn.execute("UPDATE locks SET heartbeat_at = ? WHERE env = ? AND rollout_id = ? AND token IS ?",
-                               (self.now(), env, rollout_id, token))
+            cur = conn.execute(sa.update(locks_t).where(*_ours(env, rollout_id, token)).values(heartbeat_at=self.now()))
             if cur.rowcount == 0:
                 raise self._lost(env, rollout_id, conn)
 
-    def release_lock(self, env: str, rollout_id: str, db: sqlite3.Connection | None = None) -> None:
+    def release_lock(self, env: str, rollout_id: str, db: Connection | None = None) -> None:
         """Drop the lock if this roll-out still holds it; else do nothing."""
         token = self._fences.pop(rollout_id, (env, None))[1]
         with self._write(db) as conn:
-            conn.execute("DELETE FROM locks WHERE env = ? AND rollout_id = ? AND token IS ?", (env, rollout_id, token))
+            conn.execute(sa.delete(locks_t).where(*_ours(env, rollout_id, token)))
 
     @contextmanager
-    def _fenced(self, rollout_id: str) -> Iterator[sqlite3.Connection]:
+    def _fenced(self, rollout_id: str) -> Iterator[Connection]:
         """A write for ``rollout_id``: if this process took a lock for it, the write happens only
         while the lock still carries that token (checked in the same transaction)."""
         with self._write() as db:
@@ -456,18 +465,19 @@ class StateStore:
                     raise self._lost(env, rollout_id, db)
             yield db
 
-    def _lost(self, env: str, rollout_id: str, db: sqlite3.Connection) -> LockLost:
+    def _lost(self, env: str, rollout_id: str, db: Connection) -> LockLost:
         """LockLost naming who holds the lock now, or who took it over if it was since released."""
         held = self._lock_row(env, db)
         if held is not None:
             return LockLost(env, rollout_id, held)
-        row = db.execute("SELECT * FROM rollouts WHERE env = ? AND json_extract(took_over, '$.rollout_id') = ?"
-                         " ORDER BY started_at DESC LIMIT 1", (env, rollout_id)).fetchone()
-        return LockLost(env, rollout_id, taken_by=_rollout(row) if row else None)
+        # took_over is JSON text: filtered here, not by a dialect's JSON functions
+        rows = db.execute(_rollouts(rollouts_t.c.env == env, rollouts_t.c.took_over.is_not(None))).fetchall()
+        taken_by = next((r for r in map(_rollout, rows) if r.took_over.get("rollout_id") == rollout_id), None)
+        return LockLost(env, rollout_id, taken_by=taken_by)
 
-    def _lock_row(self, env: str, db: sqlite3.Connection | None = None) -> LockRow | None:
-        row = (db or self._db).execute("SELECT * FROM locks WHERE env = ?", (env,)).fetchone()
-        return LockRow(**dict(row)) if row else None
+    def _lock_row(self, env: str, db: Connection | None = None) -> LockRow | None:
+        row = (db or self._db).execute(sa.select(locks_t).where(locks_t.c.env == env)).fetchone()
+        return LockRow(**row._mapping) if row else None
 
     def _lock_dead(self, lock: LockRow) -> bool:
         """Provably gone: on this host, when its process is gone (or the pid now belongs to a
@@ -491,9 +501,9 @@ class StateStore:
         rolled back to an earlier build, or was switched and never judged (interrupted). A host
         whose only switch failed its gate without a rollback (a first install: its app stopped)
         has none. For ``plan``'s first-install marking: this database's view, not the hosts'."""
-        rows = self._db.execute(
-            "SELECT h.rollout_id, h.host, h.phase FROM host_events h JOIN rollouts r ON r.id = h.rollout_id"
-            " WHERE r.env = ? ORDER BY h.seq", (env,)).fetchall()
+        h = host_events_t.c
+        rows = self._db.execute(sa.select(h.rollout_id, h.host, h.phase).join_from(host_events_t, rollouts_t)
+                                .where(rollouts_t.c.env == env).order_by(h.seq)).fetchall()
         last: dict[tuple[str, str], str] = {}
         found = set()
         for rollout_id, host, phase in rows:
@@ -506,9 +516,8 @@ class StateStore:
         """The APM gate's recent work in ``env``, newest first: per gate, the looks it took and
         the seconds it spent fetching and judging (its evidence's ``looks``, ``gate_seconds``).
         For ``plan``'s estimate; evidence of another shape is skipped."""
-        rows = self._db.execute(
-            "SELECT g.evidence FROM gates g JOIN rollouts r ON r.id = g.rollout_id WHERE r.env = ?"
-            " ORDER BY g.seq DESC LIMIT ?", (env, int(limit))).fetchall()
+        rows = self._db.execute(sa.select(gates_t.c.evidence).join_from(gates_t, rollouts_t)
+                                .where(rollouts_t.c.env == env).order_by(gates_t.c.seq.desc()).limit(int(limit))).fetchall()
         found = []
         for (text,) in rows:
             try:
@@ -526,16 +535,17 @@ class StateStore:
         """The last ``limit`` succeeded deploys and resumes of ``env``, newest first, with what
         ``plan``'s estimate learns from them (``plan.Pace``): when each started and finished, when
         its last host was staged, and per wave the longest gate's ``elapsed`` seconds."""
+        r, h, g = rollouts_t.c, host_events_t.c, gates_t.c
         rows = self._db.execute(
-            "SELECT id, started_at, finished_at FROM rollouts WHERE env = ? AND status = 'succeeded'"
-            " AND action IN ('deploy', 'resume') AND finished_at IS NOT NULL"
-            " ORDER BY started_at DESC, rowid DESC LIMIT ?", (env, int(limit))).fetchall()
+            sa.select(r.id, r.started_at, r.finished_at)
+            .where(r.env == env, r.status == "succeeded", r.action.in_(("deploy", "resume")), r.finished_at.is_not(None))
+            .order_by(*_NEWEST).limit(int(limit))).fetchall()
         runs = []
         for rollout_id, started, finished in rows:
-            staged = self._db.execute("SELECT MAX(at) FROM host_events WHERE rollout_id = ? AND phase = 'staged'",
-                                      (rollout_id,)).fetchone()[0]
+            staged = self._db.execute(sa.select(sa.func.max(h.at)).where(h.rollout_id == rollout_id,
+                                                                         h.phase == "staged")).scalar()
             waves: dict[int, float] = {}
-            for wave, text in self._db.execute("SELECT wave, evidence FROM gates WHERE rollout_id = ?", (rollout_id,)):
+            for wave, text in self._db.execute(sa.select(g.wave, g.evidence).where(g.rollout_id == rollout_id)):
                 try:
                     elapsed = json.loads(text).get("elapsed")
                 except (ValueError, AttributeError):
@@ -546,12 +556,33 @@ class StateStore:
         return runs
 
 
-def lock_check(db_path: str | Path, env: str, token: int) -> str:
+def _ours(env: str, rollout_id: str, token: int | None) -> tuple:
+    """The lock row of ``env`` if it is this roll-out's grant (``token``; None: untokened)."""
+    return (locks_t.c.env == env, locks_t.c.rollout_id == rollout_id, locks_t.c.token.is_not_distinct_from(token))
+
+
+def project_state(default: Path) -> str | Path:
+    """Where a project's state lives: the URL in the environment (``LRELEASE_STATE_URL`` or
+    ``LRELEASE_STATE_URL_FILE``), else its SQLite file ``default``."""
+    where = statedb.configured()
+    return where.target if where is not None else default
+
+
+def lock_check(db_path: str | Path | None, env: str, token: int) -> str:
     """``held`` while ``env``'s lock carries ``token``, else one line naming who holds it (for the
-    playbooks' fencing check, lookup ``lrelease_lock``). Read-only; no migration."""
-    db = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=30.0)
+    playbooks' fencing check, lookup ``lrelease_lock``). ``db_path``: the SQLite file, a URL, or
+    empty for the URL in the environment (``LRELEASE_STATE_URL``: a URL never travels as an
+    extra var). Read-only; no migration."""
+    where = statedb.locate(db_path) if db_path else statedb.configured()
+    if where is None:
+        raise StateError(f"no state database: db is empty and neither {statedb.URL_ENV} nor"
+                         f" {statedb.URL_FILE_ENV} is set")
+    db = statedb.connect(where, readonly=True)
     try:
-        row = db.execute("SELECT rollout_id, pid, hostname, token FROM locks WHERE env = ?", (env,)).fetchone()
+        lk = locks_t.c
+        row = db.execute(sa.select(lk.rollout_id, lk.pid, lk.hostname, lk.token).where(lk.env == env)).fetchone()
+    except statedb.DB_ERRORS as exc:
+        raise statedb.unusable(where, exc) from None
     finally:
         db.close()
     if row is not None and row[3] == token:

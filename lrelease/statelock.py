@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import logging
-import sqlite3
 import threading
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from lrelease.errors import ExitCode, LreleaseError
+from lrelease.statedb import DB_ERRORS, StateError, reason
 
 if TYPE_CHECKING:
     from lrelease.state import Rollout, StateStore
@@ -98,24 +98,29 @@ class LockHandle:
         self._thread.start()
 
     def _beat(self, every: float) -> None:
-        db = self.store.connect()
+        db = None  # its own connection, opened again after an error (a server restart drops it)
         last_beat = time.monotonic()
         try:
             while not self._stop.wait(every):
                 try:
+                    db = db or self.store.connect()
                     self.store.heartbeat(self.env, self.rollout_id, db)
                     last_beat, self.error = time.monotonic(), None
                 except LockLost as lost:
                     self.lost = lost
                     return
-                except sqlite3.Error as exc:  # busy or briefly unavailable: the next beat retries
+                except (*DB_ERRORS, StateError) as exc:  # busy or briefly unavailable: the next beat retries
                     self.error = exc
-                    log.warning("lock heartbeat of %s failed: %s", self.env, exc)
+                    log.warning("lock heartbeat of %s failed: %s", self.env, reason(exc))
+                    if db is not None and self.store.path is None:
+                        db.close()
+                        db = None
                     if time.monotonic() - last_beat > self.row.ttl:  # others may have taken it by now
                         self.lost = LockLost(self.env, self.rollout_id)
                         return
         finally:
-            db.close()
+            if db is not None:
+                db.close()
 
     def release(self) -> None:
         """Stop beating and drop the lock if it is still ours. Safe to call twice."""

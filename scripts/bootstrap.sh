@@ -11,6 +11,8 @@ APT_PACKAGES=(
   prometheus                      # scrapes every node at 1 s; provides promtool too
   iproute2 util-linux procps      # ip netns / veth / bridge, unshare / nsenter / mount, ps
   zstd                            # tar.zst artifacts: the hosts (sandbox nodes share these binaries) unpack them
+  postgresql                      # the state suite's PostgreSQL backend: the tests run a throwaway cluster of their
+                                  # own; the package's default cluster (15/main) is left stopped (policy-rc.d below)
   git curl make python3 python3-venv
 )
 

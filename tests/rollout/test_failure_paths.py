@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 from tests.rollout.conftest import Project
+from tests.statedbs import raw
 
 BASE = "1.0.0"
 LRELEASE = str(Path(sys.executable).parent / "lrelease")
@@ -205,9 +206,9 @@ def test_a_paused_holder_whose_lock_was_taken_over_touches_no_further_host_and_e
     tree = [first.pid, *descendants(first.pid)]
     signal_all(tree, signal.SIGSTOP)
     try:
-        db = slow.path.parent / "state" / "lrelease.db"
-        with sqlite3.connect(db) as conn:
-            [(first_id,)] = conn.execute("SELECT id FROM rollouts WHERE status = 'running'").fetchall()
+        # the project's SQLite file, or the shared database the environment names (LRELEASE_STATE_URL)
+        db = os.environ.get("LRELEASE_STATE_URL") or slow.path.parent / "state" / "lrelease.db"
+        [(first_id,)] = raw(db, "SELECT id FROM rollouts WHERE status = 'running'")
         before = {n for n in slow.nodes if lines_of(slow, n, first_id)}
         time.sleep(7)
         # And a process on another machine (its own hostname; its own ssh control sockets) takes

@@ -1,4 +1,4 @@
-"""The SQLite state: roll-outs, host transitions, gate outcomes, and the per-environment lock."""
+"""The state (on SQLite and on PostgreSQL): roll-outs, host transitions, gate outcomes, and the per-environment lock."""
 
 from __future__ import annotations
 
@@ -18,14 +18,15 @@ import pytest
 from lrelease import statedb
 from lrelease.errors import ExitCode, LreleaseError
 from lrelease.state import LockHeld, LockLost, StateError, StateStore, new_rollout_id
+from tests.statedbs import dump, raw
 
 ROOT = Path(__file__).resolve().parents[2]
 T0 = datetime(2024, 5, 1, 22, 0, 0, tzinfo=timezone.utc)
 
 
 @pytest.fixture
-def store(tmp_path):
-    with StateStore(tmp_path / ".lrelease" / "lrelease.db") as s:
+def store(state_db):
+    with StateStore(state_db) as s:
         yield s
 
 
@@ -34,32 +35,37 @@ def deploy(store: StateStore, env: str = "production", build: str = "1.1.0", **k
 
 
 # -- schema -------------------------------------------------------------------------------
-def test_a_new_database_is_versioned_and_in_wal_mode(store):
-    assert store.path.exists() and store.schema_version() == statedb.SCHEMA_VERSION == 2
-    db = sqlite3.connect(store.path)
-    assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    assert {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")} >= {
-        "meta", "rollouts", "host_events", "gates", "locks"}
+def test_a_new_sqlite_database_is_versioned_and_in_wal_mode(tmp_path):
+    with StateStore(tmp_path / ".lrelease" / "lrelease.db") as store:
+        assert store.path.exists() and store.schema_version() == statedb.SCHEMA_VERSION == 3
+        db = sqlite3.connect(store.path)
+        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")} >= {
+            "meta", "rollouts", "host_events", "gates", "locks", "alembic_version"}
 
 
-def test_reopening_keeps_the_data(tmp_path):
-    path = tmp_path / "s.db"
-    with StateStore(path) as s:
+def test_a_new_database_is_at_the_newest_revision(store, state_db):
+    assert store.schema_version() == statedb.SCHEMA_VERSION
+    assert raw(state_db, "SELECT version_num FROM alembic_version") == [(statedb.REVISIONS[-1],)]
+
+
+def test_reopening_keeps_the_data(state_db):
+    with StateStore(state_db) as s:
         rid = deploy(s).id
-    with StateStore(path) as s:
+    with StateStore(state_db) as s:
         assert s.rollout(rid).build == "1.1.0"
 
 
-def test_a_database_from_a_newer_lrelease_is_refused(tmp_path):
-    path = tmp_path / "s.db"
-    StateStore(path).close()
-    db = sqlite3.connect(path)
-    db.execute("UPDATE meta SET value = '99' WHERE key = 'schema_version'")
-    db.commit()
-    db.close()
-    with pytest.raises(StateError, match=r"newer lrelease \(schema 99, this one knows 2\)") as err:
-        StateStore(path)
-    assert err.value.exit_code == ExitCode.USAGE
+@pytest.mark.parametrize("sql, known", [
+    ("UPDATE meta SET value = '99' WHERE key = 'schema_version'", "schema 99"),
+    ("UPDATE alembic_version SET version_num = '0099_from_the_future'", "revision 0099_from_the_future"),
+])
+def test_a_database_from_a_newer_lrelease_is_refused(state_db, sql, known):
+    StateStore(state_db).close()
+    raw(state_db, sql)
+    with pytest.raises(StateError, match=rf"newer lrelease \({known}, this one knows 3\); upgrade lrelease") as err:
+        StateStore(state_db)
+    assert err.value.exit_code == ExitCode.USAGE and "\n" not in str(err.value)
 
 
 # -- roll-outs ----------------------------------------------------------------------------
@@ -79,9 +85,9 @@ def test_a_rollout_is_recorded_from_start_to_finish(store):
     assert json.loads(json.dumps(done.to_dict()))["id"] == done.id
 
 
-def test_history_is_newest_first_filtered_and_limited(tmp_path):
+def test_history_is_newest_first_filtered_and_limited(state_db):
     clock = iter(T0 + timedelta(minutes=i) for i in range(100))
-    with StateStore(tmp_path / "s.db", clock=lambda: next(clock)) as s:
+    with StateStore(state_db, clock=lambda: next(clock)) as s:
         a = deploy(s, build="1.0.0")
         b = deploy(s, env="next", build="1.1.0")
         c = deploy(s, build="1.1.0")
@@ -140,15 +146,16 @@ def test_gate_outcomes_are_kept_in_order(store):
     assert got[0].evidence == {"latency_ms": 3.2, "status": 200} and got[0].at.endswith("Z")
 
 
-def test_secret_looking_keys_are_never_written(store):
+def test_secret_looking_keys_are_never_written(store, state_db):
     # Given evidence and a plan that (wrongly) carry secrets
     rid = deploy(store, plan={"apm": {"api_key": "k-123"}}).id
     store.record_gate(rid, 1, "node1", "pass", {"query": "up", "headers": {"Authorization_token": "t-456"}})
     store.record_host(rid, "node1", "switched", {"webhook_url": "https://hooks/T1", "api_key_env": "APM_KEY"})
     # Then the database file holds none of them, but names of env vars stay
-    raw = b"".join(p.read_bytes() for p in store.path.parent.glob("*.db*"))
-    for secret in (b"k-123", b"t-456", b"hooks/T1"):
-        assert secret not in raw
+    rows = dump(state_db)
+    assert "webhook_url" in rows
+    for secret in ("k-123", "t-456", "hooks/T1"):
+        assert secret not in rows
     assert store.host_events(rid)[0].detail == {"webhook_url": "<redacted>", "api_key_env": "APM_KEY"}
 
 
@@ -200,7 +207,7 @@ HOLDER = textwrap.dedent("""
 """)
 
 
-def spawn_holder(db: Path, rollout_id: str) -> subprocess.Popen:
+def spawn_holder(db: str, rollout_id: str) -> subprocess.Popen:
     proc = subprocess.Popen([sys.executable, "-c", HOLDER, str(db), rollout_id], stdout=subprocess.PIPE,
                             text=True, cwd=ROOT)
     assert proc.stdout.readline().strip() == "locked"
@@ -209,7 +216,7 @@ def spawn_holder(db: Path, rollout_id: str) -> subprocess.Popen:
 
 def test_a_sigkilled_holder_cannot_leave_the_lock_stuck(store):
     # Given another process that started a roll-out and holds the lock (TTL an hour)
-    holder = spawn_holder(store.path, "deadbeef0001")
+    holder = spawn_holder(store.where.target, "deadbeef0001")
     try:
         assert store.interrupted("production") == []
         with pytest.raises(LockHeld, match=f"pid {holder.pid}"):
@@ -228,13 +235,10 @@ def test_a_sigkilled_holder_cannot_leave_the_lock_stuck(store):
         holder.wait()
 
 
-def test_a_lock_whose_pid_was_reused_is_taken_over(store):
+def test_a_lock_whose_pid_was_reused_is_taken_over(store, state_db):
     # Given a lock row naming a live pid (ours) but another process start time
     handle = store.take_lock("production", "old000000001")
-    db = sqlite3.connect(store.path)
-    db.execute("UPDATE locks SET pid_start = '1' WHERE env = 'production'")
-    db.commit()
-    db.close()
+    raw(state_db, "UPDATE locks SET pid_start = '1' WHERE env = 'production'")
     # Then the pid belongs to someone else now, and the lock is free
     with store.acquire_lock("production", "new000000001", heartbeat_every=0) as lock:
         assert lock.taken_over.rollout_id == "old000000001"
@@ -244,8 +248,8 @@ def test_a_lock_whose_pid_was_reused_is_taken_over(store):
     assert handle.lost
 
 
-def test_a_holder_on_another_host_is_trusted_until_its_heartbeat_is_older_than_the_ttl(tmp_path):
-    path = tmp_path / "s.db"
+def test_a_holder_on_another_host_is_trusted_until_its_heartbeat_is_older_than_the_ttl(state_db):
+    path = state_db
     # Given a lock taken on another host at T0 with a 60 s TTL
     elsewhere = StateStore(path, hostname="bastion-2", clock=lambda: T0)
     elsewhere.take_lock("production", "remote000001", ttl=60)
@@ -259,8 +263,8 @@ def test_a_holder_on_another_host_is_trusted_until_its_heartbeat_is_older_than_t
     assert lock.taken_over.hostname == "bastion-2" and late.lock_holder("production").rollout_id == "local0000001"
 
 
-def test_the_heartbeat_thread_keeps_a_long_rollout_alive(tmp_path):
-    path = tmp_path / "s.db"
+def test_the_heartbeat_thread_keeps_a_long_rollout_alive(state_db):
+    path = state_db
     with StateStore(path) as s:
         with s.acquire_lock("production", "beat00000001", ttl=2, heartbeat_every=0.05):
             first = s.lock_holder("production").heartbeat_at
@@ -272,9 +276,9 @@ def test_the_heartbeat_thread_keeps_a_long_rollout_alive(tmp_path):
                 StateStore(path, hostname="other", clock=lambda: later).take_lock("production", "x")
 
 
-def test_racing_processes_get_the_lock_exactly_once(tmp_path):
+def test_racing_processes_get_the_lock_exactly_once(tmp_path, state_db):
     # Given eight processes that try to take the same lock at the same moment
-    path = tmp_path / "s.db"
+    path = state_db
     StateStore(path).close()
     go = tmp_path / "go"
     code = textwrap.dedent("""
@@ -299,9 +303,33 @@ def test_racing_processes_get_the_lock_exactly_once(tmp_path):
     assert results == ["held"] * 7 + ["won"]
 
 
-def test_resumable_is_the_newest_unfinished_deploy_not_hidden_by_refusals(tmp_path):
+def test_a_write_waits_for_another_processs_write_transaction_to_end(state_db):
+    # Given this process in the middle of a write transaction (as take_lock is, between its check
+    # of the holder and its write of the new one)
+    with StateStore(state_db) as store:
+        code = textwrap.dedent("""
+            import sys
+            from lrelease.state import StateStore
+            StateStore(sys.argv[1]).take_lock("production", "other0000001", ttl=60)
+            print("won", flush=True)
+        """)
+        with store._write():
+            other = subprocess.Popen([sys.executable, "-c", code, str(state_db)], stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, text=True, cwd=ROOT)
+            # When another process asks for the lock meanwhile, it waits (it neither reads a stale
+            # "nobody holds it" and writes, nor fails)
+            with pytest.raises(subprocess.TimeoutExpired):
+                other.communicate(timeout=3)
+            assert store.lock_holder("production") is None
+        # Then it goes on once the transaction ended
+        out, err = other.communicate(timeout=60)
+        assert out.strip() == "won", err
+        assert store.lock_holder("production").rollout_id == "other0000001"
+
+
+def test_resumable_is_the_newest_unfinished_deploy_not_hidden_by_refusals(state_db):
     clock = iter(T0 + timedelta(minutes=i) for i in range(100))
-    with StateStore(tmp_path / "s.db", clock=lambda: next(clock)) as s:
+    with StateStore(state_db, clock=lambda: next(clock)) as s:
         halted = deploy(s)
         s.finish_rollout(halted.id, "halted", 5)
         refused = deploy(s, status="refused")

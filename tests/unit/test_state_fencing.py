@@ -1,11 +1,11 @@
 """The state store's failure paths: fencing tokens, a paused holder, upgrades, corrupt files,
-and which roll-out a rollback undoes."""
+and which roll-out a rollback undoes. On SQLite and on PostgreSQL (``state_db``), except what
+only a SQLite file can show (a corrupt file, the upgrade of an old file: test_state_migrations.py)."""
 
 from __future__ import annotations
 
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -13,10 +13,10 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 
-from lrelease import statedb
 from lrelease.errors import ExitCode
-from lrelease.state import LockHeld, LockLost, StateError, StateStore
+from lrelease.state import LockHeld, LockLost, StateStore
 
 ROOT = Path(__file__).resolve().parents[2]
 T0 = datetime(2026, 11, 29, 22, 0, 0, tzinfo=timezone.utc)
@@ -27,8 +27,8 @@ def at(seconds: float):
 
 
 # -- fencing ------------------------------------------------------------------------------
-def test_every_grant_carries_a_larger_token_and_the_row_keeps_it(tmp_path):
-    path = tmp_path / "s.db"
+def test_every_grant_carries_a_larger_token_and_the_row_keeps_it(state_db):
+    path = state_db
     with StateStore(path) as store:
         tokens = []
         for rid in ("a00000000001", "a00000000002", "a00000000003"):
@@ -42,8 +42,8 @@ def test_every_grant_carries_a_larger_token_and_the_row_keeps_it(tmp_path):
         assert [store.rollout(r).lock_token for r in ("a00000000001", "a00000000003")] == [tokens[0], tokens[2]]
 
 
-def test_a_holder_whose_lock_was_taken_over_cannot_write_and_learns_who_holds_it(tmp_path):
-    path = tmp_path / "s.db"
+def test_a_holder_whose_lock_was_taken_over_cannot_write_and_learns_who_holds_it(state_db):
+    path = state_db
     # Given a roll-out on another host holding the lock, whose heartbeat then stops (a paused VM)
     paused = StateStore(path, hostname="bastion-1", clock=at(0))
     lock = paused.take_lock("production", "paused000001", ttl=60)
@@ -74,8 +74,8 @@ def test_a_holder_whose_lock_was_taken_over_cannot_write_and_learns_who_holds_it
     assert here.lock_holder("production").rollout_id == "takeover0001"
 
 
-def test_a_lost_lock_names_who_took_it_over_after_that_one_released_it(tmp_path):
-    path = tmp_path / "s.db"
+def test_a_lost_lock_names_who_took_it_over_after_that_one_released_it(state_db):
+    path = state_db
     paused = StateStore(path, hostname="bastion-1", clock=at(0))
     paused.take_lock("production", "paused000001", ttl=60)
     paused.start_rollout("production", "2.0.0", "deploy", "ann", rollout_id="paused000001")
@@ -87,9 +87,9 @@ def test_a_lost_lock_names_who_took_it_over_after_that_one_released_it(tmp_path)
         paused.record_host("paused000001", "node3", "switched")
 
 
-def test_a_stopped_holder_on_this_host_keeps_its_lock_past_the_ttl(tmp_path):
+def test_a_stopped_holder_on_this_host_keeps_its_lock_past_the_ttl(state_db):
     # Given a process on this host holding the lock with a 1 s TTL and no heartbeat
-    path = tmp_path / "s.db"
+    path = state_db
     script = textwrap.dedent(f"""
         import sys, time
         sys.path.insert(0, {str(ROOT)!r})
@@ -117,82 +117,20 @@ def test_a_stopped_holder_on_this_host_keeps_its_lock_past_the_ttl(tmp_path):
         holder.wait()
 
 
-def test_heartbeat_errors_are_surfaced_and_end_as_a_lost_lock(tmp_path, caplog):
+def test_heartbeat_errors_are_surfaced_and_end_as_a_lost_lock(state_db, caplog):
     # Given a store whose heartbeat writes fail (a locked or vanished database)
     class Failing(StateStore):
         def heartbeat(self, env, rollout_id, db=None):
-            raise sqlite3.OperationalError("database is locked")
+            raise sa.exc.OperationalError("UPDATE locks", {}, Exception("database is locked"))
 
-    with Failing(tmp_path / "s.db") as store:
+    with Failing(state_db) as store:
         with store.acquire_lock("production", "beat00000001", ttl=0.3, heartbeat_every=0.02) as lock:
             # When it keeps failing for longer than the TTL
             lock._thread.join(timeout=5)
             # Then each error was logged, and the handle knows it can no longer count on the lock
-            assert isinstance(lock.error, sqlite3.OperationalError)
+            assert isinstance(lock.error, sa.exc.OperationalError)
             assert isinstance(lock.lost, LockLost)
     assert "lock heartbeat of production failed: database is locked" in caplog.text
-
-
-# -- upgrades and unusable files -------------------------------------------------------------
-V1 = """
-CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-INSERT INTO meta VALUES ('schema_version', '1');
-CREATE TABLE rollouts (id TEXT PRIMARY KEY, env TEXT NOT NULL, build TEXT NOT NULL, previous_build TEXT,
-  action TEXT NOT NULL CHECK (action IN ('deploy', 'rollback', 'resume')),
-  status TEXT NOT NULL CHECK (status IN ('running', 'succeeded', 'rolled_back', 'rollback_failed', 'halted',
-  'interrupted', 'refused')), actor TEXT NOT NULL, reason TEXT NOT NULL DEFAULT '', started_at TEXT NOT NULL,
-  finished_at TEXT, exit_code INTEGER, plan TEXT NOT NULL DEFAULT '{}', resumes TEXT REFERENCES rollouts(id),
-  pid INTEGER NOT NULL, pid_start TEXT NOT NULL DEFAULT '', hostname TEXT NOT NULL);
-CREATE INDEX rollouts_by_env ON rollouts (env, started_at);
-CREATE TABLE host_events (seq INTEGER PRIMARY KEY AUTOINCREMENT, rollout_id TEXT NOT NULL REFERENCES rollouts(id),
-  host TEXT NOT NULL, phase TEXT NOT NULL, at TEXT NOT NULL, detail TEXT NOT NULL DEFAULT '{}');
-CREATE TABLE gates (seq INTEGER PRIMARY KEY AUTOINCREMENT, rollout_id TEXT NOT NULL REFERENCES rollouts(id),
-  wave INTEGER NOT NULL, host TEXT NOT NULL, verdict TEXT NOT NULL, evidence TEXT NOT NULL DEFAULT '{}',
-  at TEXT NOT NULL);
-CREATE TABLE locks (env TEXT PRIMARY KEY, rollout_id TEXT NOT NULL, pid INTEGER NOT NULL,
-  pid_start TEXT NOT NULL DEFAULT '', hostname TEXT NOT NULL, acquired_at TEXT NOT NULL,
-  heartbeat_at TEXT NOT NULL, ttl REAL NOT NULL);
-INSERT INTO rollouts (id, env, build, action, status, actor, started_at, pid, hostname)
-  VALUES ('old000000001', 'production', '1.1.0', 'deploy', 'succeeded', 'ann', '2026-01-01T00:00:00.000Z', 1, 'h');
-INSERT INTO host_events (rollout_id, host, phase, at) VALUES ('old000000001', 'node1', 'gate_passed', 'x');
-"""
-
-
-def test_a_version_1_database_is_upgraded_in_place_keeping_its_history(tmp_path):
-    # Given a database written by the previous lrelease
-    path = tmp_path / "s.db"
-    db = sqlite3.connect(path)
-    db.executescript(V1)
-    db.close()
-    # When this lrelease opens it
-    with StateStore(path) as store:
-        # Then it is at the new version, with its roll-outs and their host events
-        assert store.schema_version() == statedb.SCHEMA_VERSION
-        assert store.rollout("old000000001").build == "1.1.0"
-        assert store.host_phases("old000000001") == {"node1": "gate_passed"}
-        # And the new statuses and references work (foreign keys still point at the new table)
-        store.start_rollout("production", "1.2.0", "deploy", "ann", rollout_id="new000000001")
-        store.finish_rollout("new000000001", "crashed", 70)
-        with pytest.raises(sqlite3.IntegrityError):
-            store.record_host("nosuchrollout", "node1", "switched")
-        assert store._db.execute("PRAGMA foreign_key_check").fetchall() == []
-
-
-@pytest.mark.parametrize("content", [b"this is not a database" * 100, b"SQLite format 3\x00" + b"\xff" * 2000])
-def test_a_corrupt_database_is_one_line_naming_the_file_and_what_to_do(tmp_path, content):
-    path = tmp_path / "s.db"
-    path.write_bytes(content)
-    with pytest.raises(StateError) as err:
-        StateStore(path)
-    assert str(path) in str(err.value) and "move it aside" in str(err.value) and "\n" not in str(err.value)
-    assert err.value.exit_code == ExitCode.USAGE
-    assert path.read_bytes() == content  # changed nothing
-
-
-def test_a_state_dir_that_is_a_file_is_one_line(tmp_path):
-    (tmp_path / "state").write_text("x")
-    with pytest.raises(StateError, match="cannot create the state directory"):
-        StateStore(tmp_path / "state" / "lrelease.db")
 
 
 # -- what a rollback undoes ---------------------------------------------------------------------
@@ -202,8 +140,8 @@ def run(store: StateStore, rid: str, build: str, status: str, action: str = "dep
         store.finish_rollout(rid, status, 0)
 
 
-def test_the_rollback_undoes_the_newest_chain_that_changed_hosts_whatever_its_status(tmp_path):
-    with StateStore(tmp_path / "s.db", clock=at(0)) as store:
+def test_the_rollback_undoes_the_newest_chain_that_changed_hosts_whatever_its_status(state_db):
+    with StateStore(state_db, clock=at(0)) as store:
         run(store, "r1", "1.1.0", "succeeded")
         assert store.to_undo("production").id == "r1"
         # a halted roll-out after it is what a rollback undoes now, not the last success
@@ -238,8 +176,52 @@ def test_the_rollback_undoes_the_newest_chain_that_changed_hosts_whatever_its_st
         assert store.to_undo("production").id == "k3"
 
 
-def test_a_crashed_or_lock_lost_rollout_is_resumable(tmp_path):
-    with StateStore(tmp_path / "s.db") as store:
+def test_a_crashed_or_lock_lost_rollout_is_resumable(state_db):
+    with StateStore(state_db) as store:
         for status in ("crashed", "lock_lost"):
             run(store, f"x-{status}", "1.1.0", status)
             assert store.resumable("production").id == f"x-{status}"
+
+
+PAUSED_HOLDER = textwrap.dedent("""
+    import os, sys, time
+    from datetime import datetime, timezone
+    from lrelease.state import LockLost, StateStore
+    T0 = datetime(2026, 11, 29, 22, 0, 0, tzinfo=timezone.utc)
+    store = StateStore(sys.argv[1], hostname="bastion-1", clock=lambda: T0)
+    lock = store.take_lock("production", "paused000001", ttl=60)
+    store.start_rollout("production", "2.0.0", "deploy", "ann", rollout_id="paused000001", lock=lock)
+    store.record_host("paused000001", "node1", "switched")
+    print("token", lock.row.token, flush=True)
+    while not os.path.exists(sys.argv[2]):  # paused (a VM frozen), then continued
+        time.sleep(0.01)
+    try:
+        store.record_host("paused000001", "node2", "switched")
+        print("wrote", flush=True)
+    except LockLost as lost:
+        print("refused", lost, flush=True)
+""")
+
+
+def test_a_takeover_from_another_process_bumps_the_token_and_fences_the_old_holder(tmp_path, state_db):
+    # Given another process (on "another host") holding the lock, then silent past its TTL
+    go = tmp_path / "continue"
+    holder = subprocess.Popen([sys.executable, "-c", PAUSED_HOLDER, str(state_db), str(go)], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    try:
+        word, old_token = holder.stdout.readline().split()
+        assert word == "token", holder.stderr.read()
+        # When this process takes the lock over
+        here = StateStore(state_db, clock=at(61))
+        new = here.take_lock("production", "takeover0001")
+        # Then its token is larger, and the takeover names the old holder
+        assert new.row.token > int(old_token) and new.taken_over.rollout_id == "paused000001"
+        # And when the old holder continues, its next write is refused, naming the new holder
+        go.touch()
+        out, err = holder.communicate(timeout=60)
+        assert out.startswith("refused roll-out paused000001 lost the lock of environment production; it is now"
+                              " held by roll-out takeover0001"), out + err
+        assert [e.host for e in here.host_events("paused000001")] == ["node1"]
+    finally:
+        holder.kill()
+        holder.wait()

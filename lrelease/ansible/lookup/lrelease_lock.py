@@ -11,21 +11,28 @@ from ansible.errors import AnsibleError
 from ansible.plugins.lookup import LookupBase
 
 try:
+    from lrelease.secrets import scrub
     from lrelease.state import lock_check
 except ImportError:  # run from a checkout whose package is not installed (AWX project sync)
     sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
+    from lrelease.secrets import scrub
     from lrelease.state import lock_check
 
 DOCUMENTATION = r"""
 name: lrelease_lock
 short_description: Whether a roll-out still holds its environment's lock (fencing token)
 description:
-  - "Reads the lrelease state database on the controller (read-only) and answers C(held) when the
-    lock of O(env) still carries O(token), else one line naming the holder that took it over (or
-    C(released)). deploy.yml asks before each wave when the wrapper passes C(lrelease_lock): a
-    roll-out whose lock was taken over while it was paused starts no further wave."
+  - "Reads the lrelease state database (read-only) and answers C(held) when the lock of O(env)
+    still carries O(token), else one line naming the holder that took it over (or C(released)).
+    deploy.yml asks before each wave when the wrapper passes C(lrelease_lock): a roll-out whose lock
+    was taken over while it was paused starts no further wave."
 options:
-  db: {description: Path of the state database (SQLite) on the controller., type: path, required: true}
+  db:
+    description: "Path of the state database (SQLite) on the controller; empty: the PostgreSQL URL in
+      the controller's environment, E(LRELEASE_STATE_URL) or the file E(LRELEASE_STATE_URL_FILE) names
+      (a URL may hold a password, so it never travels as an extra var)."
+    type: str
+    default: ""
   env: {description: Environment name., type: str, required: true}
   token: {description: The fencing token the lock was granted with., type: int, required: true}
 """
@@ -50,4 +57,4 @@ class LookupModule(LookupBase):
         try:
             return [lock_check(self.get_option("db"), self.get_option("env"), int(self.get_option("token")))]
         except Exception as exc:  # the database cannot be read: the run cannot prove it holds the lock
-            raise AnsibleError(f"lrelease_lock: cannot read {self.get_option('db')}: {exc}") from exc
+            raise AnsibleError(f"lrelease_lock: {scrub(str(exc))}") from None
