@@ -78,7 +78,7 @@ def problems(data: Any, name: str, where: str) -> list[ConfigError]:
     """The structural mistakes of ``data``, one per key, in the order the keys appear. Keys
     that are not strings (YAML's ``no:``, ``1:``) are reported alone: JSON has none to check."""
     found: dict[str, tuple[tuple, str]] = {}  # key -> (position, expected)
-    for path, key in _non_string_keys(data, ()):
+    for path, key in ([] if _string_keys_only(data) else _non_string_keys(data, ())):
         _add(found, data, path, f"string keys (quote them), got {show(key)}")
     if found:
         return _in_file_order(found, where)
@@ -129,6 +129,23 @@ def refused_key(sub: Any) -> bool:
 def _in_file_order(found: dict[str, tuple[tuple, str]], where: str) -> list[ConfigError]:
     ordered = sorted(found.items(), key=lambda item: item[1][0])
     return [ConfigError(where, key or "(top level)", expected) for key, (_, expected) in ordered]
+
+
+def _string_keys_only(data: Any) -> bool:
+    """True when every mapping key in ``data`` is a string (one pass, no paths: a big file's
+    common case; :func:`_non_string_keys` says where when not)."""
+    stack = [data]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, Mapping):
+            for key, value in node.items():
+                if type(key) is not str:
+                    return False
+                if isinstance(value, (Mapping, list)):
+                    stack.append(value)
+        elif isinstance(node, list):
+            stack.extend(item for item in node if isinstance(item, (Mapping, list)))
+    return True
 
 
 def _non_string_keys(node: Any, path: tuple) -> Iterator[tuple[tuple, Any]]:

@@ -82,7 +82,8 @@ def _all(checks: list[Check]) -> Check:
         return _yes
     if len(checks) == 1:
         return checks[0]
-    return lambda v: all(check(v) for check in checks)
+    first, rest = checks[0], _all(checks[1:])
+    return lambda v: first(v) and rest(v)
 
 
 class _Compiler:
