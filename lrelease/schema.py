@@ -113,7 +113,23 @@ def url_problem(url: str, schemes: tuple[str, ...] = ("http", "https")) -> str |
 
 
 # -- reading YAML -------------------------------------------------------------------------
-_Dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+class _RememberedTags:
+    """Resolver.resolve remembered per scalar: a fleet says ``environment: production`` 10,000
+    times, and resolving a plain scalar's tag (a regex per candidate type, in Python even with
+    libyaml) was the biggest cost of reading and writing one. Same tags, each worked out once."""
+
+    def resolve(self, kind: Any, value: Any, implicit: Any) -> str:
+        if kind is not yaml.ScalarNode:
+            return super().resolve(kind, value, implicit)  # type: ignore[misc]
+        tags = self.__dict__.setdefault("_remembered_tags", {})
+        key = (value, implicit)
+        tag = tags.get(key)
+        if tag is None:
+            tag = tags[key] = super().resolve(kind, value, implicit)  # type: ignore[misc]
+        return tag
+
+
+_Dumper = type("Dumper", (_RememberedTags, getattr(yaml, "CSafeDumper", yaml.SafeDumper)), {})
 
 
 def dump_yaml(data: Any) -> str:
@@ -146,7 +162,7 @@ def _strict(base: type) -> type:
     """``base`` (a SafeLoader) refusing a key written twice in one mapping (PyYAML keeps the last).
     Aliases, depth and numbers are checked on the composed nodes (:func:`_check_nodes`) before
     anything is constructed."""
-    loader = type(f"Strict{base.__name__}", (base,), {"__doc__": _strict.__doc__})
+    loader = type(f"Strict{base.__name__}", (_RememberedTags, base), {"__doc__": _strict.__doc__})
     loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
     return loader
 

@@ -161,3 +161,21 @@ def test_two_nodes_at_one_address_are_still_refused_whatever_its_spelling(tmp_pa
                     "  b: {environment: production, address: 10.0.0.1}\n")
     with pytest.raises(ConfigError, match="node a has 10.0.0.1 too"):
         load_fleet(Path(path))
+
+
+def test_each_hosts_vars_are_a_deep_copy_nested_values_included(tmp_path):
+    # Given defaults whose vars nest a mapping, a list and a set
+    path = tmp_path / "fleet.yml"
+    path.write_text("defaults:\n  vars: {app: {ports: [8080, 8081], opts: {tls: true}}, when: 2024-01-02, s: !!set {a}}\n"
+                    "nodes:\n  a: {environment: production, address: 10.0.0.1}\n"
+                    "  b: {environment: production, address: 10.0.0.2}\n")
+    fleet = load_fleet(path)
+    a, b = (fleet.host_vars(node) for node in fleet.nodes)
+    # When one host's nested vars are changed
+    a["app"]["ports"].append(9090)
+    a["app"]["opts"]["tls"] = False
+    a["s"].add("b")
+    # Then neither the other host's nor the fleet's defaults change
+    assert b["app"] == {"ports": [8080, 8081], "opts": {"tls": True}} and b["s"] == {"a"}
+    assert fleet.defaults["app"] == {"ports": [8080, 8081], "opts": {"tls": True}} and fleet.defaults["s"] == {"a"}
+    assert a["when"] == b["when"]
