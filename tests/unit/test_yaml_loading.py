@@ -179,3 +179,34 @@ def test_each_hosts_vars_are_a_deep_copy_nested_values_included(tmp_path):
     assert b["app"] == {"ports": [8080, 8081], "opts": {"tls": True}} and b["s"] == {"a"}
     assert fleet.defaults["app"] == {"ports": [8080, 8081], "opts": {"tls": True}} and fleet.defaults["s"] == {"a"}
     assert a["when"] == b["when"]
+
+
+def test_the_cycle_collector_is_paused_while_a_fleet_is_read_and_back_after_even_on_an_error(tmp_path, monkeypatch):
+    import gc
+
+    from lrelease import fleet as fleet_module
+
+    # Given a fleet file, and a schema check that notes whether the collector runs meanwhile
+    path = tmp_path / "fleet.yml"
+    path.write_text(FLEET_OK)
+    seen = []
+    real_check = fleet_module.schema_check.check
+    monkeypatch.setattr(fleet_module.schema_check, "check", lambda *a: (seen.append(gc.isenabled()), real_check(*a)))
+    assert gc.isenabled()
+    # When it is read
+    load_fleet(path)
+    # Then the collector was off while it was read, and is on again after
+    assert seen == [False] and gc.isenabled()
+    # And after a file that is refused too
+    path.write_text(FLEET_TWICE)
+    with pytest.raises(ConfigError):
+        load_fleet(path)
+    assert gc.isenabled()
+    # And a collector that was off stays off
+    gc.disable()
+    try:
+        path.write_text(FLEET_OK)
+        load_fleet(path)
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
