@@ -27,7 +27,8 @@ def deploy_events(count: int, waves: Sequence[int | str] = WAVES) -> list[dict[s
     hosts = [f"node{i:05d}" for i in range(1, count + 1)]
     events = [_event("playbook_on_play_start", None, "", play="stage")]
     for host in hosts:
-        events += [_event("runner_on_ok", host, f"stage step {n}", "lrelease_stage") for n in range(OTHER_TASKS_PER_HOST)]
+        events += [_event("runner_on_ok", host, f"stage step {n}", "lrelease_stage")
+                   for n in range(OTHER_TASKS_PER_HOST)]
         events.append(_event("runner_on_ok", host, "staged", "lrelease_stage", current="1.0.0"))
     events.append(_event("playbook_on_play_start", None, "", play="switch"))
     for wave in plan_waves(hosts, list(waves)).waves:

@@ -61,8 +61,10 @@ def write_project(root: Path, count: int) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     lines = ["defaults:\n  vars: {ansible_user: root, lrelease_app_port: 8080}\n", "nodes:\n"]
     for i in range(1, count + 1):
-        extra = " tags: [canary]," if i == 1 else " tags: [eu], vars: {lrelease_app_port: 8081}," if i % 100 == 0 else ""
-        lines.append(f"  node{i:05d}: {{environment: production,{extra} address: 10.{i >> 16}.{(i >> 8) & 255}.{i & 255}}}\n")
+        extra = (" tags: [canary]," if i == 1 else
+                 " tags: [eu], vars: {lrelease_app_port: 8081}," if i % 100 == 0 else "")
+        address = f"10.{i >> 16}.{(i >> 8) & 255}.{i & 255}"
+        lines.append(f"  node{i:05d}: {{environment: production,{extra} address: {address}}}\n")
     (root / "fleet.yml").write_text("".join(lines))
     config = {"version": 1, "app": "shop", "fleet": "fleet.yml", "state_dir": "state",
               "environments": {"production": {"waves": [1, 1, "5%", "25%", "100%"], "bake_seconds": 30,
@@ -170,8 +172,9 @@ def main() -> int:
     print(f"load average: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} ({os.cpu_count()} CPUs); "
           f"medians of {args.reps} runs, sizes alternating; events per stream: "
           + ", ".join(f"{n_events[n]} for {n} hosts" for n in EVENT_SIZES))
-    print(f"command: {Path(sys.executable).relative_to(ROOT) if sys.executable.startswith(str(ROOT)) else sys.executable}"
-          f" bench/scale_bench.py --reps {args.reps}")
+    python = sys.executable
+    python = str(Path(python).relative_to(ROOT)) if python.startswith(str(ROOT)) else python
+    print(f"command: {python} bench/scale_bench.py --reps {args.reps}")
     if args.json:
         args.json.write_text(json.dumps({"plan": plan, "inventory": inv, "events_printed": printed,
                                          "events_live": live, "whole_process": whole, "load": load,

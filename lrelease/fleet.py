@@ -47,7 +47,8 @@ _DNS_LABEL_RE = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)\Z")
 _IP_CHARS_RE = re.compile(r"[0-9A-Fa-f.:]+\Z")  # no IPv6 zone ("%eth0"): it may hold anything
 # An IPv4 address as ipaddress writes it (no leading zeros): valid and its own canonical form, so a
 # fleet of them needs no ipaddress parsing (the slowest step of loading 10,000 nodes).
-_CANONICAL_IPV4_RE = re.compile(r"((25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\.){3}(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\Z")
+_OCTET = r"(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+_CANONICAL_IPV4_RE = re.compile(rf"({_OCTET}\.){{3}}{_OCTET}\Z")
 SECRET_HINT = "keep {key} in Ansible Vault (group_vars/host_vars) or an environment variable"
 
 

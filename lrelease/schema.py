@@ -147,7 +147,7 @@ def _construct_mapping(loader: Any, node: yaml.MappingNode, deep: bool = False) 
     loader.flatten_mapping(node)
     mapping: dict = {}
     for key_node, value_node in node.value:
-        key = loader.construct_object(key_node, deep=True)
+        key = _construct(loader, key_node, True)
         try:
             duplicate = key in mapping
         except TypeError:  # an unhashable key: PyYAML's own message
@@ -156,8 +156,16 @@ def _construct_mapping(loader: Any, node: yaml.MappingNode, deep: bool = False) 
             raise yaml.constructor.ConstructorError(
                 None, None, f"key {key!r} appears twice in one mapping", key_node.start_mark
             )
-        mapping[key] = loader.construct_object(value_node, deep=deep)
+        mapping[key] = _construct(loader, value_node, deep)
     return mapping
+
+
+def _construct(loader: Any, node: yaml.Node, deep: bool) -> Any:
+    """A plain string is its node's text (what SafeConstructor.construct_yaml_str returns, without
+    its bookkeeping, which only aliases need, and they are refused); anything else as PyYAML builds it."""
+    if node.tag == _STR_TAG and type(node) is yaml.ScalarNode:
+        return node.value
+    return loader.construct_object(node, deep=deep)
 
 
 def _strict(base: type) -> type:
@@ -176,7 +184,7 @@ if hasattr(yaml, "CSafeLoader"):
     STRICT_LOADERS["libyaml"] = _strict(yaml.CSafeLoader)
 _StrictLoader = STRICT_LOADERS.get("libyaml", STRICT_LOADERS["python"])
 
-_INT_TAG, _FLOAT_TAG = "tag:yaml.org,2002:int", "tag:yaml.org,2002:float"
+_INT_TAG, _FLOAT_TAG, _STR_TAG = "tag:yaml.org,2002:int", "tag:yaml.org,2002:float", "tag:yaml.org,2002:str"
 _TIMESTAMP_TAG = "tag:yaml.org,2002:timestamp"
 _CHECKED_TAGS = frozenset({_INT_TAG, _FLOAT_TAG, _TIMESTAMP_TAG})
 

@@ -35,8 +35,9 @@ def fleets(draw) -> Fleet:
     nodes = []
     for host in hosts:
         tags = draw(st.lists(st.sampled_from(["canary", "eu", "on", "yes", "a1"]), max_size=3, unique=True))
-        nodes.append(FleetNode(name=host, environment=draw(st.sampled_from(envs)), address=draw(st.sampled_from(ADDRESSES)),
-                               tags=tuple(tags), vars=draw(st.one_of(st.just({}), var_maps))))
+        nodes.append(FleetNode(name=host, environment=draw(st.sampled_from(envs)),
+                               address=draw(st.sampled_from(ADDRESSES)), tags=tuple(tags),
+                               vars=draw(st.one_of(st.just({}), var_maps))))
     return Fleet(path=Path("fleet.yml"), defaults=defaults, nodes=tuple(nodes))
 
 
@@ -54,7 +55,8 @@ def test_the_written_inventory_is_byte_for_byte_the_dumped_one(fleet):
 
 def test_a_ten_thousand_host_inventory_reads_back_as_its_dict(tmp_path):
     # Given 10,000 hosts, every tenth with vars of its own, every hundredth with a tag of its own
-    nodes = tuple(FleetNode(name=f"web{i:05d}", environment="production", address=f"10.{i >> 16}.{(i >> 8) & 255}.{i & 255}",
+    nodes = tuple(FleetNode(name=f"web{i:05d}", environment="production",
+                            address=f"10.{i >> 16}.{(i >> 8) & 255}.{i & 255}",
                             tags=(("canary",) if i == 0 else (f"t{i}",) if i % 100 == 0 else ()),
                             vars=({"port": 8000 + i % 7} if i % 10 == 0 else {}))
                   for i in range(10_000))

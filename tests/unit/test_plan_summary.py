@@ -21,7 +21,8 @@ def write_big_project(root: Path, count: int) -> Path:
     lines = ["nodes:\n"]
     for i in range(1, count + 1):
         tags = " tags: [canary]," if i == 1 else ""
-        lines.append(f"  node{i:05d}: {{environment: production,{tags} address: 10.{i >> 16}.{(i >> 8) & 255}.{i & 255}}}\n")
+        address = f"10.{i >> 16}.{(i >> 8) & 255}.{i & 255}"
+        lines.append(f"  node{i:05d}: {{environment: production,{tags} address: {address}}}\n")
     (root / "fleet.yml").write_text("".join(lines))
     config = {"version": 1, "app": "shop", "fleet": "fleet.yml", "state_dir": "state",
               "environments": {"production": {"waves": WAVES, "bake_seconds": 5, "deploy_root": "/srv/shop",

@@ -166,7 +166,8 @@ def test_two_nodes_at_one_address_are_still_refused_whatever_its_spelling(tmp_pa
 def test_each_hosts_vars_are_a_deep_copy_nested_values_included(tmp_path):
     # Given defaults whose vars nest a mapping, a list and a set
     path = tmp_path / "fleet.yml"
-    path.write_text("defaults:\n  vars: {app: {ports: [8080, 8081], opts: {tls: true}}, when: 2024-01-02, s: !!set {a}}\n"
+    path.write_text("defaults:\n"
+                    "  vars: {app: {ports: [8080, 8081], opts: {tls: true}}, when: 2024-01-02, s: !!set {a}}\n"
                     "nodes:\n  a: {environment: production, address: 10.0.0.1}\n"
                     "  b: {environment: production, address: 10.0.0.2}\n")
     fleet = load_fleet(path)
