@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -31,6 +31,7 @@ from jsonschema import Draft202012Validator, ValidationError, validators
 
 from lrelease.errors import ConfigError, raise_all
 from lrelease.schema import join, show
+from lrelease.schema_fast import compile_schema, ecma_pattern
 
 SCHEMA_DIR = Path(__file__).resolve().parent / "schemas"
 SCHEMAS = {"lrelease": "lrelease.schema.json", "fleet": "fleet.schema.json"}
@@ -43,26 +44,13 @@ def load_schema(name: str) -> dict:
     return json.loads((SCHEMA_DIR / SCHEMAS[name]).read_text(encoding="utf-8"))
 
 
-def ecma_pattern(pattern: str) -> str:
-    """``pattern`` with every ``$`` outside a character class made ``\\Z`` (the end of the text)."""
-    out, escaped, in_class = [], False, False
-    for char in pattern:
-        if escaped:
-            escaped = False
-        elif char == "\\":
-            escaped = True
-        elif char == "[":
-            in_class = True
-        elif char == "]":
-            in_class = False
-        elif char == "$" and not in_class:
-            char = r"\Z"
-        out.append(char)
-    return "".join(out)
+@cache
+def _ecma_regex(pattern: str) -> re.Pattern:
+    return re.compile(ecma_pattern(pattern))
 
 
 def _pattern(validator: Any, pattern: str, instance: Any, schema: Mapping) -> Iterator[ValidationError]:
-    if validator.is_type(instance, "string") and not re.search(ecma_pattern(pattern), instance):
+    if validator.is_type(instance, "string") and not _ecma_regex(pattern).search(instance):
         yield ValidationError(f"{instance!r} does not match {pattern!r}")
 
 
@@ -72,6 +60,12 @@ _Validator = validators.extend(Draft202012Validator, {"pattern": _pattern})
 @cache
 def _validator(name: str) -> Any:
     return _Validator(load_schema(name))
+
+
+@cache
+def _fast(name: str) -> Callable[[Any], bool] | None:
+    """The schema compiled to a yes-or-unsure check (lrelease.schema_fast), None if it does not compile."""
+    return compile_schema(load_schema(name))
 
 
 def check(data: Any, name: str, where: str) -> None:
@@ -84,10 +78,13 @@ def problems(data: Any, name: str, where: str) -> list[ConfigError]:
     """The structural mistakes of ``data``, one per key, in the order the keys appear. Keys
     that are not strings (YAML's ``no:``, ``1:``) are reported alone: JSON has none to check."""
     found: dict[str, tuple[tuple, str]] = {}  # key -> (position, expected)
-    for path, key in _non_string_keys(data, ()):
+    for path, key in ([] if _string_keys_only(data) else _non_string_keys(data, ())):
         _add(found, data, path, f"string keys (quote them), got {show(key)}")
     if found:
         return _in_file_order(found, where)
+    fast = _fast(name)
+    if fast is not None and fast(data):  # certainly right: no need for jsonschema's explanations
+        return []
     bad_names: list[tuple] = []
     unknown_in: set[tuple] = set()
     errors = list(_validator(name).iter_errors(data))
@@ -132,6 +129,23 @@ def refused_key(sub: Any) -> bool:
 def _in_file_order(found: dict[str, tuple[tuple, str]], where: str) -> list[ConfigError]:
     ordered = sorted(found.items(), key=lambda item: item[1][0])
     return [ConfigError(where, key or "(top level)", expected) for key, (_, expected) in ordered]
+
+
+def _string_keys_only(data: Any) -> bool:
+    """True when every mapping key in ``data`` is a string (one pass, no paths: a big file's
+    common case; :func:`_non_string_keys` says where when not)."""
+    stack = [data]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, Mapping):
+            for key, value in node.items():
+                if type(key) is not str:
+                    return False
+                if isinstance(value, (Mapping, list)):
+                    stack.append(value)
+        elif isinstance(node, list):
+            stack.extend(item for item in node if isinstance(item, (Mapping, list)))
+    return True
 
 
 def _non_string_keys(node: Any, path: tuple) -> Iterator[tuple[tuple, Any]]:

@@ -63,22 +63,36 @@ def bake_note(env_bake: float, gate: GateTiming) -> str:
             "bake_seconds of its own, or the same; one set under gate: would win)")
 
 
+HOSTS_SHOWN = 3  # per wave (and per list of hosts): at 80 columns a cell no taller than its gate
+
+
+def summarise(hosts: list[str], marked: frozenset[str] | set[str] = frozenset(), *, shown: int = HOSTS_SHOWN,
+              more: str = ", ") -> str:
+    """``a, b*, c, +997 more``: the first ``shown`` names (those in ``marked`` with a ``*``) and
+    a count of the rest after ``more``, so a wave of 10,000 hosts is one short cell on a narrow
+    terminal. Never "+1 more" where the name itself fits."""
+    names = hosts if len(hosts) <= shown + 1 else hosts[:shown]
+    text = ", ".join(f"{h}*" if h in marked else h for h in names)
+    return text if len(names) == len(hosts) else f"{text}{more}+{len(hosts) - shown} more"
+
+
 def render(env_name: str, data: dict[str, Any], build: str | None) -> Group:
+    """The plan for a human: each wave's first hosts then a count of the rest (``--json`` lists them all)."""
     title = f"plan: {build or '<build>'} to {env_name} ({data['fleet_size']} hosts, waves {data['spec']})"
     table = Table(title=title)
     for col in ("wave", "hosts", "in service meanwhile", "gate", "time"):
-        table.add_column(col)
+        table.add_column(col, overflow="fold" if col == "hosts" else "ellipsis")  # a host name is never cut
     first = set(data["first_install"])
     for w in data["waves"]:
-        hosts = ", ".join(f"{h}*" if h in first else h for h in w["hosts"])
+        hosts = summarise(w["hosts"], first, more=",\n")  # the count on a line of its own
         table.add_row(str(w["index"]), hosts, f"{w['in_service_after']} ({w['in_service_pct']:.0f}%)", w["gate"],
                       f"~{w['estimate_seconds']:.0f}s")
     parts: list[Any] = [table]
     if data["done"]:
-        parts.append(Text(f"already done: {', '.join(data['done'])}"))
+        parts.append(Text(f"already done: {summarise(data['done'])}"))
     parts.append(Text(data["bake"]))
     if first:
-        parts.append(Text(FIRST_INSTALL.format(hosts=", ".join(data["first_install"]))))
+        parts.append(Text(FIRST_INSTALL.format(hosts=summarise(data["first_install"]))))
     if data.get("state_problem"):
         parts.append(Text(f"without the state database's records (first installs, recorded pace): "
                           f"{data['state_problem']}"))

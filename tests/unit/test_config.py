@@ -481,7 +481,7 @@ def test_an_alias_bomb_is_refused_at_once(tmp_path):
 @pytest.mark.parametrize("case, make, expected", [
     ("a directory", lambda p: p.mkdir(), "a lrelease config (lrelease.yml), got a directory"),
     ("a device", lambda p: p.symlink_to("/dev/null"), "a lrelease config (lrelease.yml) that is a regular file"),
-    ("over 1 MiB", lambda p: p.write_text("version: 1\n" + "#" * (1 << 20)), "of at most 1024 KiB"),
+    ("over 16 MiB", lambda p: p.write_text("version: 1\n" + "#" * (16 << 20)), "of at most 16384 KiB"),
     ("not UTF-8", lambda p: p.write_bytes(b"version: 1\napp: \xff\n"), "readable UTF-8"),
 ])
 def test_a_config_that_is_no_regular_small_text_file_is_one_line(tmp_path, case, make, expected):
