@@ -9,7 +9,8 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from lrelease.errors import SandboxError
+from lrelease.cli.helptext import epilog
+from lrelease.errors import ExitCode, SandboxError
 from lrelease.sandbox import provision, services
 from lrelease.sandbox.config import DEFAULT_SUBNET, SANDBOX_GATES
 from lrelease.sandbox.demoapp.build import Behaviour
@@ -20,7 +21,11 @@ state_option = click.option("--state-dir", type=click.Path(path_type=Path), envv
                             default=None, help="Where the sandbox keeps its state [default: /var/lib/lrelease-sandbox].")
 
 
-@click.group()
+@click.group(epilog=epilog(["lrelease sandbox up --nodes 6", "lrelease sandbox fault node2 link-down",
+                            "lrelease sandbox down"],
+                           (ExitCode.OK, ExitCode.USAGE, ExitCode.INTERNAL, ExitCode.INTERRUPTED),
+                           USAGE="usage error, or the sandbox could not do it (not root, a tool missing)",
+                           INTERRUPTED="interrupted (Ctrl-C or SIGTERM; `lrelease sandbox up` repairs leftovers)"))
 def sandbox() -> None:
     """A local fleet: namespace nodes (own network, processes, hostname and app directories) with sshd,
     a demo app, HAProxy and Prometheus."""
