@@ -7,9 +7,9 @@ from pathlib import Path
 
 import click
 from rich.console import Console
-from rich.table import Table
 
 from lrelease.cli.helptext import epilog
+from lrelease.cli.tables import print_table, table
 from lrelease.errors import ExitCode, SandboxError
 from lrelease.sandbox import provision, services
 from lrelease.sandbox.config import DEFAULT_SUBNET, SANDBOX_GATES
@@ -129,16 +129,15 @@ def _show(st: SandboxStatus, as_json: bool) -> None:
     if st.mode == "local":
         console.print("[bold yellow]LOCAL MODE[/]: nodes are directories on this machine with loopback ports; "
                       "no SSH, no network isolation, limited faults. Use root for the real sandbox.")
-    table = Table(title=f"sandbox ({st.mode}) {st.subnet}  deploy root {st.deploy_root}")
-    for col in ("node", "address", "link", "ssh", "version", "health", "prometheus", "faults"):
-        table.add_column(col)
+    nodes = table(f"sandbox ({st.mode}) {st.subnet}  deploy root {st.deploy_root}",
+                  ("node", "address", "link", "ssh", "version", "health", "prometheus", "faults"))
     for n in st.nodes:
-        table.add_row(
+        nodes.add_row(
             n.name, n.address if st.mode == "netns" else f"{n.address}:{n.port}", _yn(n.link_up, "up", "down"), _yn(n.ssh, "ok", "-"),
             n.version or "-", _yn(n.healthy, "pass", "fail"), _yn(n.prometheus == "up", "up", n.prometheus),
             ", ".join(n.faults),
         )
-    console.print(table)
+    print_table(console, nodes)
     console.print(f"HAProxy {st.lb_url}: {'up' if st.haproxy else 'down'}   Prometheus {st.prometheus_url}: "
                   f"{'up' if st.prometheus else 'down'}   load: {'running' if st.load else 'stopped'}")
     console.print(f"inventory: {st.inventory}")

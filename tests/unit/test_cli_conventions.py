@@ -263,3 +263,23 @@ def test_a_plain_progress_line_is_never_wrapped_and_brackets_stay_text():
     view = ProgressView(["node1"], live=False, console=Console(file=buffer, width=20, color_system=None))
     view.update(ProgressEvent(EventKind.HOST_FAILED, "node1", 1, {"msg": "[errno 28] No space left on device"}))
     assert buffer.getvalue() == "node1: failed — [errno 28] No space left on device\n"
+
+
+def test_sandbox_status_outside_a_terminal_prints_each_node_on_one_line(monkeypatch):
+    # Given a node with two faults (what `sandbox status` reads from the fleet)
+    from lrelease.cli import sandbox as sandbox_cli
+    from lrelease.sandbox.fleet import NodeStatus, SandboxStatus
+    node = NodeStatus("node-with-a-long-name-3", "198.18.77.13", 8080, True, False, False, "1.4.0-rc.1+build.77",
+                      False, "down", ("link-down", "sshd-stop"))
+    st = SandboxStatus("netns", "/var/lib/lrelease-sandbox", "198.18.77.0/24", "/srv/demoapp", True, True, False,
+                       "http://127.0.0.1:18080", "http://127.0.0.1:19090", "/var/lib/lrelease-sandbox/inventory.yml",
+                       (node,))
+    buffer = io.StringIO()
+    monkeypatch.setattr(sandbox_cli, "console", Console(file=buffer, width=40, color_system=None))
+    # When it is shown on a 40-column non-terminal
+    sandbox_cli._show(st, as_json=False)
+    # Then the node's row is one line with every value whole
+    [row] = [line for line in buffer.getvalue().splitlines() if "node-with-a-long-name-3" in line]
+    for value in ("198.18.77.13", "1.4.0-rc.1+build.77", "link-down, sshd-stop"):
+        assert value in row, row
+    assert "…" not in buffer.getvalue()
