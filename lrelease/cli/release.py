@@ -16,8 +16,8 @@ from lrelease import secrets
 from lrelease.cli import outcome as outcome_view
 from lrelease.cli import planview, report
 from lrelease.cli.helptext import epilog, read_epilog
-from lrelease.cli.tables import print_table, table, when
 from lrelease.cli.progress import ProgressView
+from lrelease.cli.tables import print_table, table, when
 from lrelease.config import BUILD_RE, ProjectConfig, load_config
 from lrelease.errors import ConfigError, ExitCode, LreleaseError
 from lrelease.fleet import write_inventories
@@ -104,7 +104,7 @@ def _ansible_output(text: str) -> None:
 
 
 @click.command(epilog=read_epilog(["lrelease plan --env production",
-                              "lrelease plan --env production --build 1.4.0 --json | jq .waves"]))
+                                   "lrelease plan --env production --build 1.4.0 --json | jq .waves"]))
 @env_option
 @click.option("--build", "-b", default=None, help="Build id (only for the title).")
 @json_option
