@@ -1,10 +1,7 @@
 """The live progress view: one row per host, updated from typed progress events.
 
 ``update`` does O(1) work per event (it only records state); rich renders the table at its
-own refresh rate. Without a terminal (cron, CI), and always with ``--json`` (stdout holds the
-JSON outcome alone), it prints one plain line per event to stderr instead: staging, each wave,
-each host's step and each gate verdict. A line is never wrapped, and the text in it is printed
-as it is (a ``[...]`` in a message is not taken for markup).
+own refresh rate. Without a terminal (cron, CI) it prints one plain line per event instead.
 """
 
 from __future__ import annotations
@@ -31,7 +28,8 @@ _STATE = {
 }
 
 
-# Plays that start a phase of their own (the play names of deploy.yml and rollback.yml).
+# Plays that start a phase, each a plain line of its own (the play names of deploy.yml and
+# rollback.yml); their hosts follow, one line each.
 _PHASES = {"lrelease stage": "staging", "lrelease rollback": "rolling back"}
 
 # The stage play read no `current` on the host: if its gate fails, there is nothing to roll back to.
@@ -55,9 +53,7 @@ class ProgressView:
             self._live.__exit__(*exc)
 
     def update(self, event: ProgressEvent) -> None:
-        if event.kind is EventKind.PLAY_STARTED and event.detail.get("play") in _PHASES:
-            line = _PHASES[event.detail["play"]]  # its hosts follow, one line each
-        elif event.kind is EventKind.WAVE_STARTED:
+        if event.kind is EventKind.WAVE_STARTED:
             self.wave = int(event.detail.get("wave", self.wave + 1))
             line = f"wave {self.wave}: {', '.join(event.detail.get('hosts', []))}"
         elif event.host and event.kind in _STATE:
@@ -65,10 +61,12 @@ class ProgressView:
             note = _note(event)
             self.state[event.host] = (label, style, note)
             line = f"{event.host}: {label}{' — ' + note if note else ''}"
+        elif event.kind is EventKind.PLAY_STARTED and event.detail.get("play") in _PHASES:
+            line = _PHASES[event.detail["play"]]
         else:
             return
         if self._live is None:
-            self.console.print(line, markup=False, highlight=False, soft_wrap=True)
+            self.console.print(line, highlight=False)
 
     def __rich__(self) -> Table:
         table = Table(title=f"wave {self.wave}" if self.wave else "staging")

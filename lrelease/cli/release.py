@@ -25,6 +25,7 @@ from lrelease.rollout import FleetStatus, Outcome, Releaser, check_to
 from lrelease.runner import StopRequest
 
 console = Console(stderr=True)
+lines = Console(stderr=True, markup=False, highlight=False, soft_wrap=True)  # plain lines for a log
 out = Console()
 
 config_option = click.option("--config", "-c", "config_path", type=click.Path(path_type=Path), envvar="LRELEASE_CONFIG",
@@ -85,8 +86,10 @@ class _Interrupt:
 def _run(ctx: click.Context, as_json: bool, verbosity: int, project: ProjectConfig, actor: str | None,
          hosts: tuple[str, ...], action: str, call) -> None:
     """Progress goes to stderr: a live table on a terminal, else (and always with --json, whose
-    stdout is the outcome alone) one plain line per event; with -v, Ansible's own output too."""
-    view = ProgressView(hosts, live=sys.stderr.isatty() and not as_json, console=console)
+    stdout is the outcome alone) one plain line per event, never wrapped, its text as it is (a
+    ``[...]`` in a message is no markup); with -v, Ansible's own output too."""
+    live = sys.stderr.isatty() and not as_json
+    view = ProgressView(hosts, live=live, console=console if live else lines)
     with _Interrupt(action) as interrupt:
         releaser = Releaser(project, actor=actor, on_event=view.update, cancel=interrupt.request,
                             verbosity=verbosity, on_output=_ansible_output if verbosity else None)
@@ -100,7 +103,7 @@ def _run(ctx: click.Context, as_json: bool, verbosity: int, project: ProjectConf
 
 
 def _ansible_output(text: str) -> None:
-    console.print(text, markup=False, highlight=False, soft_wrap=True)
+    console.print(text, markup=False, highlight=False, soft_wrap=True)  # above the live table, if any
 
 
 @click.command(epilog=read_epilog(["lrelease plan --env production",

@@ -19,7 +19,6 @@ from rich.console import Console
 from lrelease import runner
 from lrelease.cli.helptext import EXIT_CODES, TOPICS
 from lrelease.cli.main import cli
-from lrelease.cli.progress import ProgressView
 from lrelease.cli.tables import print_table, table, when
 from lrelease.errors import ExitCode
 from lrelease.rollout import FleetStatus, HostState, Outcome, Releaser
@@ -256,13 +255,6 @@ def test_the_readme_documents_completion_and_help_topics():
     readme = (ROOT / "README.md").read_text()
     assert "_LRELEASE_COMPLETE=bash_source lrelease" in readme
     assert "lrelease help exit-codes" in readme
-
-
-def test_a_plain_progress_line_is_never_wrapped_and_brackets_stay_text():
-    buffer = io.StringIO()
-    view = ProgressView(["node1"], live=False, console=Console(file=buffer, width=20, color_system=None))
-    view.update(ProgressEvent(EventKind.HOST_FAILED, "node1", 1, {"msg": "[errno 28] No space left on device"}))
-    assert buffer.getvalue() == "node1: failed — [errno 28] No space left on device\n"
 
 
 def test_sandbox_status_outside_a_terminal_prints_each_node_on_one_line(monkeypatch):
