@@ -162,8 +162,11 @@ class Releaser:
     """Deploys, rolls back and resumes one project's environments."""
 
     def __init__(self, project: ProjectConfig, *, actor: str | None = None, on_event: EventSink | None = None,
-                 cancel: Callable[[], bool] | None = None) -> None:
+                 cancel: Callable[[], bool] | None = None, verbosity: int = 0,
+                 on_output: Callable[[str], None] | None = None) -> None:
         self.project = project
+        # Ansible's -v count, and where its own output goes (nowhere by default): every playbook run
+        self.ansible = {"verbosity": verbosity, "on_output": on_output}
         self.actor = actor or default_actor()
         self.on_event = on_event
         self.cancel = cancel
@@ -288,7 +291,7 @@ class Releaser:
             if since is not None:
                 extravars["lrelease_gate_past_since"] = since
         result = run_playbook("deploy.yml", inventory, extravars, limit=",".join(plan.hosts),
-                              on_event=self._recorder(rid, lock), cancel=_Stop(self.cancel, lock))
+                              on_event=self._recorder(rid, lock), cancel=_Stop(self.cancel, lock), **self.ansible)
         _test_crash("after-deploy-playbook")
         if _still_held(lock) is not None:
             return self._lock_lost(rid, env.name, build, action, lock.lost, result, plan)
@@ -334,7 +337,8 @@ class Releaser:
         # No stop request here: the first Ctrl-C lets the rollback finish; the second cancels.
         rb = run_playbook("rollback.yml", inventory, extravars, limit=",".join(live),
                           on_event=self._recorder(rid, lock),
-                          cancel=lambda: isinstance(self.cancel, StopRequest) and self.cancel.cancel_requested)
+                          cancel=lambda: isinstance(self.cancel, StopRequest) and self.cancel.cancel_requested,
+                          **self.ansible)
         _test_crash("after-rollback-playbook")
         merged = RunResult(status=result.status, switched=result.switched, reverted=result.reverted,
                            failed=result.failed | rb.failed, unreachable=result.unreachable | rb.unreachable,
@@ -495,7 +499,7 @@ class Releaser:
     def _run_rollback(self, rid: str, env: str, build: str, inventory: Path, extravars: dict[str, Any],
                       undone: Rollout | None, lock: LockHandle) -> Outcome:
         result = run_playbook("rollback.yml", inventory, extravars, on_event=self._recorder(rid, lock),
-                              cancel=_Stop(self.cancel, lock))
+                              cancel=_Stop(self.cancel, lock), **self.ansible)
         _test_crash("after-rollback-playbook")
         if _still_held(lock) is not None:
             return self._lock_lost(rid, env, build, "rollback", lock.lost, result, None)
@@ -546,7 +550,7 @@ class Releaser:
         extravars: dict[str, Any] = {**env.playbook_vars(), "lrelease_hosts": env.name}
         if undone is not None:
             extravars["lrelease_status_undo"] = [r.id for r in self.store.chain(undone.id)]
-        result = run_playbook("status.yml", self.inventory(env), extravars, cancel=self.cancel)
+        result = run_playbook("status.yml", self.inventory(env), extravars, cancel=self.cancel, **self.ansible)
         hosts = []
         for host, st in sorted(result.host_status.items()):
             current, plan = st.get("build"), st.get("rollback") or {}
@@ -560,7 +564,7 @@ class Releaser:
     def status(self, env_name: str) -> FleetStatus:
         env = self.project.environment(env_name)
         result = run_playbook("status.yml", self.inventory(env), {**env.playbook_vars(), "lrelease_hosts": env.name},
-                              cancel=self.cancel)
+                              cancel=self.cancel, **self.ansible)
         hosts = tuple(HostState(h, s.get("build"), s.get("sha256"), s.get("previous"))
                       for h, s in sorted(result.host_status.items()))
         builds = {(h.build, h.sha256) for h in hosts}

@@ -287,8 +287,12 @@ def run_playbook(
     on_event: Callable[[ProgressEvent], None] | None = None,
     cancel: Callable[[], bool] | StopRequest | None = None,
     verbosity: int = 0,
+    on_output: Callable[[str], None] | None = None,
 ) -> RunResult:
     """Run ``playbook`` (a name in playbooks/ or a path) and return what happened.
+
+    ``verbosity`` is ansible-playbook's ``-v`` count; ``on_output`` receives Ansible's own output
+    (what ansible-playbook would print, secrets masked), one event's text at a time.
 
     ``cancel`` is polled about once a second; True kills the run at once. A :class:`StopRequest`
     first asks the playbook to stop at its next safe point (``lrelease_stop_file``)."""
@@ -317,27 +321,11 @@ def run_playbook(
     # A variable holding a secret (an artifact URL's password) travels in the environment, not
     # on the command line, where `ps` and the `command` artifact would show it.
     extravars, secret_env = secrets.vars_via_env(extravars)
+    handler = translator if on_output is None else _echo(translator, on_output)
     try:
-        r = ansible_runner.run(
-            private_data_dir=str(data_dir),
-            project_dir=str(REPO_ROOT),
-            playbook=str(path),
-            # With a custom binary ansible-runner runs in "raw" mode and leaves the playbook
-            # off the command line: pass it as the first argument ourselves.
-            cmdline=shlex.quote(str(path)),
-            inventory=str(inventory),
-            extravars=dict(extravars),
-            limit=limit,
-            binary=str(launcher),
-            envvars={**plugin_env(), **secret_env},
-            suppress_env_files=True,
-            quiet=True,
-            verbosity=verbosity or None,
-            event_handler=translator,
-            status_handler=scrub_env,
-            cancel_callback=poll,
-            settings={"suppress_ansible_output": True, "pexpect_timeout": 1},
-        )
+        r = ansible_runner.run(**runner_kwargs(
+            data_dir, path, inventory, extravars, limit=limit, launcher=launcher, envvars=secret_env,
+            verbosity=verbosity, event_handler=handler, status_handler=scrub_env, cancel_callback=poll))
         result.status, result.rc = r.status, r.rc
         if not result.ok and result.stats is None:
             result.error = secrets.scrub(_tail(r))
@@ -345,6 +333,41 @@ def run_playbook(
         if _keep_dir() is None:
             shutil.rmtree(data_dir, ignore_errors=True)
     return result
+
+
+def runner_kwargs(data_dir: Path, playbook: Path, inventory: str | Path, extravars: Mapping[str, Any], *,
+                  limit: str | None, launcher: Path, envvars: Mapping[str, str], verbosity: int,
+                  **handlers: Any) -> dict[str, Any]:
+    """The arguments of ``ansible_runner.run`` for one run (``handlers``: its event, status and
+    cancel callbacks)."""
+    return dict(
+        private_data_dir=str(data_dir),
+        project_dir=str(REPO_ROOT),
+        playbook=str(playbook),
+        # With a custom binary ansible-runner runs in "raw" mode and leaves the playbook
+        # off the command line: pass it as the first argument ourselves.
+        cmdline=shlex.quote(str(playbook)),
+        inventory=str(inventory),
+        extravars=dict(extravars),
+        limit=limit,
+        binary=str(launcher),
+        envvars={**plugin_env(), **envvars},
+        suppress_env_files=True,
+        quiet=True,
+        verbosity=verbosity or None,
+        settings={"suppress_ansible_output": True, "pexpect_timeout": 1},
+        **handlers,
+    )
+
+
+def _echo(handler: Callable[[dict[str, Any]], bool], write: Callable[[str], None]) -> Callable[[dict[str, Any]], bool]:
+    """``handler``, which also hands each event's text (Ansible's own output) to ``write``."""
+    def both(event: dict[str, Any]) -> bool:
+        text = str(event.get("stdout") or "").replace("\r\n", "\n").strip("\n")
+        if text.strip():
+            write(secrets.scrub(text))
+        return handler(event)
+    return both
 
 
 def _never() -> bool:

@@ -8,6 +8,7 @@ import traceback
 import click
 
 from lrelease import secrets
+from lrelease.cli.helptext import TOPICS, epilog, read_epilog
 from lrelease.errors import ExitCode, LreleaseError
 
 log = logging.getLogger("lrelease")
@@ -40,12 +41,42 @@ class _Group(click.Group):
             ctx.exit(int(ExitCode.INTERNAL))
 
 
-@click.group(cls=_Group)
+@click.group(cls=_Group, epilog=epilog([
+    "lrelease plan --env production",
+    "lrelease deploy --env production --build 1.4.0 --yes --json   # JSON on stdout, progress on stderr",
+    "lrelease help exit-codes          # also: help config, help gate, help completion, help COMMAND",
+]))
 @click.option("--debug", is_flag=True, help="Log details to stderr.")
 @click.version_option(package_name="lrelease")
 def cli(debug: bool) -> None:
-    """lrelease: node-by-node releases with health gates and automatic rollback."""
+    """lrelease: node-by-node releases with health gates and automatic rollback.
+
+    Shell completion: eval "$(_LRELEASE_COMPLETE=bash_source lrelease)" (zsh: zsh_source)."""
     logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+
+
+def _topics(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[str]:
+    return [name for name in (*TOPICS, *cli.commands) if name.startswith(incomplete)]
+
+
+@cli.command("help", epilog=read_epilog(["lrelease help exit-codes", "lrelease help deploy"],
+                                            (ExitCode.OK, ExitCode.USAGE)))
+@click.argument("topic", required=False, shell_complete=_topics)
+@click.pass_context
+def help_topic(ctx: click.Context, topic: str | None) -> None:
+    """A short text on TOPIC (exit-codes, config, gate, completion) pointing at the docs in the
+    repository, or a command's --help. Without TOPIC: the topics and the commands."""
+    if topic is None:
+        click.echo(f"topics: {', '.join(TOPICS)}\ncommands: {', '.join(sorted(cli.commands))}\n"
+                   "`lrelease help TOPIC` or `lrelease COMMAND --help`")
+    elif topic in TOPICS:
+        click.echo(TOPICS[topic])
+    elif topic in cli.commands:
+        command = cli.commands[topic]
+        click.echo(command.get_help(click.Context(command, info_name=topic, parent=ctx.parent)))
+    else:
+        raise LreleaseError(f"help: no topic or command {topic!r} (topics: {', '.join(TOPICS)}; "
+                            f"commands: {', '.join(sorted(cli.commands))})")
 
 
 def _register() -> None:
@@ -60,4 +91,4 @@ _register()
 
 
 def main() -> None:
-    cli()
+    cli(prog_name="lrelease")  # so completion reads $_LRELEASE_COMPLETE however it was started

@@ -31,6 +31,10 @@ _STATE = {
 }
 
 
+# Plays that start a phase, each a plain line of its own (the play names of deploy.yml and
+# rollback.yml); their hosts follow, one line each.
+_PHASES = {"lrelease stage": "staging", "lrelease rollback": "rolling back"}
+
 # The stage play read no `current` on the host: if its gate fails, there is nothing to roll back to.
 FIRST_INSTALL = "no build on the host yet: if its gate fails, its app is stopped and it stays drained"
 
@@ -70,6 +74,8 @@ class ProgressView:
             note = _note(event)
             self._set(event.host, (label, style, note))
             line = f"{event.host}: {label}{' — ' + note if note else ''}"
+        elif event.kind is EventKind.PLAY_STARTED and event.detail.get("play") in _PHASES:
+            line = _PHASES[event.detail["play"]]
         else:
             return
         if self._live is None:

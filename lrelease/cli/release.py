@@ -11,12 +11,13 @@ from typing import Any, Self
 
 import click
 from rich.console import Console
-from rich.table import Table
 
 from lrelease import secrets
 from lrelease.cli import outcome as outcome_view
 from lrelease.cli import planview, report
+from lrelease.cli.helptext import epilog, read_epilog
 from lrelease.cli.progress import ProgressView
+from lrelease.cli.tables import print_table, table, when
 from lrelease.config import BUILD_RE, ProjectConfig, load_config
 from lrelease.errors import ConfigError, ExitCode, LreleaseError
 from lrelease.fleet import write_inventories
@@ -24,6 +25,7 @@ from lrelease.rollout import FleetStatus, Outcome, Releaser, check_to
 from lrelease.runner import StopRequest
 
 console = Console(stderr=True)
+lines = Console(stderr=True, markup=False, highlight=False, soft_wrap=True)  # plain lines for a log
 out = Console()
 
 config_option = click.option("--config", "-c", "config_path", type=click.Path(path_type=Path), envvar="LRELEASE_CONFIG",
@@ -33,6 +35,8 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Machine-read
 reason_option = click.option("--reason", default="", help="Why (recorded with the roll-out).")
 actor_option = click.option("--actor", default=None, help="Who (default: $LRELEASE_ACTOR or the login name).")
 yes_option = click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation (cron, CI).")
+verbose_option = click.option("--verbose", "-v", "verbosity", count=True,
+                              help="Ansible's verbosity (-v to -vvvv): its output goes to stderr.")
 
 
 def _project(path: Path) -> ProjectConfig:
@@ -79,17 +83,18 @@ class _Interrupt:
             signal.signal(s, handler)
 
 
-def _run(ctx: click.Context, as_json: bool, project: ProjectConfig, actor: str | None, hosts: tuple[str, ...],
-         action: str, call) -> None:
-    view = None if as_json else ProgressView(hosts, live=sys.stderr.isatty(), console=console)
+def _run(ctx: click.Context, as_json: bool, verbosity: int, project: ProjectConfig, actor: str | None,
+         hosts: tuple[str, ...], action: str, call) -> None:
+    """Progress goes to stderr: a live table on a terminal, else (and always with --json, whose
+    stdout is the outcome alone) one plain line per event, never wrapped, its text as it is (a
+    ``[...]`` in a message is no markup); with -v, Ansible's own output too."""
+    live = sys.stderr.isatty() and not as_json
+    view = ProgressView(hosts, live=live, console=console if live else lines)
     with _Interrupt(action) as interrupt:
-        releaser = Releaser(project, actor=actor, on_event=view.update if view else None,
-                            cancel=interrupt.request)
-        if view:
-            with view:
-                outcome: Outcome = call(releaser)
-        else:
-            outcome = call(releaser)
+        releaser = Releaser(project, actor=actor, on_event=view.update, cancel=interrupt.request,
+                            verbosity=verbosity, on_output=_ansible_output if verbosity else None)
+        with view:
+            outcome: Outcome = call(releaser)
     if as_json:
         _emit("outcome", outcome_view.to_json(outcome))
     else:
@@ -97,7 +102,12 @@ def _run(ctx: click.Context, as_json: bool, project: ProjectConfig, actor: str |
     ctx.exit(int(outcome.exit_code))
 
 
-@click.command()
+def _ansible_output(text: str) -> None:
+    console.print(text, markup=False, highlight=False, soft_wrap=True)  # above the live table, if any
+
+
+@click.command(epilog=read_epilog(["lrelease plan --env production",
+                                   "lrelease plan --env production --build 1.4.0 --json | jq .waves"]))
 @env_option
 @click.option("--build", "-b", default=None, help="Build id (only for the title).")
 @json_option
@@ -116,7 +126,10 @@ def plan(env: str, build: str | None, as_json: bool, config_path: Path) -> None:
         out.print(planview.render(env, data, build), highlight=False)
 
 
-@click.command()
+@click.command(epilog=epilog([
+    "lrelease deploy --env production --build 1.4.0 --dry-run",
+    "lrelease deploy --env production --build \"$BUILD\" --yes --json > outcome.json   # cron: progress on stderr",
+]))
 @env_option
 @click.option("--build", "-b", required=True, help="Build id; its artifact must exist.")
 @click.option("--sha256", default=None, help="Expected sha256 (default: the artifact's .sha256 file).")
@@ -125,10 +138,11 @@ def plan(env: str, build: str | None, as_json: bool, config_path: Path) -> None:
 @click.option("--dry-run", is_flag=True, help="Print the plan and change nothing.")
 @yes_option
 @json_option
+@verbose_option
 @config_option
 @click.pass_context
 def deploy(ctx: click.Context, env: str, build: str, sha256: str | None, reason: str, actor: str | None,
-           dry_run: bool, yes: bool, as_json: bool, config_path: Path) -> None:
+           dry_run: bool, yes: bool, as_json: bool, verbosity: int, config_path: Path) -> None:
     """Roll BUILD out to an environment in waves; roll back by itself when a wave fails."""
     project = _project(config_path)
     releaser = Releaser(project, actor=actor)
@@ -143,11 +157,15 @@ def deploy(ctx: click.Context, env: str, build: str, sha256: str | None, reason:
             out.print(planview.render(env, data, build), highlight=False)
         return
     _confirm(yes, f"Deploy {build} to {env} ({len(p.hosts)} hosts, {len(p.waves)} waves)?")
-    _run(ctx, as_json, project, actor, p.hosts, "deploy",
+    _run(ctx, as_json, verbosity, project, actor, p.hosts, "deploy",
          lambda r: r.deploy(env, build, reason=reason, sha256=sha256))
 
 
-@click.command()
+@click.command(epilog=epilog([
+    "lrelease rollback --env production --dry-run          # each host's build and its target",
+    "lrelease rollback --env production --reason \"errors up\" --yes",
+    "lrelease rollback --env production --to 1.3.0 -vv     # Ansible's output on stderr",
+]))
 @env_option
 @click.option("--to", "to", default=None, help="Go to this build instead of each host's previous one.")
 @reason_option
@@ -155,10 +173,11 @@ def deploy(ctx: click.Context, env: str, build: str, sha256: str | None, reason:
 @click.option("--dry-run", is_flag=True, help="Say what would happen and change nothing.")
 @yes_option
 @json_option
+@verbose_option
 @config_option
 @click.pass_context
 def rollback(ctx: click.Context, env: str, to: str | None, reason: str, actor: str | None, dry_run: bool,
-             yes: bool, as_json: bool, config_path: Path) -> None:
+             yes: bool, as_json: bool, verbosity: int, config_path: Path) -> None:
     """Undo the newest roll-out: each host it moved goes back to the build it ran before (or to
     --to BUILD), in groups that keep rollback.min_in_service of the hosts serving."""
     check_to(to)  # before anything is read or created
@@ -172,39 +191,43 @@ def rollback(ctx: click.Context, env: str, to: str | None, reason: str, actor: s
             _show_rollback_plan(plan)
         return
     _confirm(yes, f"Roll back {env} ({len(hosts)} hosts)?")
-    _run(ctx, as_json, project, actor, hosts, "rollback", lambda r: r.rollback(env, to=to, reason=reason))
+    _run(ctx, as_json, verbosity, project, actor, hosts, "rollback", lambda r: r.rollback(env, to=to, reason=reason))
 
 
 def _show_rollback_plan(plan: dict[str, Any]) -> None:
     undone = plan["undoes"]
     what = (f"undo roll-out {undone['id']} ({undone['action']} of {undone['build']}, {undone['status']})"
             if undone else f"go to {plan['to']}")
-    table = Table(title=f"rollback of {plan['env']}: {what}")
-    for col in ("host", "current", "target"):
-        table.add_column(col)
+    hosts = table(f"rollback of {plan['env']}: {what}", ("host", "current", "target"))
     for h in plan["hosts"]:
-        table.add_row(h["host"], h["current"] or "-", h["target"] or f"stays ({h['note'] or 'not moved'})")
+        hosts.add_row(h["host"], h["current"] or "-", h["target"] or f"stays ({h['note'] or 'not moved'})")
     for host in plan["unreachable"]:
-        table.add_row(host, "[red]unreachable[/]", "")
-    out.print(table)
+        hosts.add_row(host, "[red]unreachable[/]", "")
+    print_table(out, hosts)
 
 
-@click.command()
+@click.command(epilog=epilog(["lrelease status --env production   # what is on each host first",
+                              "lrelease resume --env production --yes"]))
 @env_option
 @actor_option
 @yes_option
 @json_option
+@verbose_option
 @config_option
 @click.pass_context
-def resume(ctx: click.Context, env: str, actor: str | None, yes: bool, as_json: bool, config_path: Path) -> None:
+def resume(ctx: click.Context, env: str, actor: str | None, yes: bool, as_json: bool, verbosity: int,
+           config_path: Path) -> None:
     """Finish an interrupted or halted roll-out; hosts already done are not redeployed."""
     project = _project(config_path)
     hosts = project.load_fleet().hosts(project.environment(env).name)
     _confirm(yes, f"Resume the interrupted roll-out of {env}?")
-    _run(ctx, as_json, project, actor, hosts, "resume", lambda r: r.resume(env))
+    _run(ctx, as_json, verbosity, project, actor, hosts, "resume", lambda r: r.resume(env))
 
 
-@click.command()
+@click.command(epilog=read_epilog(
+    ["lrelease status --env production", "lrelease status --env production --expected-build 1.4.0 --json"],
+    (ExitCode.OK, ExitCode.USAGE, ExitCode.HALTED, ExitCode.INTERNAL, ExitCode.INTERRUPTED),
+    HALTED="the fleet is not consistent, or not on --expected-build: a human should look"))
 @env_option
 @click.option("--expected-build", default=None, metavar="BUILD",
               help="Also require every host to be on this build (exit 5 otherwise).")
@@ -216,7 +239,9 @@ def status(ctx: click.Context, env: str, expected_build: str | None, as_json: bo
 
     Exit status: 0 when the fleet is consistent (every host answers and is on the same build
     with the same checksum, and on --expected-build when given); 5 when it is not: a human should
-    look (`lrelease resume` or `lrelease rollback`); 2 on bad input."""
+    look (`lrelease resume` or `lrelease rollback`); 2 on bad input.
+
+    On a terminal checksums are shortened to 12 characters; elsewhere they are whole."""
     if expected_build is not None and not BUILD_RE.fullmatch(expected_build):
         raise ConfigError("--expected-build", "build", f"a build id (letters, digits, '.', '_', '+', '-'), "
                                                        f"got {expected_build!r}")
@@ -231,22 +256,21 @@ def status(ctx: click.Context, env: str, expected_build: str | None, as_json: bo
         title = f"{env}: {'NOT consistent' if inconsistent else 'consistent'}"
         if expected_build:
             title += f", {'NOT on' if off else 'on'} {expected_build}"
-        table = Table(title=title)
-        for col in ("host", "build", "sha256", "previous"):
-            table.add_column(col)
+        hosts = table(title, ("host", "build", "sha256", "previous"))
+        cut = 12 if out.is_terminal else None  # a log keeps the whole checksum
         for h in st.hosts:
-            table.add_row(h.host, h.build or "-", (h.sha256 or "-")[:12], h.previous or "-")
+            hosts.add_row(h.host, h.build or "-", (h.sha256 or "-")[:cut], h.previous or "-")
         for host in st.unreachable:
-            table.add_row(host, "[red]unreachable[/]", "", "")
-        out.print(table)
+            hosts.add_row(host, "[red]unreachable[/]", "", "")
+        print_table(out, hosts)
         if st.last:
             out.print(f"last roll-out: {st.last['id']} {st.last['action']} {st.last['build']} {st.last['status']} "
-                      f"by {st.last['actor']} at {st.last['started_at']}")
+                      f"by {st.last['actor']} at {when(st.last['started_at'])}", soft_wrap=not out.is_terminal)
             if st.last["status"] == "halted":
                 outcome_view.print_inconclusive(out, releaser.store.host_events(st.last["id"]))
         for r in st.interrupted:
-            out.print(f"[yellow]interrupted roll-out {r['id']} of {r['build']} (started {r['started_at']}): "
-                      f"`lrelease resume --env {env}` finishes it[/]")
+            out.print(f"[yellow]interrupted roll-out {r['id']} of {r['build']} (started {when(r['started_at'])}): "
+                      f"`lrelease resume --env {env}` finishes it[/]", soft_wrap=not out.is_terminal)
     if problems:
         console.print(f"lrelease: status: {'; '.join(problems)} (exit {int(ExitCode.HALTED)})", highlight=False)
         ctx.exit(int(ExitCode.HALTED))
@@ -277,13 +301,15 @@ def _inconsistencies(st: FleetStatus) -> list[str]:
     return problems
 
 
-@click.command()
+@click.command(epilog=read_epilog(["lrelease history --env production --limit 5",
+                                   "lrelease history --json | jq '.rollouts[0]'"]))
 @click.option("--env", "-e", "env", default=None, help="Only this environment.")
 @click.option("--limit", default=20, show_default=True, type=click.IntRange(1, 1000))
 @json_option
 @config_option
 def history(env: str | None, limit: int, as_json: bool, config_path: Path) -> None:
-    """Past roll-outs: who, when, what, why and how each ended."""
+    """Past roll-outs: who, when, what, why and how each ended. Ids are whole; outside a terminal
+    each row is one line, however long."""
     project = _project(config_path)
     store = Releaser(project).store
     rows = store.history(env, limit=limit)
@@ -292,21 +318,19 @@ def history(env: str | None, limit: int, as_json: bool, config_path: Path) -> No
             {**r.to_dict(), "hosts": store.host_phases(r.id), "gates": [g.__dict__ for g in store.gates(r.id)]}
             for r in rows]})
         return
-    table = Table(title=f"history of {env}" if env else "history")
-    cols = ("id", "action", "build", "status", "exit", "who", "started (UTC)", "reason")
-    for col in cols if env else ("env", *cols):
-        table.add_column(col, no_wrap=col not in ("reason", "status"))
+    cols = ("id", "action", "build", "status", "exit", "who", "started", "reason")
+    rollouts = table(f"history of {env}" if env else "history", cols if env else ("env", *cols))
     for r in rows:
         shown = r.status
         if r.status == "halted" and report.inconclusive(store.host_events(r.id)):
             shown = "halted (gate INCONCLUSIVE)"  # `lrelease show ID` gives each gate's reason
         cells = (r.id, r.action, r.build, shown, str(r.exit_code if r.exit_code is not None else "-"),
-                 r.actor, r.started_at[5:16].replace("T", " "), r.reason)
-        table.add_row(*(cells if env else (r.env, *cells)))
-    out.print(table)
+                 r.actor, when(r.started_at), r.reason)
+        rollouts.add_row(*(cells if env else (r.env, *cells)))
+    print_table(out, rollouts)
 
 
-@click.command()
+@click.command(epilog=read_epilog(["lrelease show 3f2a9c", "lrelease show 3f2a9c --json | jq .gates"]))
 @click.argument("rollout_id")
 @click.option("--env", "-e", "env", default=None, help="Only look among this environment's roll-outs.")
 @json_option
@@ -329,7 +353,8 @@ def inventory() -> None:
     """Ansible inventories generated from the fleet file."""
 
 
-@inventory.command("generate")
+@inventory.command("generate", epilog=read_epilog(["lrelease inventory generate",
+                                                    "lrelease inventory generate --out /etc/ansible/lrelease"]))
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), default=None,
               help="Directory to write <env>.yml into [default: inventories/generated next to lrelease.yml].")
 @config_option

@@ -23,6 +23,7 @@ from rich.console import Console, ConsoleOptions, RenderResult
 from rich.text import Text
 
 from lrelease import secrets
+from lrelease.cli.tables import when
 from lrelease.state import GateOutcome, HostEvent, Rollout
 
 VERDICT_STYLE = {"pass": "green", "fail": "bold red", "inconclusive": "yellow"}
@@ -131,16 +132,6 @@ def seconds(value: Any) -> str:
     return f"{minutes} min {secs} s" if minutes < 60 else f"{minutes // 60} h {minutes % 60} min"
 
 
-def _when(stamp: str | None) -> str:
-    """ISO 8601 UTC as stored, shortened to the second."""
-    if not stamp:
-        return "-"
-    try:
-        return datetime.fromisoformat(stamp).strftime("%Y-%m-%d %H:%M:%S UTC")
-    except ValueError:
-        return stamp
-
-
 def _span(start: str | None, end: str | None) -> float | None:
     try:
         return (datetime.fromisoformat(end or "") - datetime.fromisoformat(start or "")).total_seconds()
@@ -176,7 +167,7 @@ def header(rollout: Rollout) -> list[Line]:
     """Who ran what, why, when and how it ended."""
     title = _text(Text(f"roll-out {rollout.id}", style="bold"), f": {rollout.action} {rollout.build} to {rollout.env}")
     exit_code = "-" if rollout.exit_code is None else str(rollout.exit_code)
-    finished = _when(rollout.finished_at)
+    finished = when(rollout.finished_at, seconds=True)
     took = _span(rollout.started_at, rollout.finished_at)
     if took is not None:
         finished += f" (after {seconds(took)})"
@@ -184,7 +175,7 @@ def header(rollout: Rollout) -> list[Line]:
         ("status", _text(_styled(rollout.status, STATUS_STYLE), f", exit code {exit_code}")),
         ("actor", rollout.actor),
         ("reason", rollout.reason or "-"),
-        ("started", _when(rollout.started_at)),
+        ("started", when(rollout.started_at, seconds=True)),
         ("finished", finished),
         ("previous", rollout.previous_build or "-"),
     ]

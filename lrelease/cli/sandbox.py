@@ -7,9 +7,10 @@ from pathlib import Path
 
 import click
 from rich.console import Console
-from rich.table import Table
 
-from lrelease.errors import SandboxError
+from lrelease.cli.helptext import epilog
+from lrelease.cli.tables import print_table, table
+from lrelease.errors import ExitCode, SandboxError
 from lrelease.sandbox import provision, services
 from lrelease.sandbox.config import DEFAULT_SUBNET, SANDBOX_GATES
 from lrelease.sandbox.demoapp.build import Behaviour
@@ -20,7 +21,11 @@ state_option = click.option("--state-dir", type=click.Path(path_type=Path), envv
                             default=None, help="Where the sandbox keeps its state [default: /var/lib/lrelease-sandbox].")
 
 
-@click.group()
+@click.group(epilog=epilog(["lrelease sandbox up --nodes 6", "lrelease sandbox fault node2 link-down",
+                            "lrelease sandbox down"],
+                           (ExitCode.OK, ExitCode.USAGE, ExitCode.INTERNAL, ExitCode.INTERRUPTED),
+                           USAGE="usage error, or the sandbox could not do it (not root, a tool missing)",
+                           INTERRUPTED="interrupted (Ctrl-C or SIGTERM; `lrelease sandbox up` repairs leftovers)"))
 def sandbox() -> None:
     """A local fleet: namespace nodes (own network, processes, hostname and app directories) with sshd,
     a demo app, HAProxy and Prometheus."""
@@ -124,16 +129,15 @@ def _show(st: SandboxStatus, as_json: bool) -> None:
     if st.mode == "local":
         console.print("[bold yellow]LOCAL MODE[/]: nodes are directories on this machine with loopback ports; "
                       "no SSH, no network isolation, limited faults. Use root for the real sandbox.")
-    table = Table(title=f"sandbox ({st.mode}) {st.subnet}  deploy root {st.deploy_root}")
-    for col in ("node", "address", "link", "ssh", "version", "health", "prometheus", "faults"):
-        table.add_column(col)
+    nodes = table(f"sandbox ({st.mode}) {st.subnet}  deploy root {st.deploy_root}",
+                  ("node", "address", "link", "ssh", "version", "health", "prometheus", "faults"))
     for n in st.nodes:
-        table.add_row(
+        nodes.add_row(
             n.name, n.address if st.mode == "netns" else f"{n.address}:{n.port}", _yn(n.link_up, "up", "down"), _yn(n.ssh, "ok", "-"),
             n.version or "-", _yn(n.healthy, "pass", "fail"), _yn(n.prometheus == "up", "up", n.prometheus),
             ", ".join(n.faults),
         )
-    console.print(table)
+    print_table(console, nodes)
     console.print(f"HAProxy {st.lb_url}: {'up' if st.haproxy else 'down'}   Prometheus {st.prometheus_url}: "
                   f"{'up' if st.prometheus else 'down'}   load: {'running' if st.load else 'stopped'}")
     console.print(f"inventory: {st.inventory}")
