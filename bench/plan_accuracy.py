@@ -10,12 +10,14 @@ suite's rate), with the sandbox's APM gate (provider scrape: bake 20 s, a look e
 80 s) on waves [1, 1, 50%, 100%], and takes it down at the end (unless --keep). Needs root.
 
 Per repetition: the fleet back on 1.0.0; `lrelease plan --json` (the estimate a user would see
-just then: the first one has no gate recorded yet and assumes 1 look per gate, the later ones
-take the mean looks of the gates recorded so far); `lrelease deploy --env production --build
+just then: the first one has no gate recorded yet and assumes the middle of 1 to the gate's most
+looks, the later ones take the mean looks of the gates recorded so far, and each states the range
+the roll-out usually lands in); `lrelease deploy --env production --build
 2.0.0 --yes` timed from the outside (its progress lines timestamped as they arrive: staging,
 then each wave); every node checked on 2.0.0; `lrelease show --json` read for each gate's looks.
 Prints measured and estimated seconds side by side (the roll-out, staging, each wave), the looks,
-the load average, and estimate / measured per repetition (target: within 20%, 0.8 to 1.2).
+the load average, estimate / measured per repetition (target: within 20%, 0.8 to 1.2) and
+whether the measured time fell inside the plan's stated range.
 Exit status: 0 when every run did its job (whatever the ratio), 1 when one did not.
 """
 
@@ -67,6 +69,10 @@ class Run:
     @property
     def ratio(self) -> float:
         return self.plan["estimate_seconds"] / self.seconds
+
+    @property
+    def in_range(self) -> bool:
+        return self.plan["estimate_low_seconds"] <= self.seconds <= self.plan["estimate_high_seconds"]
 
 
 def lrelease(config: Path, *args: str, timeout: float = 900) -> subprocess.CompletedProcess:
@@ -170,9 +176,15 @@ def render(runs: list[Run]) -> str:
     for i, r in enumerate(runs, 1):
         verdict = "met" if abs(r.ratio - 1) <= TARGET else "MISSED"
         basis = (f"{r.plan['gate']['looks_from']} gates recorded" if r.plan["gate"]["looks_from"]
-                 else "no gate recorded yet: 1 look assumed")
+                 else f"no gate recorded yet: {r.plan['gate']['expected_looks']:g} looks assumed")
         lines.append(f"rep {i}: estimate / measured {r.ratio:.2f}  (target {1 - TARGET:.1f} to {1 + TARGET:.1f})  "
                      f"{verdict}  ({basis}; longest estimate {r.plan['estimate_max_seconds']:.0f} s)")
+        lines.append(f"rep {i}: range {r.plan['estimate_low_seconds']:.0f}-{r.plan['estimate_high_seconds']:.0f} s, "
+                     f"measured {r.seconds:.0f} s: {'inside' if r.in_range else 'OUTSIDE'}")
+    ratios = [r.ratio for r in runs]
+    lines.append(f"all: estimate / measured median {statistics.median(ratios):.2f}, range {min(ratios):.2f}-"
+                 f"{max(ratios):.2f}; {sum(abs(x - 1) <= TARGET for x in ratios)} of {len(runs)} within "
+                 f"{TARGET:.0%}; {sum(r.in_range for r in runs)} of {len(runs)} inside the stated range")
     cpus = os.cpu_count() or 1
     if max(r.load for r in runs) > cpus:
         lines.append(f"warning: load average above {cpus} (the CPUs): other work slowed the roll-outs; a plan with "
@@ -207,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
             sandbox.down()
     print(render(runs))
     if args.json:
-        args.json.write_text(json.dumps({"runs": [{**r.__dict__, "ratio": r.ratio} for r in runs]}, indent=2) + "\n")
+        args.json.write_text(json.dumps({"runs": [{**r.__dict__, "ratio": r.ratio, "in_range": r.in_range} for r in runs]}, indent=2) + "\n")
     return 0
 
 

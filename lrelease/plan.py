@@ -174,9 +174,13 @@ class GateTiming:
     default, when ``gate:`` does not set one); the first look comes after that bake, then one
     every ``interval_seconds`` while the verdict is Inconclusive, up to ``max_bake_seconds``.
     How many looks a wave usually takes depends on the traffic: ``expected_looks`` is the mean of
-    the gates recorded for the environment (1 when none is), ``look_seconds`` what a look costs.
-    A wave of several hosts lasts until its slowest gate decides, so its looks are the expected
-    *largest* of that many draws from the recorded looks (``looks_for``), not their mean.
+    the gates recorded for the environment, ``look_seconds`` what a look costs. With nothing
+    recorded it is the middle of what can happen, (1 + max_looks) / 2: a busy service's gate
+    decides at its first look, a quiet one's may look until the maximum bake, and nothing yet says
+    which this is. A wave of several hosts lasts until its slowest gate decides, so its looks are
+    the expected *largest* of that many draws from the recorded looks (``looks_for``), not their
+    mean. ``looks_range`` bounds what the recorded gates did (fewest to most looks; 1 to
+    ``max_looks`` with nothing recorded): the range a roll-out usually lands in.
     """
 
     kind: str  # http | apm
@@ -208,7 +212,7 @@ class GateTiming:
         judge = gate.judge_config()
         own = float(judge.bake_seconds) != float(env.bake_seconds)
         bake_from = "gate.bake_seconds" if own else "bake_seconds (gate.bake_seconds unset or equal)"
-        looks, work = 1.0, DEFAULT_LOOK_SECONDS
+        looks, work = (1.0 + int(judge.max_looks)) / 2, DEFAULT_LOOK_SECONDS
         past = [(n, s) for n, s in history if n >= 1 and math.isfinite(s) and s >= 0]
         if past:
             looks = min(max(sum(n for n, _ in past) / len(past), 1.0), float(judge.max_looks))
@@ -232,12 +236,23 @@ class GateTiming:
             below = at_most
         return expected
 
-    def wave_seconds(self, hosts: int = 1) -> float:
+    @property
+    def looks_range(self) -> tuple[int, int]:
+        """The fewest and the most looks a gate took in the recorded gates (1 and ``max_looks`` when
+        none is recorded; 1 and 1 for the health check)."""
+        if self.kind != "apm":
+            return 1, 1
+        if not self.looks_seen:
+            return 1, self.max_looks
+        return min(self.looks_seen), max(self.looks_seen)
+
+    def wave_seconds(self, hosts: int = 1, looks: float | None = None) -> float:
         """The gate's usual time for a wave of ``hosts``: the bake, then the looks its slowest gate
-        usually takes. Looks are due at fixed times from the gate's start (bake, bake + interval,
-        ...), so only the last one's own work adds to them."""
+        usually takes (or ``looks``). Looks are due at fixed times from the gate's start (bake,
+        bake + interval, ...), so only the last one's own work adds to them."""
         if self.kind == "apm":
-            return self.bake_seconds + (self.looks_for(hosts) - 1) * self.interval_seconds + self.look_seconds
+            looks = self.looks_for(hosts) if looks is None else looks
+            return self.bake_seconds + (looks - 1) * self.interval_seconds + self.look_seconds
         return self.bake_seconds + self.look_seconds
 
     def wave_max_seconds(self) -> float:
@@ -252,7 +267,7 @@ class GateTiming:
                 "max_bake_seconds": self.max_bake_seconds, "max_looks": self.max_looks,
                 "provider": self.provider, "policy": self.policy, "health_path": self.health_path,
                 "expected_looks": self.expected_looks, "look_seconds": self.look_seconds,
-                "looks_from": self.looks_from}
+                "looks_from": self.looks_from, "looks_range": list(self.looks_range)}
 
 
 @dataclass(frozen=True)
@@ -295,8 +310,9 @@ class Pace:
 
 @dataclass(frozen=True)
 class Estimate:
-    """A roll-out's expected duration (each gate taking its usual looks) and its longest (every
-    gate looking until its maximum bake), with each wave's share; seconds."""
+    """A roll-out's expected duration (each gate taking its usual looks), the range it usually lands
+    in (every gate taking the fewest, or the most, looks recorded: ``GateTiming.looks_range``) and
+    its longest (every gate looking until its maximum bake), with each wave's share; seconds."""
 
     seconds: float
     max_seconds: float
@@ -304,9 +320,12 @@ class Estimate:
     waves: tuple[float, ...]  # expected seconds of each wave: its switch and its gate
     gate: GateTiming
     pace: Pace = Pace()
+    low_seconds: float = 0.0
+    high_seconds: float = 0.0
 
     def to_dict(self) -> dict:
-        return {"estimate_seconds": self.seconds, "estimate_max_seconds": self.max_seconds,
+        return {"estimate_seconds": self.seconds, "estimate_low_seconds": self.low_seconds,
+                "estimate_high_seconds": self.high_seconds, "estimate_max_seconds": self.max_seconds,
                 "estimate_stage_seconds": self.stage_seconds, "estimate_wave_seconds": list(self.waves),
                 "gate": self.gate.to_dict(), "pace": self.pace.to_dict()}
 
@@ -328,7 +347,10 @@ def estimate(plan: Plan, gate: GateTiming, pace: Pace = Pace(), *, forks: int = 
     waves = tuple(float(s + gate.wave_seconds(w.size)) for s, w in zip(switching, plan.waves))
     longest = sum(s + gate.wave_max_seconds() for s in switching)
     stage = float(pace.stage_seconds)
-    return Estimate(stage + sum(waves), stage + longest, stage, waves, gate, pace)
+    fewest, most = gate.looks_range
+    low = stage + sum(s + gate.wave_seconds(w.size, fewest) for s, w in zip(switching, plan.waves))
+    high = stage + sum(s + gate.wave_seconds(w.size, most) for s, w in zip(switching, plan.waves))
+    return Estimate(stage + sum(waves), stage + longest, stage, waves, gate, pace, low, high)
 
 
 def estimate_seconds(plan: Plan, bake_seconds: float, *,

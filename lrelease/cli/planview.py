@@ -104,16 +104,25 @@ def _estimate_line(env_name: str, data: dict[str, Any]) -> str:
     seconds, longest, gate, pace = (data["estimate_seconds"], data["estimate_max_seconds"], data["gate"],
                                     data["pace"])
     switch = f"~{pace['switch_seconds']:.0f}s"
+    usually = ""
     if gate["kind"] == "apm":
         why = "every gate looks until its max_bake_seconds"
-        looks = (f"{gate['expected_looks']:.1f} looks, the mean of the last {gate['looks_from']} gates recorded "
-                 "(a wave of several hosts waits for its slowest gate: the usual largest of that many)"
-                 if gate["looks_from"] else "1 look (no gate recorded yet)")
+        fewest, most = gate["looks_range"]
+        if gate["looks_from"]:
+            looks = (f"{gate['expected_looks']:.1f} looks, the mean of the last {gate['looks_from']} gates recorded "
+                     "(a wave of several hosts waits for its slowest gate: the usual largest of that many)")
+            basis = f"as the last {gate['looks_from']} gates recorded did"
+        else:
+            looks = f"{gate['expected_looks']:.1f} looks (no gate recorded yet: the middle of 1 to {gate['max_looks']})"
+            basis = "nothing recorded yet"
         each = f"each wave's switch ({switch}) and its gate: the bake and {looks}"
+        if most > fewest:
+            usually = (f"; usually {data['estimate_low_seconds']:.0f}-{data['estimate_high_seconds']:.0f} s "
+                       f"(every gate deciding at look {fewest} to look {most}: {basis})")
     else:
         why, each = "every health check takes its whole gate_timeout_seconds", f"each wave's switch ({switch}) and gate"
     measured = (f"Staging and switch times: the median of the last {pace['runs']} roll-outs recorded for {env_name}"
                 if pace["runs"] else f"Staging and switch times: defaults (no roll-out recorded for {env_name} yet)")
     return (f"estimated time: about {seconds / 60:.1f} min ({seconds:.0f} s: staging "
-            f"~{data['estimate_stage_seconds']:.0f}s, then {each}); up to {longest / 60:.1f} min ({longest:.0f} s) "
-            f"if {why}. {measured}")
+            f"~{data['estimate_stage_seconds']:.0f}s, then {each}){usually}; up to {longest / 60:.1f} min "
+            f"({longest:.0f} s) if {why}. {measured}")

@@ -187,9 +187,12 @@ def test_the_apm_gate_bake_wins_over_the_environments_and_its_looks_bound_the_lo
     plan = plan_waves([f"node{i}" for i in range(1, 7)], [1, 1, "50%", "100%"])
     # Then the gate's bake applies, and it says where it comes from
     assert (gate.kind, gate.bake_seconds, gate.bake_from, gate.max_looks) == ("apm", 20, "gate.bake_seconds", 4)
-    # And the estimate is staging, then per wave the switch, the bake and one look
+    # And with no gate recorded, the estimate is staging, then per wave the switch, the bake and
+    # 2.5 looks (the middle of 1 to 4: the second look 20 s after the first, the third 40 s)
     est = estimate(plan, gate, Pace(stage_seconds=15, switch_seconds=4))
-    assert gate.look_seconds == 1 and est.waves == (25.0, 25.0, 25.0, 25.0) and est.seconds == 15 + 4 * 25
+    assert gate.look_seconds == 1 and est.waves == (55.0, 55.0, 55.0, 55.0) and est.seconds == 15 + 4 * 55
+    # And the range runs from one look per gate to all four
+    assert (est.low_seconds, est.high_seconds) == (15 + 4 * 25, 15 + 4 * 85)
     # And the longest is every wave baking to its maximum, its last look's work on top
     assert est.max_seconds == 15 + 4 * (4 + 80 + 1)
 
@@ -227,7 +230,14 @@ def test_plan_shows_each_waves_gate_which_bake_applies_and_the_gated_estimate(tm
     # And the estimate counts the gate's bake, not the environment's
     data = json.loads(lrelease(path, "plan", "--env", "production", "--json").stdout)
     expected = estimate(plan_waves(data["hosts"], [1, 1, "50%", "100%"]), GateTiming.for_environment(env_of(path)))
-    assert "the bake and 1 look (no gate recorded yet)" in out
+    # With no gate recorded, each gate is expected to take the middle of its 1 to 4 looks, and the
+    # range runs from every gate deciding at its first look to every gate taking all four
+    assert "the bake and 2.5 looks (no gate recorded yet: the middle of 1 to 4)" in out
+    assert data["gate"]["looks_range"] == [1, 4]
+    assert data["estimate_low_seconds"] == expected.low_seconds < expected.seconds < expected.high_seconds
+    assert expected.high_seconds - expected.low_seconds == pytest.approx(4 * 3 * 20)  # 4 waves, 3 more looks, 20 s apart
+    assert (f"usually {expected.low_seconds:.0f}-{expected.high_seconds:.0f} s (every gate deciding at look 1 to "
+            "look 4: nothing recorded yet)") in out
     assert "Staging and switch times: defaults (no roll-out recorded for production yet)" in out
     assert data["estimate_seconds"] == expected.seconds > 4 * 20
     assert data["estimate_max_seconds"] == expected.max_seconds > 4 * 80
@@ -310,6 +320,14 @@ def test_the_looks_a_wave_usually_takes_come_from_the_gates_recorded_for_the_env
     assert data["estimate_wave_seconds"] == pytest.approx([switch + 20 + 20 * (largest[n] - 1) + 1.0 for n in sizes])
     assert "the bake and 2.0 looks, the mean of the last 3 gates recorded" in text
     assert "waits for its slowest gate" in text
+    # And the range runs from every gate deciding at its first look to every gate at its third,
+    # as the recorded gates did
+    assert gate["looks_range"] == [1, 3]
+    stage = data["estimate_stage_seconds"]
+    assert data["estimate_low_seconds"] == pytest.approx(stage + len(sizes) * (switch + 20 + 1.0))
+    assert data["estimate_high_seconds"] == pytest.approx(stage + len(sizes) * (switch + 20 + 40 + 1.0))
+    assert (f"usually {data['estimate_low_seconds']:.0f}-{data['estimate_high_seconds']:.0f} s (every gate deciding "
+            "at look 1 to look 3: as the last 3 gates recorded did)") in text
 
 
 class Clock:
