@@ -18,7 +18,8 @@ then each wave); every node checked on 2.0.0; `lrelease show --json` read for ea
 Prints measured and estimated seconds side by side (the roll-out, staging, each wave), the looks,
 the load average, estimate / measured per repetition (target: within 20%, 0.8 to 1.2) and
 whether the measured time fell inside the plan's stated range.
-Exit status: 0 when every run did its job (whatever the ratio), 1 when one did not.
+Exit status: 0 when every run did its job (whatever the ratio), 1 when one did not (the runs
+before it are still reported; a failed run ends the bench).
 """
 
 from __future__ import annotations
@@ -212,15 +213,19 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"repetition {rep + 1}/{args.reps} ...", file=sys.stderr)
                 runs.append(bench.run())
     except RunFailed as exc:
-        print(f"bench: a run did not do its job, no figures: {exc}", file=sys.stderr)
-        return 1
+        failed = f"bench: repetition {len(runs) + 1} did not do its job, so it has no figure: {exc}"
+        print(failed, file=sys.stderr)
+    else:
+        failed = ""
     finally:
         if not args.keep:
             sandbox.down()
-    print(render(runs))
+    if not runs:
+        return 1
+    print(render(runs) + (f"\n{failed.splitlines()[0]}" if failed else ""))
     if args.json:
         args.json.write_text(json.dumps({"runs": [{**r.__dict__, "ratio": r.ratio, "in_range": r.in_range} for r in runs]}, indent=2) + "\n")
-    return 0
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
