@@ -217,3 +217,36 @@ def _progress(ran: float, soak: float) -> str:
     if soak >= 120:
         return f"{int(ran // 60)} of {int(soak // 60)} minutes"
     return f"{int(ran)} of {int(soak)} seconds"
+
+
+def describe(policy: dict[str, Any] | None) -> list[str]:
+    """What a roll-out's row keeps of the policies (``Rollout.policy``), one phrase each, for
+    ``lrelease show``: its refusal, or the overrides it went ahead with and Next's evidence."""
+    if not isinstance(policy, dict):
+        return []
+    lines = []
+    refused = policy.get("refused")
+    if isinstance(refused, dict):
+        lines.append(f"refused by the release policies: {refused.get('message')}")
+    forced = policy.get("forced")
+    if isinstance(forced, dict):
+        whose = f"not the release captain ({forced['captain']})" if forced.get("captain") else "no release captain"
+        lines.append(f"--force ({whose}): {forced.get('reason')}")
+    skipped = policy.get("skipped_next")
+    if isinstance(skipped, dict):
+        lines.append(f"--skip-next ({skipped.get('missing')}): {skipped.get('reason')}")
+    evidence = policy.get("requires")
+    if isinstance(evidence, dict) and evidence.get("proven"):
+        lines.append(f"requires: {evidence.get('detail')}")
+    return lines
+
+
+def short(policy: dict[str, Any] | None) -> str:
+    """The same in a word or two, for ``lrelease history``'s status column: ``refused: captain``,
+    ``--force``, ``--skip-next``; empty when no override was used."""
+    if not isinstance(policy, dict):
+        return ""
+    refused = policy.get("refused")
+    if isinstance(refused, dict):
+        return f"refused: {refused.get('policy')}"
+    return ", ".join(flag for key, flag in (("forced", "--force"), ("skipped_next", "--skip-next")) if key in policy)

@@ -139,7 +139,7 @@ def policy_lines(data: dict[str, Any] | None, build: str | None) -> list[str]:
     if req:
         ev = req["evidence"]
         state = ev["detail"] if ev else "give --build to see the evidence"
-        lines.append(f"requires: {build or 'the build'} proven on {req['env']} (soak {req['soak']}): {state}")
+        lines.append(f"requires {req['env']} first (soak {req['soak']}): {state}")
     if data["deploy_refused"]:
         lines.append(f"a deploy now would be refused (exit 4): {data['deploy_refused']}")
     return lines

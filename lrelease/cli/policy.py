@@ -78,7 +78,7 @@ def captain_set(name: str, env: str, until: str | None, reason: str, actor: str 
         _emit("captain", {"env": env, "captain": done.to_dict()})
         return
     out.print(f"{env}'s release captain is {done.name}" + (f" until {when(done.until)}" if done.until else
-                                                             " until cleared"), highlight=False)
+                                                             " until cleared"), highlight=False, soft_wrap=True)
 
 
 @captain.command("clear", epilog=read_epilog(["lrelease captain clear --env production"]))
@@ -95,7 +95,7 @@ def captain_clear(env: str, actor: str | None, as_json: bool, config_path: Path)
         _emit("captain", {"env": env, "captain": None, "cleared": ended.to_dict() if ended else None})
         return
     out.print(f"{env} had no release captain" if ended is None else f"{ended.name} is no longer {env}'s release captain",
-              highlight=False)
+              highlight=False, soft_wrap=True)
 
 
 @captain.command("show", epilog=read_epilog(["lrelease captain show", "lrelease captain show --env production --json"]))
@@ -142,7 +142,7 @@ def pause(env: str, reason: str, actor: str | None, as_json: bool, config_path: 
         _emit("env_pause", {"env": env, "env_paused": done.to_dict()})
         return
     out.print(f"environment {env} is paused by {done.paused_by} since {when(done.paused_at)}: {done.reason}",
-              highlight=False)
+              highlight=False, soft_wrap=True)
 
 
 @click.command(epilog=read_epilog(["lrelease unpause --env production"]))
@@ -158,7 +158,7 @@ def unpause(env: str, actor: str | None, as_json: bool, config_path: Path) -> No
         _emit("env_pause", {"env": env, "env_paused": None, "lifted": lifted.to_dict() if lifted else None})
         return
     out.print(f"environment {env} was not paused" if lifted is None else f"environment {env} is no longer paused "
-              f"(paused by {lifted.paused_by} since {when(lifted.paused_at)})", highlight=False)
+              f"(paused by {lifted.paused_by} since {when(lifted.paused_at)})", highlight=False, soft_wrap=True)
 
 
 COMMANDS = (captain, pause, unpause)

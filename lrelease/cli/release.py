@@ -12,7 +12,7 @@ from typing import Any, Self
 import click
 from rich.console import Console
 
-from lrelease import secrets
+from lrelease import policies, secrets
 from lrelease.cli import outcome as outcome_view
 from lrelease.cli import planview, report
 from lrelease.cli.helptext import epilog, read_epilog
@@ -367,6 +367,9 @@ def history(env: str | None, limit: int, as_json: bool, config_path: Path) -> No
         shown = r.status
         if r.status == "halted" and report.inconclusive(store.host_events(r.id)):
             shown = "halted (gate INCONCLUSIVE)"  # `lrelease show ID` gives each gate's reason
+        note = policies.short(r.policy)
+        if note:
+            shown = f"{r.status} ({note})" if r.status != "refused" else f"refused ({note.split(': ', 1)[1]})"
         cells = (r.id, r.action, r.build, shown, str(r.exit_code if r.exit_code is not None else "-"),
                  r.actor, when(r.started_at), r.reason)
         rollouts.add_row(*(cells if env else (r.env, *cells)))
