@@ -7,6 +7,7 @@ alice; alice's deploy goes through; bob's --force --skip-next goes through and i
 
 from __future__ import annotations
 
+import copy
 from datetime import timedelta
 
 import pytest
@@ -17,7 +18,8 @@ from lrelease.sandbox.fleet import project_config
 from tests.rollout.conftest import Project
 
 BASE = "1.0.0"
-NEXT_NODES = ("node1", "node2")
+NEXT_NODES = ("node1",)
+PROD_NODES = ("node2", "node3")  # the other nodes sit in an environment of their own, left alone
 
 
 class Shifted:
@@ -39,15 +41,16 @@ def clock(monkeypatch):
 
 @pytest.fixture
 def two_envs(fleet, tmp_path) -> Project:
-    """node1, node2 in next; node3..node6 in production, which requires next (soak 30m)."""
+    """node1 in next; node2, node3 in production, which requires next (soak 30m); the rest in spare."""
     project = Project(fleet, tmp_path)
     nodes = yaml.safe_load(fleet.config.fleet_path.read_text())
-    for name in NEXT_NODES:
-        nodes["nodes"][name]["environment"] = "next"
+    for name, node in nodes["nodes"].items():
+        node["environment"] = "next" if name in NEXT_NODES else "production" if name in PROD_NODES else "spare"
     (tmp_path / "fleet.yml").write_text(yaml.safe_dump(nodes, sort_keys=False))
     config = project_config(fleet.config, waves=["100%"], bake_seconds=1, gate_timeout_seconds=10)
     production = config["environments"]["production"]
-    config["environments"] = {"next": dict(production),
+    config["environments"] = {"next": copy.deepcopy(production),  # no shared values: YAML aliases are refused
+                              "spare": copy.deepcopy(production),
                               "production": {**production, "requires": {"env": "next", "soak": "30m"}}}
     config.update(fleet=str(tmp_path / "fleet.yml"), state_dir=str(tmp_path / "state"))
     project.path.write_text(yaml.safe_dump(config, sort_keys=False))
@@ -60,9 +63,9 @@ def serving(project: Project) -> dict[str, str]:
 
 def test_production_waits_for_next_and_its_captain(two_envs: Project, clock):
     project = two_envs
-    prod_nodes = [n for n in project.nodes if n not in NEXT_NODES]
     project.build("1.6.0")
-    assert project.cli("captain", "set", "alice", "--env", "production", "--actor", "carol").exit_code == 0
+    made = project.cli("captain", "set", "alice", "--env", "production", "--actor", "carol")
+    assert made.exit_code == 0, made.output
 
     # Given 1.6.0 was never deployed to next: production refuses it (exit 4), no host touched
     refused = project.cli("deploy", "--env", "production", "--build", "1.6.0", "--yes", "--actor", "alice")
@@ -92,7 +95,7 @@ def test_production_waits_for_next_and_its_captain(two_envs: Project, clock):
     # And alice's deploy goes through, its row keeping Next's evidence
     accepted = project.json("deploy", "--env", "production", "--build", "1.6.0", "--yes", "--actor", "alice")
     assert accepted["exit_code"] == 0, accepted
-    assert serving(project) == {n: "1.6.0" for n in project.nodes}
+    assert serving(project) == {n: "1.6.0" if n in NEXT_NODES + PROD_NODES else BASE for n in project.nodes}
     row = project.json("show", accepted["rollout_id"])
     assert row["policy"]["requires"]["proven"] is True and "forced" not in row["policy"]
 
@@ -101,7 +104,8 @@ def test_production_waits_for_next_and_its_captain(two_envs: Project, clock):
     forced = project.json("deploy", "--env", "production", "--build", "1.7.0", "--yes", "--actor", "bob",
                           "--force", "--skip-next", "--reason", "CVE-2026-1 fix, alice away")
     assert forced["exit_code"] == 0, forced
-    assert {n: project.serving(n) for n in prod_nodes} == {n: "1.7.0" for n in prod_nodes}
+    assert serving(project) == {n: "1.7.0" if n in PROD_NODES else "1.6.0" if n in NEXT_NODES else BASE
+                                for n in project.nodes}
     policy = project.json("show", forced["rollout_id"])["policy"]
     assert policy["forced"] == {"captain": "alice", "reason": "CVE-2026-1 fix, alice away"}
     assert policy["skipped_next"] == {"requires": "next", "missing": "1.7.0 was never deployed to next",
