@@ -226,3 +226,41 @@ def test_a_config_whose_requires_names_no_environment_is_refused(project):
     config["environments"]["production"]["requires"] = {"env": "next"}
     project.write_text(yaml.safe_dump(config))
     assert "no loop of requires, got next -> production -> next" in one_line(run(project, "plan", "--env", "next"))
+
+
+def test_resume_and_rollback_are_checked_too_and_a_refusal_leaves_them_to_do(project, clock):
+    # Given a halted deploy of 1.6.0 on next (node1 passed its gate), and next paused, alice its captain
+    with store(project, clock) as s:
+        halted = s.start_rollout("next", "1.6.0", "deploy", "alice")
+        s.record_host(halted.id, "node1", "gate_passed")
+        s.finish_rollout(halted.id, "halted", 5)
+    run(project, "pause", "--env", "next", "--reason", "looking at the halt", actor="carol")
+    run(project, "captain", "set", "alice", "--env", "next", actor="carol")
+    # When alice resumes it: refused, the environment is paused
+    resumed = run(project, "resume", "--env", "next", "--yes")
+    assert resumed.exit_code == 4 and "environment next is paused by carol" in one_line(resumed), resumed.output
+    # When bob rolls it back (allowed on a paused environment, but alice owns next): refused naming her
+    rolled = run(project, "rollback", "--env", "next", "--yes", actor="bob")
+    assert rolled.exit_code == 4, rolled.output
+    assert one_line(rolled).startswith("lrelease: error: next's release captain is alice; bob is not: ask alice")
+    # Then both refusals are recorded, and the halted roll-out is still the one to resume or undo
+    with store(project, clock) as s:
+        assert [(r.action, r.status, r.actor) for r in s.history("next")] == [
+            ("rollback", "refused", "bob"), ("resume", "refused", "alice"), ("deploy", "halted", "alice")]
+        assert s.resumable("next").id == halted.id and s.to_undo("next").id == halted.id
+        assert s.chain(halted.id) == [s.rollout(halted.id)] and s.lock_holder("next") is None
+
+
+@pytest.mark.parametrize("command", [["captain", "set"], ["captain", "show"], ["captain", "clear"], ["pause"],
+                                     ["unpause"]])
+def test_the_policy_commands_show_examples_and_their_exit_codes(command):
+    result = CliRunner().invoke(cli, [*command, "--help"])
+    assert result.exit_code == 0
+    assert f"Examples:\n    lrelease {' '.join(command)}" in result.output
+    assert "Exit codes:\n      0  success\n" in result.output and "\n      2  usage" in result.output
+
+
+@pytest.mark.parametrize("command", ["deploy", "resume", "rollback"])
+def test_the_roll_out_commands_offer_the_overrides(command):
+    result = CliRunner().invoke(cli, [command, "--help"])
+    assert "--force" in result.output and ("--skip-next" in result.output) == (command == "deploy")

@@ -244,3 +244,18 @@ def test_the_policy_of_a_roll_out_is_kept_in_its_row(store):
     assert store.history("production")[0].to_dict()["policy"] == {"forced": {"captain": "alice", "reason": "hotfix"}}
     # And a roll-out without one has none
     assert store.start_rollout("production", "1.6.1", "deploy", "bob").policy is None
+
+
+def test_a_roll_out_halted_then_resumed_soaks_from_the_resume_s_end_and_its_rollback_counts(store, clock):
+    # Given 1.6.0's deploy to next halted, and its resume succeeded 20 minutes later
+    halted = rollout(store, clock, "next", "1.6.0", status="halted")
+    clock.tick(minutes=20)
+    rollout(store, clock, "next", "1.6.0", action="resume", resumes=halted.id)
+    # Then it soaks from the resume's end: 31 minutes later it is proven
+    clock.tick(minutes=29)
+    assert next_evidence(store, "1.6.0", NEXT).detail == "soaking on next: 29 of 30 minutes"
+    clock.tick(minutes=2)
+    assert next_evidence(store, "1.6.0", NEXT).proven
+    # When a rollback undoes that chain (it names the deploy, the chain's first roll-out): not proven
+    rollout(store, clock, "next", "1.5.0", action="rollback", undoes=halted.id)
+    assert not next_evidence(store, "1.6.0", NEXT).proven
