@@ -12,6 +12,11 @@ is ever stored: callers pass none, and as a second line of defence any JSON key 
 like a secret (``token``, ``api_key``, ``password``...) has its value replaced by
 ``"<redacted>"`` before it is written.
 
+The release policies' records live here too (lrelease/statepolicy.py, mixed into StateStore):
+each environment's release captain and pause, as rows that are only ever ended (the audit
+trail), and on each roll-out the ``policy`` it went ahead with or was refused by
+(lrelease/policies.py decides).
+
 The lock (one roll-out at a time per environment) is a row holding the roll-out id, pid,
 host name, process start time, a heartbeat and a fencing token. It is taken over only when
 its holder is provably gone: on this host, when its process is gone (pid gone, a zombie, or a
