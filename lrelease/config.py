@@ -38,6 +38,10 @@ Schema (version 1; ``lrelease.example.yml`` at the repository root is the commen
                                                 # instead of the one generated from the fleet
         shared: {dirs: [log], files: [.env]}   # optional; kept in <deploy_root>/shared (lrelease.hooks)
         hooks: {before_switch: [{command: [bin/migrate], run_once: true}]}   # optional (lrelease.hooks)
+        captain: optional             # default optional: a release captain, once set, owns the roll-outs;
+                                      # required: none starts without one (lrelease.policies)
+        requires: {env: next, soak: 30m}   # optional: a build must first be proven on that other
+                                      # environment (soak default 30m; d/h/m/s); lrelease.policies
 
 ``health.port`` becomes the extra var ``lrelease_app_port``, which wins over every host var;
 leave it out when the port differs per host (``vars: {lrelease_app_port: ...}`` in the fleet).
@@ -75,6 +79,10 @@ _BACKEND_RE = re.compile(r"[A-Za-z0-9._:-]{1,127}\Z")
 _SHA256_RE = re.compile(r"[0-9a-f]{64}\Z")
 _MAX_KEEP_RELEASES = 100
 _SYSTEM_DIRS = {"", "/", "/srv", "/opt", "/usr", "/etc", "/var", "/home", "/root", "/tmp", "/bin", "/lib"}
+_DURATION_RE = re.compile(r"(?=\d)(?:(\d{1,3})d)?(?:(\d{1,4})h)?(?:(\d{1,6})m)?(?:(\d{1,7})s)?\Z")
+DURATION_EXPECTED = "a duration such as 30m, 1h30m, 45s or 2d (d, h, m, s; at most 30 days)"
+MAX_DURATION = 30 * 86400
+CAPTAIN_MODES = ("optional", "required")
 SECRET_HINT = "name an environment variable that holds it instead, e.g. {key}_env: MYAPP_{KEY}"
 
 
@@ -126,6 +134,35 @@ class LoadBalancer:
     backend: str
 
 
+def parse_duration(text: str) -> float | None:
+    """Seconds in ``30m``, ``1h30m``, ``45s``, ``2d`` (at most 30 days), or None if it is not one."""
+    match = _DURATION_RE.match(text) if isinstance(text, str) else None
+    if match is None:
+        return None
+    d, h, m, sec = (int(g or 0) for g in match.groups())
+    seconds = ((d * 24 + h) * 60 + m) * 60 + sec
+    return float(seconds) if seconds <= MAX_DURATION else None
+
+
+def show_duration(seconds: float) -> str:
+    """``1h30m`` for 5400 seconds: the shape :func:`parse_duration` reads."""
+    seconds = int(round(seconds))
+    parts = [(seconds // 86400, "d"), (seconds // 3600 % 24, "h"), (seconds // 60 % 60, "m"), (seconds % 60, "s")]
+    return "".join(f"{n}{unit}" for n, unit in parts if n) or "0s"
+
+
+@dataclass(frozen=True)
+class Requirement:
+    """``requires:``: a build must be proven on ``env`` (every host ran it ``soak_seconds`` after
+    its roll-out there succeeded, and it was not rolled back since) before it goes here."""
+
+    env: str
+    soak_seconds: float = 1800.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"env": self.env, "soak": show_duration(self.soak_seconds), "soak_seconds": self.soak_seconds}
+
+
 @dataclass(frozen=True)
 class EnvironmentConfig:
     """One environment of ``lrelease.yml``; see the module docstring for each field."""
@@ -151,6 +188,8 @@ class EnvironmentConfig:
     hooks: tuple[Hook, ...] = ()  # hooks: commands at the points of lrelease.hooks.POINTS
     service_shell: str | None = None  # service.shell: run by /bin/sh -c with the action as "$1"
     service_unit_file: str | None = None  # service.unit_file (with systemd): a path inside the release
+    captain: str = "optional"  # optional: a captain, once set, owns the roll-outs; required: none without one
+    requires: Requirement | None = None  # the environment a build must be proven on first
 
     def playbook_vars(self) -> dict[str, Any]:
         """The extra vars of docs/design.md that come from this environment's settings."""
@@ -311,6 +350,7 @@ def load_config(path: str | Path) -> ProjectConfig:
     if not envs:
         check.fail("environments", "at least one environment (e.g. production)")
     environments = tuple(_environment(check, name, value, root) for name, value in envs.items())
+    _check_requires(check, environments)
     return ProjectConfig(path=path, version=version, app=app, fleet=fleet, state_dir=state_dir,
                          artifacts=artifacts, environments=environments)
 
@@ -391,7 +431,7 @@ def _url_template_ok(url: str) -> bool:
 
 
 _ENV_KEYS = ("waves", "bake_seconds", "gate_timeout_seconds", "deploy_root", "service", "health",
-             "keep_releases", "lb", "rollback", "inventory", "gate", "shared", "hooks")
+             "keep_releases", "lb", "rollback", "inventory", "gate", "shared", "hooks", "captain", "requires")
 
 
 def _environment(check: Checker, name: str, value: Any, root: Path) -> EnvironmentConfig:
@@ -422,13 +462,48 @@ def _environment(check: Checker, name: str, value: Any, root: Path) -> Environme
         gate = parse_gate(check, env["gate"], join(key, "gate"), default_bake=bake)
     shared_dirs, shared_files = parse_shared(check, env.get("shared", {}), join(key, "shared"))
     hooks = parse_hooks(check, env.get("hooks", {}), join(key, "hooks"), root)  # controller hooks run in root
+    captain = env.get("captain", "optional")
+    if captain not in CAPTAIN_MODES:
+        check.fail(join(key, "captain"), f"optional or required, got {show(captain)}")
+    requires = _requires(check, env["requires"], join(key, "requires")) if env.get("requires") is not None else None
     return EnvironmentConfig(
         name=name, waves=waves, bake_seconds=bake, gate_timeout_seconds=gate_timeout,
         deploy_root=_deploy_root(deploy_root), service_command=command, service_systemd=systemd,
         service_shell=shell, service_unit_file=unit_file,
         health_path=health_path, health_port=health_port, keep_releases=keep, lb=lb,
         rollback_serial=rollback_serial, inventory=inventory, gate=gate, rollback_min_in_service=min_in_service,
-        shared_dirs=shared_dirs, shared_files=shared_files, hooks=hooks, health_check=health_check)
+        shared_dirs=shared_dirs, shared_files=shared_files, hooks=hooks, health_check=health_check,
+        captain=captain, requires=requires)
+
+
+def _requires(check: Checker, value: Any, key: str) -> Requirement:
+    req = check.mapping(value, key, required=("env",), optional=("soak",), example="{env: next, soak: 30m}")
+    env = check.string(req["env"], join(key, "env"), pattern=ENV_NAME_RE,
+                       describe=f"an environment name of {ENV_NAME_EXPECTED}")
+    soak = parse_duration(req.get("soak", "30m"))
+    if soak is None:
+        check.fail(join(key, "soak"), f"{DURATION_EXPECTED}, got {show(req.get('soak'))}")
+    return Requirement(env, soak)
+
+
+def _check_requires(check: Checker, environments: tuple[EnvironmentConfig, ...]) -> None:
+    """Each ``requires.env`` names another environment of this file, and no chain comes back."""
+    names = {env.name: env for env in environments}
+    for env in environments:
+        if env.requires is None:
+            continue
+        key = join(join(join("environments", env.name), "requires"), "env")
+        if env.requires.env == env.name:
+            check.fail(key, f"another environment than {env.name} itself")
+        if env.requires.env not in names:
+            check.fail(key, f"one of the environments of this file ({', '.join(sorted(names))}), "
+                            f"got {env.requires.env!r}")
+        seen, step = [env.name], names[env.requires.env]
+        while step.requires is not None and step.name not in seen:
+            seen.append(step.name)
+            step = names[step.requires.env]
+        if step.name in seen:
+            check.fail(key, f"no loop of requires, got {' -> '.join([*seen, step.name])}")
 
 
 def _waves(check: Checker, value: Any, key: str) -> tuple[WaveSpec, ...]:

@@ -22,6 +22,7 @@ from lrelease.apm.scrape import ReadingStore
 from lrelease.config import BUILD_RE, ArtifactRef, EnvironmentConfig, ProjectConfig
 from lrelease.errors import ConfigError, ExitCode, InternalError, LreleaseError
 from lrelease.fleet import write_inventories
+from lrelease import policies
 from lrelease.plan import Estimate, GateTiming, Pace, Plan, estimate, plan_waves, skip_done
 from lrelease.runner import EventKind, ProgressEvent, RunResult, StopRequest, run_playbook
 from lrelease.state import LockHandle, LockLost, Rollout, StateStore, new_rollout_id, project_state
@@ -163,8 +164,12 @@ class Releaser:
 
     def __init__(self, project: ProjectConfig, *, actor: str | None = None, on_event: EventSink | None = None,
                  cancel: Callable[[], bool] | None = None, verbosity: int = 0,
-                 on_output: Callable[[str], None] | None = None) -> None:
+                 on_output: Callable[[str], None] | None = None, force_reason: str = "",
+                 skip_next_reason: str = "") -> None:
         self.project = project
+        # The release policies' overrides (lrelease/policies.py): --force and --skip-next, each
+        # with the --reason it was given; empty: not asked for.
+        self.force_reason, self.skip_next_reason = force_reason, skip_next_reason
         # Ansible's -v count, and where its own output goes (nowhere by default): every playbook run
         self.ansible = {"verbosity": verbosity, "on_output": on_output}
         self.actor = actor or default_actor()
@@ -262,9 +267,10 @@ class Releaser:
         last = self.store.last_rollout(env.name, status="succeeded")
         action = "resume" if resumes else "deploy"
         with self.store.acquire_lock(env.name, rid) as lock:
+            policy = self._admit(env, build, action, rid, reason, lock)
             self.store.start_rollout(env.name, build, action, self.actor, reason=reason, rollout_id=rid,
                                      previous_build=last.build if last else None, plan=plan.to_dict(), resumes=resumes,
-                                     lock=lock)
+                                     lock=lock, policy=policy)
             return self._guarded(rid, env.name, build, action, plan, lock,
                                  lambda: self._run_deploy(rid, env, inventory, ref, build, action, plan, readings, lock,
                                                           halted))
@@ -362,6 +368,22 @@ class Releaser:
                             f"reachable and healthy, `lrelease rollback --env {env.name}` finishes the rollback",
                             merged, plan)
 
+    def _admit(self, env: EnvironmentConfig, build: str, action: str, rid: str, reason: str, lock: LockHandle,
+               record_as: str | None = None) -> dict[str, Any] | None:
+        """The release policies (lrelease/policies.py), asked under the lock before any host is
+        touched: what the roll-out's row keeps (overrides used, Next's evidence), or PolicyRefused
+        (exit 4) after recording the refusal in the history (a row of status ``refused``, linked to
+        no other roll-out: resume and rollback pass over it), changing nothing else."""
+        decision = policies.decide(self.store, env.name, actor=self.actor, action=action, build=build,
+                                   environment=env, force_reason=self.force_reason,
+                                   skip_next_reason=self.skip_next_reason)
+        if decision.refused is None:
+            return decision.record or None
+        self.store.start_rollout(env.name, build, record_as or action, self.actor, reason=reason, rollout_id=rid,
+                                 lock=lock, status="refused", policy=decision.refusal())
+        self.store.finish_rollout(rid, "refused", int(ExitCode.REFUSED))
+        raise policies.PolicyRefused(decision.refused, decision.policy)
+
     def _guarded(self, rid: str, env: str, build: str, action: str, plan: Plan | None, lock: LockHandle,
                  body: Callable[[], Outcome]) -> Outcome:
         """Run the part of a roll-out that changes hosts, so that its record never lies: a lost
@@ -446,8 +468,10 @@ class Releaser:
         hosts = self.project.load_fleet().hosts(env.name)
         rid = new_rollout_id()
         with self.store.acquire_lock(env.name, rid) as lock:
+            # it rolls back: the policies see a rollback (allowed on a paused environment)
+            policy = self._admit(env, old.build, "rollback", rid, reason, lock, record_as="resume")
             self.store.start_rollout(env.name, old.build, "resume", self.actor, reason=reason, rollout_id=rid,
-                                     previous_build=old.previous_build, resumes=old.id, lock=lock)
+                                     previous_build=old.previous_build, resumes=old.id, lock=lock, policy=policy)
             outcome = self._guarded(rid, env.name, old.build, "resume", None, lock, lambda: self._roll_back_after_failure(
                 rid, env, inventory, old.build, "resume", RunResult(), None, lock, hosts=hosts))
         self.prune_readings()
@@ -487,11 +511,12 @@ class Releaser:
             extravars["lrelease_rollback_undo"] = [r.id for r in self.store.chain(undone.id)]
         rid = new_rollout_id()
         with self.store.acquire_lock(env.name, rid) as lock:
+            policy = self._admit(env, build, "rollback", rid, reason, lock)
             for dead in self.store.interrupted(env.name):  # killed while running: say so before undoing it
                 self.store.finish_rollout(dead.id, "interrupted", int(ExitCode.INTERRUPTED))
             self.store.start_rollout(env.name, build, "rollback", self.actor, reason=reason, rollout_id=rid,
                                      previous_build=undone.build if undone else None,
-                                     undoes=undone.id if undone else None, lock=lock)
+                                     undoes=undone.id if undone else None, lock=lock, policy=policy)
             extravars["lrelease_rollout_id"] = rid
             return self._guarded(rid, env.name, build, "rollback", None, lock,
                                  lambda: self._run_rollback(rid, env.name, build, inventory, extravars, undone, lock))

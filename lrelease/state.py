@@ -12,6 +12,11 @@ is ever stored: callers pass none, and as a second line of defence any JSON key 
 like a secret (``token``, ``api_key``, ``password``...) has its value replaced by
 ``"<redacted>"`` before it is written.
 
+The release policies' records live here too (lrelease/statepolicy.py, mixed into StateStore):
+each environment's release captain and pause, as rows that are only ever ended (the audit
+trail), and on each roll-out the ``policy`` it went ahead with or was refused by
+(lrelease/policies.py decides).
+
 The lock (one roll-out at a time per environment) is a row holding the roll-out id, pid,
 host name, process start time, a heartbeat and a fencing token. It is taken over only when
 its holder is provably gone: on this host, when its process is gone (pid gone, a zombie, or a
@@ -46,10 +51,11 @@ from lrelease.proclife import process_alive, process_start
 from lrelease.schema import looks_secret
 from lrelease.statedb import ACTIONS, PHASES, ROLLOUT_COLUMNS, STATUSES, StateError, gates as gates_t, \
     host_events as host_events_t, iso, kv, locks as locks_t, rollouts as rollouts_t, utc_now
+from lrelease.statepolicy import Captain, EnvPause, PolicyRecords
 from lrelease.statelock import LockHandle, LockHeld, LockLost, LockRow
 
 __all__ = [
-    "ACTIONS", "PHASES", "STATUSES", "GateOutcome", "HostEvent", "LockHandle", "LockHeld", "LockLost",
+    "ACTIONS", "PHASES", "STATUSES", "Captain", "EnvPause", "GateOutcome", "HostEvent", "LockHandle", "LockHeld", "LockLost",
     "LockRow", "Rollout", "StateError", "StateStore", "iso", "new_rollout_id", "redact", "utc_now",
 ]
 
@@ -98,6 +104,7 @@ class Rollout:
     lock_token: int | None = None  # the fencing token of the lock it ran under
     took_over: dict | None = None  # the lock holder it took the lock over from
     rollback_started_at: str | None = None  # a deploy: when its automatic rollback began
+    policy: dict | None = None  # the refusal, or the overrides it went ahead with (lrelease/policies.py)
 
     def to_dict(self) -> dict:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
@@ -126,6 +133,7 @@ def _rollout(row: Row) -> Rollout:
     data = dict(row._mapping)
     data["plan"] = json.loads(data["plan"])
     data["took_over"] = json.loads(data["took_over"]) if data.get("took_over") else None
+    data["policy"] = json.loads(data["policy"]) if data.get("policy") else None
     return Rollout(**data)
 
 
@@ -142,15 +150,15 @@ def _rollouts(*where: Any) -> sa.Select:
 UNDOABLE = ("succeeded", "halted", "interrupted", "rollback_failed", "crashed", "lock_lost", "running")
 
 
-class StateStore:
+class StateStore(PolicyRecords):
     """The project's state database: a SQLite file's path, or a URL (``postgresql+psycopg://``;
     see :func:`project_state`). ``clock`` and ``hostname`` are injectable for tests."""
 
-    def __init__(self, path: str | Path, *, clock: Callable[[], datetime] = utc_now,
+    def __init__(self, path: str | Path, *, clock: Callable[[], datetime] | None = None,
                  hostname: str | None = None) -> None:
         self.where = statedb.locate(path)
         self.path = self.where.path  # the SQLite file; None for a server
-        self.clock = clock
+        self.clock = clock or (lambda: statedb.utc_now())  # looked up per call: tests may replace it
         self.hostname = hostname or socket.gethostname()
         if self.path is not None:
             try:
@@ -194,10 +202,12 @@ class StateStore:
     def start_rollout(self, env: str, build: str, action: str, actor: str, *, reason: str = "",
                       previous_build: str | None = None, plan: dict | None = None,
                       rollout_id: str | None = None, resumes: str | None = None, undoes: str | None = None,
-                      lock: LockHandle | None = None, status: str = "running") -> Rollout:
+                      lock: LockHandle | None = None, status: str = "running",
+                      policy: dict | None = None) -> Rollout:
         """Record a roll-out as begun by this process. Take the lock first (with the same
         id, from :func:`new_rollout_id`) and pass it, so a running roll-out always has a holder
-        and its row carries the lock's token and any takeover."""
+        and its row carries the lock's token and any takeover. ``policy``: what the release
+        policies said (a refusal, or the overrides it went ahead with; lrelease/policies.py)."""
         if action not in ACTIONS:
             raise ValueError(f"action must be one of {ACTIONS}, got {action!r}")
         if status not in ("running", "refused"):
@@ -214,7 +224,8 @@ class StateStore:
                 id=rid, env=env, build=build, previous_build=previous_build, action=action, status=status,
                 actor=secrets.scrub(actor), reason=secrets.scrub(reason), started_at=self.now(), plan=_dumps(plan),
                 resumes=resumes, pid=os.getpid(), pid_start=process_start(os.getpid()), hostname=self.hostname,
-                undoes=undoes, lock_token=lock.row.token if lock is not None else None, took_over=took_over))
+                undoes=undoes, lock_token=lock.row.token if lock is not None else None, took_over=took_over,
+                policy=_dumps(policy) if policy else None))
         return self.rollout(rid)
 
     def finish_rollout(self, rollout_id: str, status: str, exit_code: int) -> Rollout:

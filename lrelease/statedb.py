@@ -28,8 +28,8 @@ from sqlalchemy.pool import NullPool
 from lrelease import secrets
 from lrelease.errors import ExitCode, LreleaseError
 
-SCHEMA_VERSION = 3  # meta.schema_version: 2 is the baseline revision, 3 adds rollouts.seq
-REVISIONS = ("0001_baseline", "0002_rollout_seq")  # lrelease/migrations/versions/, oldest first
+SCHEMA_VERSION = 4  # meta.schema_version: 2 is the baseline revision, 3 adds rollouts.seq, 4 the policies
+REVISIONS = ("0001_baseline", "0002_rollout_seq", "0003_release_policies")  # lrelease/migrations/versions/, oldest first
 ACTIONS = ("deploy", "rollback", "resume")
 # `crashed`: lrelease itself failed (exit 70); `lock_lost`: another roll-out took the lock over
 # while this one was paused (exit 4).
@@ -56,6 +56,7 @@ rollouts = sa.Table(
     sa.Column("undoes", sa.Text), sa.Column("lock_token", sa.Integer), sa.Column("took_over", sa.Text),
     sa.Column("rollback_started_at", sa.Text),
     sa.Column("seq", sa.BigInteger),  # insertion order (set by the database): ties of started_at
+    sa.Column("policy", sa.Text),  # JSON: a refusal, or the overrides a roll-out went ahead with
 )
 host_events = sa.Table(
     "host_events", tables, sa.Column("seq", sa.Integer, primary_key=True),
@@ -72,6 +73,17 @@ locks = sa.Table(
     *(sa.Column(name, sa.Text) for name in ("env", "rollout_id")), sa.Column("pid", sa.Integer),
     *(sa.Column(name, sa.Text) for name in ("pid_start", "hostname", "acquired_at", "heartbeat_at")),
     sa.Column("ttl", sa.Float), sa.Column("token", sa.Integer),
+)
+# The release policies (lrelease/policies.py): each change a row; the current one is the newest not ended.
+captains = sa.Table(
+    "captains", tables, sa.Column("seq", sa.Integer, primary_key=True),
+    *(sa.Column(name, sa.Text) for name in ("env", "name", "until", "reason", "set_by", "set_at", "cleared_by",
+                                             "cleared_at")),
+)
+env_pauses = sa.Table(
+    "env_pauses", tables, sa.Column("seq", sa.Integer, primary_key=True),
+    *(sa.Column(name, sa.Text) for name in ("env", "reason", "paused_by", "paused_at", "unpaused_by",
+                                             "unpaused_at")),
 )
 ROLLOUT_COLUMNS = [c for c in rollouts.c if c.name != "seq"]
 

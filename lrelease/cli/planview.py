@@ -13,8 +13,8 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
-from lrelease import secrets
-from lrelease.config import EnvironmentConfig
+from lrelease import policies, secrets
+from lrelease.config import EnvironmentConfig, show_duration
 from lrelease.plan import Estimate, GateTiming, Plan
 from lrelease.state import StateStore
 
@@ -25,14 +25,34 @@ FIRST_INSTALL = ("* first install (no build recorded): the state database has no
 
 
 def plan_data(env: EnvironmentConfig, store: StateStore | None, plan: Plan, est: Estimate, *,
-              state_problem: str = "") -> dict[str, Any]:
-    """The waves, each with its gate and expected time, the estimate, which bake applies, and the
-    hosts with no build recorded in ``store`` (in switching order). ``store`` None: the state
-    database cannot be used (``state_problem`` says why); the plan goes on without its records."""
+              state_problem: str = "", build: str | None = None, actor: str | None = None) -> dict[str, Any]:
+    """The waves, each with its gate and expected time, the estimate, which bake applies, the
+    hosts with no build recorded in ``store`` (in switching order), and the release policies
+    (``policies``: pause, captain, Next's evidence for ``build``, whether a deploy by ``actor``
+    would be refused now). ``store`` None: the state database cannot be used (``state_problem``
+    says why); the plan goes on without its records."""
     if store is None:
         return {**_plan_core(env, plan, est), "first_install": [], "state_problem": state_problem}
     recorded = store.hosts_with_build(env.name)
-    return {**_plan_core(env, plan, est), "first_install": [h for h in (*plan.done, *plan.hosts) if h not in recorded]}
+    return {**_plan_core(env, plan, est), "first_install": [h for h in (*plan.done, *plan.hosts) if h not in recorded],
+            "policies": policy_data(env, store, build, actor)}
+
+
+def policy_data(env: EnvironmentConfig, store: StateStore, build: str | None, actor: str | None) -> dict[str, Any]:
+    """The release policies of ``env`` now (lrelease/policies.py), as the plan shows them."""
+    pause, captain = store.env_pause(env.name), store.captain(env.name)
+    data: dict[str, Any] = {"env_paused": pause.to_dict() if pause else None,
+                            "captain": captain.to_dict() if captain else None, "captain_mode": env.captain,
+                            "requires": None, "deploy_refused": None}
+    if env.requires is not None:
+        req = {"env": env.requires.env, "soak": show_duration(env.requires.soak_seconds), "evidence": None}
+        if build is not None:
+            req["evidence"] = policies.next_evidence(store, build, env.requires).to_dict()
+        data["requires"] = req
+    if actor is not None and build is not None:
+        data["deploy_refused"] = policies.decide(store, env.name, actor=actor, action="deploy", build=build,
+                                                 environment=env).refused
+    return data
 
 
 def _plan_core(env: EnvironmentConfig, plan: Plan, est: Estimate) -> dict[str, Any]:
@@ -97,7 +117,32 @@ def render(env_name: str, data: dict[str, Any], build: str | None) -> Group:
         parts.append(Text(f"without the state database's records (first installs, recorded pace): "
                           f"{data['state_problem']}"))
     parts.append(Text(_estimate_line(env_name, data)))
+    parts.extend(Text(line) for line in policy_lines(data.get("policies"), build))
     return Group(*parts)
+
+
+def policy_lines(data: dict[str, Any] | None, build: str | None) -> list[str]:
+    """The release policies in a few lines (none when no policy applies)."""
+    if not data:
+        return []
+    lines = []
+    if data["env_paused"]:
+        p = data["env_paused"]
+        lines.append(f"environment paused by {p['paused_by']} since {policies.when(p['paused_at'])}: {p['reason']}")
+    if data["captain"]:
+        c = data["captain"]
+        until = f" until {policies.when(c['until'])}" if c["until"] else ""
+        lines.append(f"release captain: {c['name']}{until}")
+    elif data["captain_mode"] == "required":
+        lines.append("release captain: none set, and this environment requires one")
+    req = data["requires"]
+    if req:
+        ev = req["evidence"]
+        state = ev["detail"] if ev else "give --build to see the evidence"
+        lines.append(f"requires {req['env']} first (soak {req['soak']}): {state}")
+    if data["deploy_refused"]:
+        lines.append(f"a deploy now would be refused (exit 4): {data['deploy_refused']}")
+    return lines
 
 
 def _estimate_line(env_name: str, data: dict[str, Any]) -> str:

@@ -12,7 +12,7 @@ from typing import Any, Self
 import click
 from rich.console import Console
 
-from lrelease import secrets
+from lrelease import policies, secrets
 from lrelease.cli import outcome as outcome_view
 from lrelease.cli import planview, report
 from lrelease.cli.helptext import epilog, read_epilog
@@ -35,6 +35,12 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Machine-read
 reason_option = click.option("--reason", default="", help="Why (recorded with the roll-out).")
 actor_option = click.option("--actor", default=None, help="Who (default: $LRELEASE_ACTOR or the login name).")
 yes_option = click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation (cron, CI).")
+force_option = click.option("--force", is_flag=True,
+                             help="Start it although you are not the environment's release captain (needs --reason; "
+                                  "recorded).")
+skip_next_option = click.option("--skip-next", is_flag=True,
+                                help="Deploy a build not proven on the environment this one requires first "
+                                     "(requires: in lrelease.yml; needs --reason; recorded).")
 verbose_option = click.option("--verbose", "-v", "verbosity", count=True,
                               help="Ansible's verbosity (-v to -vvvv): its output goes to stderr.")
 
@@ -43,6 +49,16 @@ def _project(path: Path) -> ProjectConfig:
     if not path.exists():
         raise LreleaseError(f"{str(path)!r}: no such config file (use --config or $LRELEASE_CONFIG)")
     return load_config(path)
+
+
+def _overrides(reason: str, force: bool = False, skip_next: bool = False) -> dict[str, str]:
+    """The release policies' overrides asked for (lrelease/policies.py), each with its reason;
+    an override without a reason is bad input (exit 2, nothing changed)."""
+    asked = [flag for flag, on in (("--force", force), ("--skip-next", skip_next)) if on]
+    if asked and not reason.strip():
+        raise ConfigError(asked[0], "--reason", 'a reason, recorded with the roll-out (e.g. --reason "INC-42 hotfix, '
+                                                'captain away")')
+    return {"force_reason": reason.strip() if force else "", "skip_next_reason": reason.strip() if skip_next else ""}
 
 
 def _emit(kind: str, data: dict[str, Any]) -> None:
@@ -84,7 +100,7 @@ class _Interrupt:
 
 
 def _run(ctx: click.Context, as_json: bool, verbosity: int, project: ProjectConfig, actor: str | None,
-         hosts: tuple[str, ...], action: str, call) -> None:
+         hosts: tuple[str, ...], action: str, call, overrides: dict[str, str] | None = None) -> None:
     """Progress goes to stderr: a live table on a terminal, else (and always with --json, whose
     stdout is the outcome alone) one plain line per event, never wrapped, its text as it is (a
     ``[...]`` in a message is no markup); with -v, Ansible's own output too."""
@@ -92,7 +108,7 @@ def _run(ctx: click.Context, as_json: bool, verbosity: int, project: ProjectConf
     view = ProgressView(hosts, live=live, console=console if live else lines)
     with _Interrupt(action) as interrupt:
         releaser = Releaser(project, actor=actor, on_event=view.update, cancel=interrupt.request,
-                            verbosity=verbosity, on_output=_ansible_output if verbosity else None)
+                            verbosity=verbosity, on_output=_ansible_output if verbosity else None, **(overrides or {}))
         with view:
             outcome: Outcome = call(releaser)
     if as_json:
@@ -109,17 +125,23 @@ def _ansible_output(text: str) -> None:
 @click.command(epilog=read_epilog(["lrelease plan --env production",
                                    "lrelease plan --env production --build 1.4.0 --json | jq .waves"]))
 @env_option
-@click.option("--build", "-b", default=None, help="Build id (only for the title).")
+@click.option("--build", "-b", default=None,
+              help="Build id: the title, and its evidence for `requires:` (is it proven on that environment?).")
+@actor_option
 @json_option
 @config_option
-def plan(env: str, build: str | None, as_json: bool, config_path: Path) -> None:
-    """Waves with host names, capacity left in service, each wave's gate, a time estimate, and
-    the hosts with no build recorded (first installs). Reads no host."""
+def plan(env: str, build: str | None, actor: str | None, as_json: bool, config_path: Path) -> None:
+    """Waves with host names, capacity left in service, each wave's gate, a time estimate, the
+    hosts with no build recorded (first installs), and the release policies (environment pause,
+    release captain, whether BUILD is proven where this environment requires it first, and
+    whether a deploy by you would be refused now). Reads no host."""
+    if build is not None and not BUILD_RE.fullmatch(build):
+        raise ConfigError("--build", "build", f"a build id (letters, digits, '.', '_', '+', '-'), got {build!r}")
     project = _project(config_path)
-    releaser = Releaser(project)
+    releaser = Releaser(project, actor=actor)
     p, est = releaser.plan(env)
     data = planview.plan_data(project.environment(env), releaser.readable_store(), p, est,
-                                  state_problem=releaser.state_problem)
+                              state_problem=releaser.state_problem, build=build, actor=releaser.actor)
     if as_json:
         _emit("plan", {"env": env, "build": build, **data})
     else:
@@ -135,6 +157,8 @@ def plan(env: str, build: str | None, as_json: bool, config_path: Path) -> None:
 @click.option("--sha256", default=None, help="Expected sha256 (default: the artifact's .sha256 file).")
 @reason_option
 @actor_option
+@force_option
+@skip_next_option
 @click.option("--dry-run", is_flag=True, help="Print the plan and change nothing.")
 @yes_option
 @json_option
@@ -142,15 +166,21 @@ def plan(env: str, build: str | None, as_json: bool, config_path: Path) -> None:
 @config_option
 @click.pass_context
 def deploy(ctx: click.Context, env: str, build: str, sha256: str | None, reason: str, actor: str | None,
-           dry_run: bool, yes: bool, as_json: bool, verbosity: int, config_path: Path) -> None:
-    """Roll BUILD out to an environment in waves; roll back by itself when a wave fails."""
+           force: bool, skip_next: bool, dry_run: bool, yes: bool, as_json: bool, verbosity: int,
+           config_path: Path) -> None:
+    """Roll BUILD out to an environment in waves; roll back by itself when a wave fails.
+
+    Refused (exit 4, nothing changed) while the environment is paused, when you are not its
+    release captain (--force --reason), or when BUILD is not proven on the environment it
+    requires first (--skip-next --reason): docs/design.md, "Release policies"."""
+    overrides = _overrides(reason, force, skip_next)
     project = _project(config_path)
     releaser = Releaser(project, actor=actor)
     releaser.artifact(build, sha256)  # unknown build or checksum mismatch: refused here
     p, est = releaser.plan(env)
     if dry_run:
         data = planview.plan_data(project.environment(env), releaser.readable_store(), p, est,
-                                  state_problem=releaser.state_problem)
+                                  state_problem=releaser.state_problem, build=build, actor=releaser.actor)
         if as_json:
             _emit("plan", {"env": env, "build": build, "dry_run": True, **data})
         else:
@@ -158,7 +188,7 @@ def deploy(ctx: click.Context, env: str, build: str, sha256: str | None, reason:
         return
     _confirm(yes, f"Deploy {build} to {env} ({len(p.hosts)} hosts, {len(p.waves)} waves)?")
     _run(ctx, as_json, verbosity, project, actor, p.hosts, "deploy",
-         lambda r: r.deploy(env, build, reason=reason, sha256=sha256))
+         lambda r: r.deploy(env, build, reason=reason, sha256=sha256), overrides)
 
 
 @click.command(epilog=epilog([
@@ -170,17 +200,22 @@ def deploy(ctx: click.Context, env: str, build: str, sha256: str | None, reason:
 @click.option("--to", "to", default=None, help="Go to this build instead of each host's previous one.")
 @reason_option
 @actor_option
+@force_option
 @click.option("--dry-run", is_flag=True, help="Say what would happen and change nothing.")
 @yes_option
 @json_option
 @verbose_option
 @config_option
 @click.pass_context
-def rollback(ctx: click.Context, env: str, to: str | None, reason: str, actor: str | None, dry_run: bool,
-             yes: bool, as_json: bool, verbosity: int, config_path: Path) -> None:
+def rollback(ctx: click.Context, env: str, to: str | None, reason: str, actor: str | None, force: bool,
+             dry_run: bool, yes: bool, as_json: bool, verbosity: int, config_path: Path) -> None:
     """Undo the newest roll-out: each host it moved goes back to the build it ran before (or to
-    --to BUILD), in groups that keep rollback.min_in_service of the hosts serving."""
+    --to BUILD), in groups that keep rollback.min_in_service of the hosts serving.
+
+    Allowed on a paused environment; where a release captain is set, only the captain (or anyone
+    with --force --reason) rolls back: docs/design.md, "Release policies"."""
     check_to(to)  # before anything is read or created
+    overrides = _overrides(reason, force)
     project = _project(config_path)
     hosts = project.load_fleet().hosts(project.environment(env).name)
     if dry_run:
@@ -191,7 +226,8 @@ def rollback(ctx: click.Context, env: str, to: str | None, reason: str, actor: s
             _show_rollback_plan(plan)
         return
     _confirm(yes, f"Roll back {env} ({len(hosts)} hosts)?")
-    _run(ctx, as_json, verbosity, project, actor, hosts, "rollback", lambda r: r.rollback(env, to=to, reason=reason))
+    _run(ctx, as_json, verbosity, project, actor, hosts, "rollback", lambda r: r.rollback(env, to=to, reason=reason),
+         overrides)
 
 
 def _show_rollback_plan(plan: dict[str, Any]) -> None:
@@ -209,19 +245,26 @@ def _show_rollback_plan(plan: dict[str, Any]) -> None:
 @click.command(epilog=epilog(["lrelease status --env production   # what is on each host first",
                               "lrelease resume --env production --yes"]))
 @env_option
+@reason_option
 @actor_option
+@force_option
 @yes_option
 @json_option
 @verbose_option
 @config_option
 @click.pass_context
-def resume(ctx: click.Context, env: str, actor: str | None, yes: bool, as_json: bool, verbosity: int,
-           config_path: Path) -> None:
-    """Finish an interrupted or halted roll-out; hosts already done are not redeployed."""
+def resume(ctx: click.Context, env: str, reason: str, actor: str | None, force: bool, yes: bool, as_json: bool,
+           verbosity: int, config_path: Path) -> None:
+    """Finish an interrupted or halted roll-out; hosts already done are not redeployed.
+
+    Refused (exit 4) while the environment is paused, or when you are not its release captain
+    (--force --reason)."""
+    overrides = _overrides(reason, force)
     project = _project(config_path)
     hosts = project.load_fleet().hosts(project.environment(env).name)
     _confirm(yes, f"Resume the interrupted roll-out of {env}?")
-    _run(ctx, as_json, verbosity, project, actor, hosts, "resume", lambda r: r.resume(env))
+    _run(ctx, as_json, verbosity, project, actor, hosts, "resume", lambda r: r.resume(env, reason=reason.strip()),
+         overrides)
 
 
 @click.command(epilog=read_epilog(
@@ -324,6 +367,9 @@ def history(env: str | None, limit: int, as_json: bool, config_path: Path) -> No
         shown = r.status
         if r.status == "halted" and report.inconclusive(store.host_events(r.id)):
             shown = "halted (gate INCONCLUSIVE)"  # `lrelease show ID` gives each gate's reason
+        note = policies.short(r.policy)
+        if note:
+            shown = f"{r.status} ({note})" if r.status != "refused" else f"refused ({note.split(': ', 1)[1]})"
         cells = (r.id, r.action, r.build, shown, str(r.exit_code if r.exit_code is not None else "-"),
                  r.actor, when(r.started_at), r.reason)
         rollouts.add_row(*(cells if env else (r.env, *cells)))

@@ -22,7 +22,7 @@ from typing import Any
 from rich.console import Console, ConsoleOptions, RenderResult
 from rich.text import Text
 
-from lrelease import secrets
+from lrelease import policies, secrets
 from lrelease.cli.tables import when
 from lrelease.state import GateOutcome, HostEvent, Rollout
 
@@ -181,6 +181,7 @@ def header(rollout: Rollout) -> list[Line]:
     ]
     if rollout.resumes:
         rows.append(("resumes", rollout.resumes))
+    rows.extend(("policy", phrase) for phrase in policies.describe(rollout.policy))
     return [Line(title)] + [Line(_text(f"{key:<9} ", value), indent=2) for key, value in rows]
 
 
@@ -441,6 +442,7 @@ def scrubbed(rollout: Rollout, events: Sequence[HostEvent], gates: Sequence[Gate
              ) -> tuple[Rollout, list[HostEvent], list[GateOutcome]]:
     """The record with every secret this process knows masked (one stored before lrelease
     scrubbed by value, or one it learned since, never reaches the screen)."""
-    return (replace(rollout, reason=secrets.scrub(rollout.reason), plan=secrets.scrub_data(rollout.plan)),
+    return (replace(rollout, reason=secrets.scrub(rollout.reason), plan=secrets.scrub_data(rollout.plan),
+                    policy=secrets.scrub_data(rollout.policy) if rollout.policy else rollout.policy),
             [_scrubbed_event(e) for e in events],
             [replace(g, evidence=secrets.scrub_data(g.evidence)) for g in gates])

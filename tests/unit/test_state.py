@@ -37,11 +37,11 @@ def deploy(store: StateStore, env: str = "production", build: str = "1.1.0", **k
 # -- schema -------------------------------------------------------------------------------
 def test_a_new_sqlite_database_is_versioned_and_in_wal_mode(tmp_path):
     with StateStore(tmp_path / ".lrelease" / "lrelease.db") as store:
-        assert store.path.exists() and store.schema_version() == statedb.SCHEMA_VERSION == 3
+        assert store.path.exists() and store.schema_version() == statedb.SCHEMA_VERSION == 4
         db = sqlite3.connect(store.path)
         assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         assert {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")} >= {
-            "meta", "rollouts", "host_events", "gates", "locks", "alembic_version"}
+            "meta", "rollouts", "host_events", "gates", "locks", "captains", "env_pauses", "alembic_version"}
 
 
 def test_a_new_database_is_at_the_newest_revision(store, state_db):
@@ -63,7 +63,7 @@ def test_reopening_keeps_the_data(state_db):
 def test_a_database_from_a_newer_lrelease_is_refused(state_db, sql, known):
     StateStore(state_db).close()
     raw(state_db, sql)
-    with pytest.raises(StateError, match=rf"newer lrelease \({known}, this one knows 3\); upgrade lrelease") as err:
+    with pytest.raises(StateError, match=rf"newer lrelease \({known}, this one knows {statedb.SCHEMA_VERSION}\); upgrade lrelease") as err:
         StateStore(state_db)
     assert err.value.exit_code == ExitCode.USAGE and "\n" not in str(err.value)
 
