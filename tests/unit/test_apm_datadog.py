@@ -8,7 +8,7 @@ import pytest
 
 from lrelease.apm import HostRef, ProviderError, Window, make_provider
 from lrelease.apm.datadog import api_base, mean, parse_query_response, total
-from lrelease.apm.fakes import FakeDatadog
+from tests.fakes.apm import FakeDatadog
 from lrelease.errors import ConfigError
 from tests.unit.recorded import load_case, recorded
 
