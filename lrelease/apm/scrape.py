@@ -31,9 +31,9 @@ from pathlib import Path
 from typing import Any
 
 from lrelease.apm import HostMetrics, HostRef, ProviderError, Window, no_data
-from lrelease.apm.expfmt import Exposition, ExpositionError, Labels, parse
+from lrelease.apm.expfmt import ACCEPT, Exposition, ExpositionError, Labels, parse
 from lrelease.apm.latency import Latency
-from lrelease.apm.transport import Http, Settings, Unreachable, snippet
+from lrelease.apm.transport import Http, Reply, Settings, Unreachable, snippet
 
 Key = tuple[str, Labels]
 
@@ -221,7 +221,7 @@ def _decode(data: Mapping[str, Any]) -> Reading:
     return Reading(float(data["at"]), data.get("start_time"), counters)
 
 
-Getter = Callable[[str], tuple[int, str]]
+Getter = Callable[[str], Reply]  # url -> the answer (status, body, Content-Type)
 
 
 class ScrapeProvider:
@@ -236,22 +236,21 @@ class ScrapeProvider:
         self._http: Http | None = None
         self.sample_seconds = settings.sample_seconds
 
-    def _http_get(self, url: str) -> tuple[int, str]:
+    def _http_get(self, url: str) -> Reply:
         if self._http is None:
             self._http = Http(self.name, self.settings.timeout)
-        reply = self._http.request("GET", url)
-        return reply.status, reply.body
+        return self._http.request("GET", url, headers={"Accept": ACCEPT})
 
     def _read(self, host: HostRef) -> Reading:
         """Scrape one host now. Raises Unreachable, ProviderError (bad status) or ExpositionError."""
         if not host.url:
             raise ProviderError(self.name, f"{host.name}: no URL to scrape (HostRef.url is empty)")
         at = self._clock()
-        status, body = self._get(host.url.rstrip("/") + self.settings.metrics_path)
-        if status != 200:
-            raise ProviderError(self.name, f"{host.name}: {self.settings.metrics_path} answered HTTP {status}: "
-                                f"{snippet(body)}", status=status)
-        return reading_from(parse(body), self.settings, at)
+        reply = self._get(host.url.rstrip("/") + self.settings.metrics_path)
+        if reply.status != 200:
+            raise ProviderError(self.name, f"{host.name}: {self.settings.metrics_path} answered HTTP {reply.status}: "
+                                f"{snippet(reply.body)}", status=reply.status)
+        return reading_from(parse(reply.body, reply.content_type), self.settings, at)
 
     def mark(self, hosts: Sequence[HostRef]) -> None:
         """Take and keep a reading of each reachable host now (a host that does not answer is
