@@ -53,6 +53,7 @@ class ScrapeSettings:
     tolerance: float = 5.0  # seconds between a window's start and the reading taken for it
     sample_seconds: float = 10.0  # during a bake, read every host this often (0: only at looks)
     state_path: str = ""  # JSON file sharing readings between processes; "" keeps them in memory
+    ca_bundle: str = ""  # a CA file to trust for https:// hosts ("": the system's, or REQUESTS_CA_BUNDLE)
 
     def selected(self, labels: Labels) -> bool:
         found = dict(labels)
@@ -238,7 +239,7 @@ class ScrapeProvider:
 
     def _http_get(self, url: str) -> Reply:
         if self._http is None:
-            self._http = Http(self.name, self.settings.timeout)
+            self._http = Http(self.name, self.settings.timeout, ca_bundle=self.settings.ca_bundle)
         return self._http.request("GET", url, headers={"Accept": ACCEPT})
 
     def _read(self, host: HostRef) -> Reading:
@@ -356,7 +357,7 @@ class ScrapeProvider:
 
 def from_settings(data: Mapping[str, Any], where: str, env: Mapping[str, str]) -> ScrapeProvider:
     fields = ("requests_metric", "latency_metric", "code_label", "error_codes", "match", "exclude",
-              "metrics_path", "start_time_metric", "timeout", "tolerance", "sample_seconds", "state_path")
+              "metrics_path", "start_time_metric", "timeout", "tolerance", "sample_seconds", "state_path", "ca_bundle")
     s = Settings(data, where, fields)
     defaults = ScrapeSettings()
     patterns: dict[str, dict[str, str]] = {}
@@ -381,6 +382,7 @@ def from_settings(data: Mapping[str, Any], where: str, env: Mapping[str, str]) -
         timeout=s.number("timeout", defaults.timeout), tolerance=s.number("tolerance", defaults.tolerance),
         sample_seconds=s.number("sample_seconds", defaults.sample_seconds, exclusive=False),
         state_path=s.string("state_path", ""),
+        ca_bundle=s.ca_bundle(),
     ))
 
 

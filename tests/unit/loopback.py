@@ -68,7 +68,7 @@ def serve(answer: Callable[[Request], Answer], *, tls: ssl.SSLContext | None = N
     server.daemon_threads = True
     if tls is not None:
         server.socket = tls.wrap_socket(server.socket, server_side=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     stub.url = f"{'https' if tls else 'http'}://127.0.0.1:{server.server_address[1]}"
     try:
