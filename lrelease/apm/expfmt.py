@@ -93,7 +93,7 @@ def parse(text: str, content_type: str = "") -> Exposition:
 def _parse_text(text: str) -> Exposition:
     samples: list[Sample] = []
     types: dict[str, str] = {}
-    for number, raw in enumerate(text.splitlines(), start=1):
+    for number, raw in enumerate(text.split("\n"), start=1):  # not splitlines: \u2028 may be in a label
         line = raw.strip()
         if not line:
             continue

@@ -44,7 +44,7 @@ T = TypeVar("T")
 SECRET_HINT = "name the environment variable that holds it instead, e.g. {key}_env: MYAPP_{KEY}"
 RETRY_STATUSES = frozenset({429, 502, 503, 504})
 ATTEMPTS = 4  # the first and three retries
-RETRY_BUDGET = 15.0  # seconds from the first attempt; well below a gate's look interval (180 s by default)
+RETRY_BUDGET = 10.0  # seconds from the first attempt; plus one timeout, below a look interval (180 s default)
 BACKOFF = 0.5  # seconds: waits of 0, 1, 2 s between attempts (urllib3: 0.5 * 2**(n-1) from the second)
 JITTER = 0.5  # plus up to this much, at random, so that gates started together do not retry together
 

@@ -168,3 +168,10 @@ def test_the_text_format_is_the_default_content_type():
     for content_type in ("text/plain; version=0.0.4; charset=utf-8", ""):
         # Then it is read as the text format (OpenMetrics would refuse it for the missing # EOF)
         assert parse("x 1\n", content_type).value("x") == 1.0
+
+
+def test_only_newline_ends_a_line_of_the_text_format():
+    # Given a label value holding a Unicode line separator (valid UTF-8 in a label value)
+    page = parse('x{path="/a\u2028b"} 1\ny 2\r\n')
+    # Then it stays inside its sample; \r\n line ends are read too
+    assert [(s.name, s.labels, s.value) for s in page.samples] == [("x", (("path", "/a\u2028b"),), 1.0), ("y", (), 2.0)]

@@ -215,3 +215,19 @@ def test_a_ca_bundle_that_is_not_a_file_is_a_config_error_naming_the_key(kind, t
     with pytest.raises(ConfigError) as err:
         make_provider(kind, {**base, "ca_bundle": str(tmp_path / "missing.pem")}, where="lrelease.yml: gate", env=env)
     assert err.value.key == "ca_bundle" and "PEM file" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_a_query_with_its_retries_ends_before_the_gate_looks_again():
+    # Given the slowest vendor query (its timeout, once the retry budget is spent) and the looks
+    # of the default gate and of the sandbox's (every 20 s)
+    from lrelease.apm.datadog import DatadogSettings
+    from lrelease.apm.newrelic import NewRelicSettings
+    from lrelease.apm.prometheus import PrometheusSettings
+    from lrelease.gate.judge_config import JudgeConfig
+
+    worst = {name: RETRY_BUDGET + timeout for name, timeout in (
+        ("prometheus", PrometheusSettings(url="x").timeout), ("datadog", DatadogSettings(base_url="x").timeout),
+        ("newrelic", NewRelicSettings(account_id=1).timeout))}
+    # Then each ends before the next look
+    assert all(seconds < JudgeConfig().interval_seconds for seconds in worst.values())
+    assert worst["prometheus"] < 20  # the sandbox's gate reads Prometheus, looking every 20 s
