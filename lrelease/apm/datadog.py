@@ -88,6 +88,7 @@ class DatadogSettings:
     latency_unit: float = 1.0  # seconds per unit of the latency metric (0.001 for ms)
     errors_missing_is_zero: bool = True  # Datadog sends no series for a count never reported
     timeout: float = 10.0
+    ca_bundle: str = ""  # a CA file to trust for base_url ("": the system's, or REQUESTS_CA_BUNDLE)
 
 
 class DatadogProvider:
@@ -96,7 +97,7 @@ class DatadogProvider:
     def __init__(self, settings: DatadogSettings, api_key: Secret, app_key: Secret) -> None:
         self.settings = settings
         self._keys = (api_key, app_key)
-        self._http = Http(NAME, settings.timeout, self._keys)
+        self._http = Http(NAME, settings.timeout, self._keys, retry=True, ca_bundle=settings.ca_bundle)
 
     def __repr__(self) -> str:
         return f"DatadogProvider(base_url={self.settings.base_url!r}, keys=<from environment>)"
@@ -139,7 +140,7 @@ class DatadogProvider:
 
 def from_settings(data: Mapping[str, Any], where: str, env: Mapping[str, str]) -> DatadogProvider:
     s = Settings(data, where, ("site", "url", "api_key_env", "app_key_env", "requests_query", "errors_query",
-                               "latency_queries", "latency_unit", "errors_missing_is_zero", "timeout"))
+                               "latency_queries", "latency_unit", "errors_missing_is_zero", "timeout", "ca_bundle"))
     site = s.string("site", "datadoghq.com", pattern=SITE_RE,
                     describe="a Datadog site such as datadoghq.com, us5.datadoghq.com or datadoghq.eu")
     base = s.url("url") if s.has("url") else api_base(site)
@@ -165,7 +166,8 @@ def from_settings(data: Mapping[str, Any], where: str, env: Mapping[str, str]) -
     settings = DatadogSettings(
         base_url=base, requests_query=requests_query, errors_query=errors_query, latency_queries=latency,
         latency_unit=1.0 if unit == "s" else 0.001,
-        errors_missing_is_zero=s.boolean("errors_missing_is_zero", True), timeout=s.number("timeout", 10.0))
+        errors_missing_is_zero=s.boolean("errors_missing_is_zero", True), timeout=s.number("timeout", 10.0),
+        ca_bundle=s.ca_bundle())
     for key in ("requests_query", "errors_query"):
         if "{host}" not in getattr(settings, key):
             s.check.fail(key, "a metrics query containing {host}")

@@ -1,25 +1,42 @@
-"""A small parser for the Prometheus text exposition format (0.0.4; OpenMetrics' ``# EOF`` too).
+"""Prometheus' exposition formats, read with prometheus_client's parsers.
 
     # HELP demoapp_http_requests_total HTTP requests served.
     # TYPE demoapp_http_requests_total counter
     demoapp_http_requests_total{path="/",code="200"} 1027
-    demoapp_http_request_duration_seconds_bucket{path="/",le="0.005"} 1003 1712345678000
+    {"http.server.request.duration_count", "http.response.status_code"="200"} 5
 
-Each sample line is ``name[{labels}] value [timestamp]``. Label values are double-quoted with
-``\\\\``, ``\\"`` and ``\\n`` escapes; values are floats or ``+Inf``/``-Inf``/``NaN``. Only what a
-gate needs is kept: samples (name, labels, value) and declared types. A malformed line raises
-:class:`ExpositionError` naming the line number.
+Two formats, told apart by the answer's ``Content-Type``:
+
+- the text format (``text/plain; version=0.0.4``, or no type at all), Prometheus 3's quoted
+  UTF-8 metric and label names included: read by ``prometheus_client.parser``, one line at a
+  time, so that an error names its line and every sample keeps the name it was exposed under
+  (grouped into families, the library renames a counter ``x`` declared without ``_total`` to
+  ``x_total``);
+- OpenMetrics (``application/openmetrics-text``), exemplars (``... # {trace_id="abc"} 0.5``)
+  and the closing ``# EOF`` included: read whole by ``prometheus_client.openmetrics.parser``,
+  which also checks what OpenMetrics requires across lines (``# EOF`` last, counters' ``_total``).
+
+Only what a gate needs is kept: samples (name, labels, value) and declared types. A malformed
+page raises :class:`ExpositionError`, one line naming the line number, what was found and what
+was expected.
 """
 
 from __future__ import annotations
 
-import math
-import re
+import io
+from collections.abc import Iterator
 from dataclasses import dataclass
 
-_NAME_RE = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
-_LABEL_NAME_RE = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
-_ESCAPES = {"\\": "\\", '"': '"', "n": "\n"}
+from prometheus_client.openmetrics import parser as openmetrics_parser
+from prometheus_client.parser import text_string_to_metric_families
+
+OPENMETRICS = "application/openmetrics-text"
+TEXT = "text/plain"
+# What a scrape asks for: the text format first (what most exporters serve, and what the default
+# metric names assume), OpenMetrics when that is all the app speaks. Underscore-escaped names are
+# the text format's default; an app that only serves UTF-8 names still parses.
+ACCEPT = f"{TEXT};version=0.0.4;q=1.0,{OPENMETRICS};version=1.0.0;q=0.5,*/*;q=0.1"
+_EXPECTED = 'expected name{label="value",...} value [timestamp], or a # comment'
 
 
 class ExpositionError(ValueError):
@@ -49,7 +66,7 @@ class Sample:
 @dataclass(frozen=True)
 class Exposition:
     samples: tuple[Sample, ...]
-    types: dict[str, str]
+    types: dict[str, str]  # family name (a counter's without _total, as OpenMetrics names it) -> type
 
     def named(self, name: str) -> list[Sample]:
         return [s for s in self.samples if s.name == name]
@@ -62,100 +79,71 @@ class Exposition:
         return None
 
 
-def parse(text: str) -> Exposition:
+def is_openmetrics(content_type: str) -> bool:
+    return content_type.split(";", 1)[0].strip().lower() == OPENMETRICS
+
+
+def parse(text: str, content_type: str = "") -> Exposition:
+    """A /metrics page in the format its ``Content-Type`` names (the text format by default)."""
+    if is_openmetrics(content_type):
+        return _parse_openmetrics(text)
+    return _parse_text(text)
+
+
+def _parse_text(text: str) -> Exposition:
     samples: list[Sample] = []
     types: dict[str, str] = {}
-    for number, raw in enumerate(text.splitlines(), start=1):
+    for number, raw in enumerate(text.split("\n"), start=1):  # not splitlines: \u2028 may be in a label
         line = raw.strip()
         if not line:
             continue
-        if line.startswith("#"):
-            parts = line.split(None, 3)
-            if len(parts) >= 4 and parts[1] == "TYPE":
-                types[parts[2]] = parts[3].strip()
-            elif len(parts) == 3 and parts[1] == "TYPE":
-                types[parts[2]] = "untyped"
-            continue  # HELP, EOF and free comments
-        samples.append(_sample(line, number))
+        try:
+            families = list(text_string_to_metric_families(line))
+        except ValueError as exc:
+            raise _error(number, line, exc) from None
+        for family in families:
+            if not line.startswith("#"):
+                samples.extend(_sample(s) for s in family.samples)
+            elif line.split(None, 2)[1:2] == ["TYPE"]:
+                types[family.name] = family.type
     return Exposition(tuple(samples), types)
 
 
-def _sample(line: str, number: int) -> Sample:
-    match = _NAME_RE.match(line)
-    if not match:
-        raise ExpositionError(number, f"expected a metric name, got {line[:40]!r}")
-    name, pos = match.group(0), match.end()
-    labels: list[tuple[str, str]] = []
-    if pos < len(line) and line[pos] == "{":
-        pos = _labels(line, pos + 1, number, labels)
-    rest = line[pos:].split()
-    if not rest or len(rest) > 2:
-        raise ExpositionError(number, f"expected a value (and an optional timestamp) after {name}")
-    value = _float(rest[0], number)
-    if len(rest) == 2:
-        _float(rest[1], number)  # the timestamp must at least be a number; it is not used
-    return Sample(name, tuple(sorted(labels)), value)
-
-
-def _labels(line: str, pos: int, number: int, out: list[tuple[str, str]]) -> int:
-    while True:
-        while pos < len(line) and line[pos] in " \t":
-            pos += 1
-        if pos < len(line) and line[pos] == "}":
-            return pos + 1
-        match = _LABEL_NAME_RE.match(line, pos)
-        if not match:
-            raise ExpositionError(number, f"expected a label name at column {pos + 1}")
-        key, pos = match.group(0), match.end()
-        pos = _skip_blanks(line, pos)
-        if line[pos:pos + 1] != "=":
-            raise ExpositionError(number, f'expected =" after label {key}')
-        pos = _skip_blanks(line, pos + 1)
-        if line[pos:pos + 1] != '"':
-            raise ExpositionError(number, f'expected =" after label {key}')
-        pos += 1
-        chars: list[str] = []
-        while True:
-            if pos >= len(line):
-                raise ExpositionError(number, f"label {key}: unterminated value")
-            ch = line[pos]
-            if ch == "\\":
-                if pos + 1 >= len(line) or line[pos + 1] not in _ESCAPES:
-                    raise ExpositionError(number, f"label {key}: bad escape")
-                chars.append(_ESCAPES[line[pos + 1]])
-                pos += 2
-            elif ch == '"':
-                pos += 1
-                break
-            else:
-                chars.append(ch)
-                pos += 1
-        out.append((key, "".join(chars)))
-        while pos < len(line) and line[pos] in " \t":
-            pos += 1
-        if pos < len(line) and line[pos] == ",":
-            pos += 1
-        elif pos < len(line) and line[pos] == "}":
-            return pos + 1
-        else:
-            raise ExpositionError(number, f"expected , or }} after label {key}")
-
-
-def _skip_blanks(line: str, pos: int) -> int:
-    while pos < len(line) and line[pos] in " \t":
-        pos += 1
-    return pos
-
-
-def _float(text: str, number: int) -> float:
-    low = text.lower()
-    if low in ("+inf", "inf"):
-        return math.inf
-    if low == "-inf":
-        return -math.inf
-    if low == "nan":
-        return math.nan
+def _parse_openmetrics(text: str) -> Exposition:
+    lines = _Lines(text)
+    samples: list[Sample] = []
+    types: dict[str, str] = {}
     try:
-        return float(text)
-    except ValueError:
-        raise ExpositionError(number, f"not a number: {text[:40]!r}") from None
+        for family in openmetrics_parser.text_fd_to_metric_families(lines):
+            types[family.name] = family.type
+            samples.extend(_sample(s) for s in family.samples)
+    except ValueError as exc:
+        raise _error(lines.number, lines.current, exc, openmetrics=True, at_end=lines.done) from None
+    return Exposition(tuple(samples), types)
+
+
+class _Lines:
+    """The page's lines for a parser that reads a file, remembering which one it is on."""
+
+    def __init__(self, text: str) -> None:
+        self._file = io.StringIO(text)
+        self.number, self.current, self.done = 0, "", False
+
+    def __iter__(self) -> Iterator[str]:
+        for line in self._file:
+            self.number, self.current = self.number + 1, line.strip()
+            yield line
+        self.done = True
+
+
+def _sample(sample) -> Sample:  # a prometheus_client.samples.Sample; its exemplar is not needed
+    return Sample(sample.name, tuple(sorted(sample.labels.items())), float(sample.value))
+
+
+def _error(number: int, line: str, exc: ValueError, *, openmetrics: bool = False,
+           at_end: bool = False) -> ExpositionError:
+    shown = line if len(line) <= 60 else line[:57] + "..."
+    problem = str(exc) or "not a sample or a comment"
+    where = f"after the last line {shown!r}" if at_end else f"in {shown!r}"
+    expected = _EXPECTED + ("; OpenMetrics ends with # EOF" if openmetrics else "")
+    return ExpositionError(number, f"{problem} {where}; {expected}")

@@ -109,6 +109,7 @@ class NewRelicSettings:
     endpoint: str = ENDPOINTS["us"]
     nrql: str = DEFAULT_NRQL
     timeout: float = 35.0
+    ca_bundle: str = ""  # a CA file to trust for the endpoint ("": the system's, or REQUESTS_CA_BUNDLE)
 
 
 class NewRelicProvider:
@@ -117,7 +118,7 @@ class NewRelicProvider:
     def __init__(self, settings: NewRelicSettings, api_key: Secret) -> None:
         self.settings = settings
         self._key = api_key
-        self._http = Http(NAME, settings.timeout, [api_key])
+        self._http = Http(NAME, settings.timeout, [api_key], retry=True, ca_bundle=settings.ca_bundle)
 
     def __repr__(self) -> str:
         return f"NewRelicProvider(endpoint={self.settings.endpoint!r}, account_id={self.settings.account_id})"
@@ -136,7 +137,7 @@ class NewRelicProvider:
 
 
 def from_settings(data: Mapping[str, Any], where: str, env: Mapping[str, str]) -> NewRelicProvider:
-    s = Settings(data, where, ("account_id", "region", "url", "api_key_env", "nrql", "timeout"))
+    s = Settings(data, where, ("account_id", "region", "url", "api_key_env", "nrql", "timeout", "ca_bundle"))
     region = s.string("region", "us")
     if region not in ENDPOINTS:
         s.check.fail("region", f"us or eu, got {region!r}")
@@ -146,5 +147,5 @@ def from_settings(data: Mapping[str, Any], where: str, env: Mapping[str, str]) -
             s.check.fail("nrql", f"an NRQL template containing {placeholder} (and FACET on the host attribute)")
     settings = NewRelicSettings(account_id=s.integer("account_id", minimum=1),
                                 endpoint=s.url("url") if s.has("url") else ENDPOINTS[region],
-                                nrql=nrql, timeout=s.number("timeout", 35.0))
+                                nrql=nrql, timeout=s.number("timeout", 35.0), ca_bundle=s.ca_bundle())
     return NewRelicProvider(settings, s.secret("api_key_env", env, "NEW_RELIC_API_KEY"))

@@ -105,6 +105,7 @@ class PrometheusSettings:
     errors_query: str = DEFAULT_ERRORS
     latency_query: str = DEFAULT_LATENCY  # "" skips latency
     timeout: float = 5.0
+    ca_bundle: str = ""  # a CA file to trust for url ("": the system's, or REQUESTS_CA_BUNDLE)
 
 
 class PrometheusProvider:
@@ -115,7 +116,7 @@ class PrometheusProvider:
         self.settings = settings
         self._bearer, self._basic = bearer, basic
         secrets = [s for s in (bearer, *(basic or ())) if s is not None]
-        self._http = Http(NAME, settings.timeout, secrets)
+        self._http = Http(NAME, settings.timeout, secrets, retry=True, ca_bundle=settings.ca_bundle)
 
     def __repr__(self) -> str:
         auth = "bearer" if self._bearer else "basic" if self._basic else "none"
@@ -154,13 +155,14 @@ class PrometheusProvider:
 
 def from_settings(data: Mapping[str, Any], where: str, env: Mapping[str, str]) -> PrometheusProvider:
     s = Settings(data, where, ("url", "requests_query", "errors_query", "latency_query", "timeout",
-                               "bearer_token_env", "basic_user_env", "basic_password_env"))
+                               "bearer_token_env", "basic_user_env", "basic_password_env", "ca_bundle"))
     settings = PrometheusSettings(
         url=s.url("url"),
         requests_query=s.string("requests_query", DEFAULT_REQUESTS),
         errors_query=s.string("errors_query", DEFAULT_ERRORS),
         latency_query=s.data.get("latency_query", DEFAULT_LATENCY) or "",
         timeout=s.number("timeout", 5.0),
+        ca_bundle=s.ca_bundle(),
     )
     if not isinstance(settings.latency_query, str):
         s.check.fail("latency_query", "a PromQL string (or empty to skip latency)")

@@ -31,9 +31,9 @@ from pathlib import Path
 from typing import Any
 
 from lrelease.apm import HostMetrics, HostRef, ProviderError, Window, no_data
-from lrelease.apm.expfmt import Exposition, ExpositionError, Labels, parse
+from lrelease.apm.expfmt import ACCEPT, Exposition, ExpositionError, Labels, parse
 from lrelease.apm.latency import Latency
-from lrelease.apm.transport import Http, Settings, Unreachable, snippet
+from lrelease.apm.transport import Http, Reply, Settings, Unreachable, snippet
 
 Key = tuple[str, Labels]
 
@@ -53,6 +53,7 @@ class ScrapeSettings:
     tolerance: float = 5.0  # seconds between a window's start and the reading taken for it
     sample_seconds: float = 10.0  # during a bake, read every host this often (0: only at looks)
     state_path: str = ""  # JSON file sharing readings between processes; "" keeps them in memory
+    ca_bundle: str = ""  # a CA file to trust for https:// hosts ("": the system's, or REQUESTS_CA_BUNDLE)
 
     def selected(self, labels: Labels) -> bool:
         found = dict(labels)
@@ -221,7 +222,7 @@ def _decode(data: Mapping[str, Any]) -> Reading:
     return Reading(float(data["at"]), data.get("start_time"), counters)
 
 
-Getter = Callable[[str], tuple[int, str]]
+Getter = Callable[[str], Reply]  # url -> the answer (status, body, Content-Type)
 
 
 class ScrapeProvider:
@@ -236,22 +237,21 @@ class ScrapeProvider:
         self._http: Http | None = None
         self.sample_seconds = settings.sample_seconds
 
-    def _http_get(self, url: str) -> tuple[int, str]:
+    def _http_get(self, url: str) -> Reply:
         if self._http is None:
-            self._http = Http(self.name, self.settings.timeout)
-        reply = self._http.request("GET", url)
-        return reply.status, reply.body
+            self._http = Http(self.name, self.settings.timeout, ca_bundle=self.settings.ca_bundle)
+        return self._http.request("GET", url, headers={"Accept": ACCEPT})
 
     def _read(self, host: HostRef) -> Reading:
         """Scrape one host now. Raises Unreachable, ProviderError (bad status) or ExpositionError."""
         if not host.url:
             raise ProviderError(self.name, f"{host.name}: no URL to scrape (HostRef.url is empty)")
         at = self._clock()
-        status, body = self._get(host.url.rstrip("/") + self.settings.metrics_path)
-        if status != 200:
-            raise ProviderError(self.name, f"{host.name}: {self.settings.metrics_path} answered HTTP {status}: "
-                                f"{snippet(body)}", status=status)
-        return reading_from(parse(body), self.settings, at)
+        reply = self._get(host.url.rstrip("/") + self.settings.metrics_path)
+        if reply.status != 200:
+            raise ProviderError(self.name, f"{host.name}: {self.settings.metrics_path} answered HTTP {reply.status}: "
+                                f"{snippet(reply.body)}", status=reply.status)
+        return reading_from(parse(reply.body, reply.content_type), self.settings, at)
 
     def mark(self, hosts: Sequence[HostRef]) -> None:
         """Take and keep a reading of each reachable host now (a host that does not answer is
@@ -357,7 +357,7 @@ class ScrapeProvider:
 
 def from_settings(data: Mapping[str, Any], where: str, env: Mapping[str, str]) -> ScrapeProvider:
     fields = ("requests_metric", "latency_metric", "code_label", "error_codes", "match", "exclude",
-              "metrics_path", "start_time_metric", "timeout", "tolerance", "sample_seconds", "state_path")
+              "metrics_path", "start_time_metric", "timeout", "tolerance", "sample_seconds", "state_path", "ca_bundle")
     s = Settings(data, where, fields)
     defaults = ScrapeSettings()
     patterns: dict[str, dict[str, str]] = {}
@@ -382,6 +382,7 @@ def from_settings(data: Mapping[str, Any], where: str, env: Mapping[str, str]) -
         timeout=s.number("timeout", defaults.timeout), tolerance=s.number("tolerance", defaults.tolerance),
         sample_seconds=s.number("sample_seconds", defaults.sample_seconds, exclusive=False),
         state_path=s.string("state_path", ""),
+        ca_bundle=s.ca_bundle(),
     ))
 
 

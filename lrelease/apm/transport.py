@@ -5,16 +5,33 @@ Secrets: a :class:`Secret` is read from an environment variable whose *name* the
 never show the value; only :meth:`Secret.reveal` does, and only the HTTP wrapper calls it, to
 put it in a header. Any error text that passes through the wrapper is scrubbed of the secrets
 it sent, so even a server that echoes a header back cannot leak one into a log.
+
+HTTP: one ``requests.Session`` per provider. It reads the environment as every HTTP tool does
+(``HTTPS_PROXY``/``HTTP_PROXY``/``NO_PROXY``, ``REQUESTS_CA_BUNDLE``) but not ``~/.netrc`` (no
+credential that lrelease does not know of, and so could not scrub, is ever sent). A provider's
+``ca_bundle`` setting names the CA file for its server and wins over ``REQUESTS_CA_BUNDLE``.
+The SaaS and Prometheus providers retry with urllib3's ``Retry`` (:data:`VENDOR_RETRY`): on
+429/502/503/504 and on connection errors, with exponential backoff and jitter, honouring
+``Retry-After``, at most :data:`ATTEMPTS` attempts and never starting one whose wait would end
+more than :data:`RETRY_BUDGET` seconds after the first (the gate looks again at its next look
+anyway; a ``Retry-After`` beyond the budget is not waited for). A host's own endpoints
+(``scrape``, ``http``) are not retried: their answer, or silence, is the reading.
 """
 
 from __future__ import annotations
 
 import json
+import math
+import os
 import re
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
+
+from urllib3.exceptions import InvalidHeader, MaxRetryError, ResponseError
+from urllib3.util.retry import Retry
 
 from lrelease import secrets
 from lrelease.apm import ProviderError
@@ -25,6 +42,11 @@ ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z")  # \Z: no trailing newlin
 BODY_LIMIT = 300  # characters of an error body quoted in a ProviderError
 T = TypeVar("T")
 SECRET_HINT = "name the environment variable that holds it instead, e.g. {key}_env: MYAPP_{KEY}"
+RETRY_STATUSES = frozenset({429, 502, 503, 504})
+ATTEMPTS = 4  # the first and three retries
+RETRY_BUDGET = 10.0  # seconds from the first attempt; plus one timeout, below a look interval (180 s default)
+BACKOFF = 0.5  # seconds: waits of 0, 1, 2 s between attempts (urllib3: 0.5 * 2**(n-1) from the second)
+JITTER = 0.5  # plus up to this much, at random, so that gates started together do not retry together
 
 
 class Secret:
@@ -69,19 +91,34 @@ class Reply:
     status: int
     body: str
     content_type: str = ""
+    attempts: int = 1
+    seconds: float = 0.0  # from the first attempt's start to the answer
+
+    def retried(self) -> str:
+        """`` (after 4 attempts in 3.2 s)`` when it took more than one, else ``""``."""
+        return f" (after {self.attempts} attempts in {self.seconds:.1f} s)" if self.attempts > 1 else ""
 
 
 class Http:
-    """A requests session that never reads proxies or .netrc from the environment, always has a
-    timeout, and scrubs its own secrets from any error text."""
+    """A requests session per provider: the environment's proxies and CA bundle (not .netrc), an
+    optional CA bundle of its own, bounded retries (``retry=True``), always a timeout, and its
+    own secrets scrubbed from any error text."""
 
-    def __init__(self, provider: str, timeout: float, secrets: Sequence[Secret] = ()) -> None:
+    def __init__(self, provider: str, timeout: float, secrets: Sequence[Secret] = (), *,
+                 retry: bool = False, ca_bundle: str = "") -> None:
         import requests  # lazily: importing lrelease.apm does not need it
+        from requests.adapters import HTTPAdapter
 
         self.provider, self.timeout = provider, timeout
         self._secrets = [s.reveal() for s in secrets if s.reveal()]
         self._session = requests.Session()
-        self._session.trust_env = False
+        self._session.trust_env = True  # HTTPS_PROXY, NO_PROXY, REQUESTS_CA_BUNDLE...
+        self._session.auth = _no_netrc  # ...but never credentials from ~/.netrc
+        self._verify: bool | str = ca_bundle or True  # a path here wins over REQUESTS_CA_BUNDLE
+        self._retry = retry
+        self._adapter = HTTPAdapter()
+        for scheme in ("http://", "https://"):
+            self._session.mount(scheme, self._adapter)
         self._requests = requests
 
     def scrub(self, text: str) -> str:
@@ -92,24 +129,83 @@ class Http:
     def request(self, method: str, url: str, *, params: Mapping[str, Any] | None = None,
                 headers: Mapping[str, str] | None = None, json_body: Any = None,
                 auth: tuple[str, str] | None = None) -> Reply:
+        started = time.monotonic()
+        policy = retry_policy(started, self._retry)
+        self._adapter.max_retries = policy  # per request: its deadline starts now (one thread per provider)
         try:
             response = self._session.request(method, url, params=params, headers=dict(headers or {}),
                                              json=json_body, auth=auth, timeout=self.timeout,
-                                             allow_redirects=False)
+                                             allow_redirects=False, verify=self._verify)
         except self._requests.RequestException as exc:
-            raise Unreachable(self.provider, self.scrub(f"cannot reach {safe_url(url)}: {_reason(exc)}")) from None
-        return Reply(response.status_code, response.text, response.headers.get("Content-Type", ""))
+            tried = Reply(0, "", attempts=len(policy.tries) + 1, seconds=time.monotonic() - started).retried()
+            raise Unreachable(self.provider, self.scrub(f"cannot reach {safe_url(url)}: {_reason(exc)}{tried}")) from None
+        return Reply(response.status_code, response.text, response.headers.get("Content-Type", ""),
+                     attempts=len(policy.tries) + 1, seconds=time.monotonic() - started)
 
     def fail(self, message: str, *, status: int | None = None) -> ProviderError:
         return ProviderError(self.provider, self.scrub(message), status=status)
 
     def parse(self, reply: Reply, parser: Callable[[int, str], T]) -> T:
         """``parser(status, body)``; its ProviderError re-raised with this session's secrets
-        scrubbed (a vendor may echo a key back in an error)."""
+        scrubbed (a vendor may echo a key back in an error), saying how often it was tried."""
         try:
             return parser(reply.status, reply.body)
         except ProviderError as exc:
-            raise self.fail(exc.detail, status=exc.status) from None
+            raise self.fail(exc.detail + reply.retried(), status=exc.status) from None
+
+
+def _no_netrc(request: Any) -> Any:
+    """The session's default auth: none. Being set, it keeps requests from reading ~/.netrc
+    (which it does when trust_env is on and no auth is given); a request's own auth wins."""
+    return request
+
+
+def retry_policy(started: float, retry: bool) -> BoundedRetry:
+    """urllib3's Retry for one request started at ``started`` (time.monotonic)."""
+    if not retry:  # one attempt; the answer, whatever its status, is returned
+        return BoundedRetry(total=0, read=False, redirect=False, raise_on_status=False)
+    return BoundedRetry(
+        total=ATTEMPTS - 1, connect=ATTEMPTS - 1, read=ATTEMPTS - 1, status=ATTEMPTS - 1, other=0, redirect=False,
+        status_forcelist=RETRY_STATUSES, allowed_methods=None,  # GET queries, and NerdGraph's POSTed NRQL reads
+        backoff_factor=BACKOFF, backoff_jitter=JITTER, respect_retry_after_header=True,
+        raise_on_status=False,  # out of attempts: the last answer is returned, and its error reported
+        deadline=started + RETRY_BUDGET)
+
+
+class BoundedRetry(Retry):
+    """urllib3's ``Retry`` that also keeps to a deadline: a retry whose wait (``Retry-After``, or
+    the backoff with its largest jitter) would end after ``deadline`` is not made, so the last
+    answer (or error) stands. ``tries`` records each retry made, shared along the chain of copies
+    urllib3 makes, so that the caller can say how many attempts it took."""
+
+    def __init__(self, *args: Any, deadline: float = math.inf, tries: list[str] | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.deadline = deadline
+        self.tries = [] if tries is None else tries
+
+    def new(self, **kw: Any) -> BoundedRetry:
+        retry = super().new(**kw)
+        retry.deadline, retry.tries = self.deadline, self.tries
+        return retry
+
+    def increment(self, method: str | None = None, url: str | None = None, response: Any = None,
+                  error: Exception | None = None, _pool: Any = None, _stacktrace: Any = None) -> BoundedRetry:
+        retry = super().increment(method=method, url=url, response=response, error=error, _pool=_pool,
+                                  _stacktrace=_stacktrace)
+        wait = None
+        if response is not None and self.respect_retry_after_header:
+            try:
+                wait = retry.get_retry_after(response)
+            except InvalidHeader:
+                wait = None
+        if wait is None:  # urllib3's backoff (none before the first retry), with the most jitter it may add
+            errors = len(retry.history)
+            wait = 0.0 if errors <= 1 else min(retry.backoff_max, retry.backoff_factor * 2 ** (errors - 1)
+                                               + retry.backoff_jitter)
+        if time.monotonic() + wait > self.deadline:
+            raise MaxRetryError(_pool, url, error or ResponseError(f"no retry within {RETRY_BUDGET:.0f} s"))
+        self.tries.append(f"HTTP {response.status}" if response is not None else type(error).__name__)
+        return retry
 
 
 def json_object(provider: str, status: int, body: str) -> dict[str, Any]:
@@ -124,10 +220,20 @@ def json_object(provider: str, status: int, body: str) -> dict[str, Any]:
 
 
 def _reason(exc: Exception) -> str:
+    import requests
+
+    if isinstance(exc, requests.exceptions.SSLError):
+        return ("TLS certificate not trusted or TLS failed (set the provider's ca_bundle: to the CA file "
+                "that signed the server's certificate)")
+    if isinstance(exc, requests.exceptions.ProxyError):
+        return "the proxy (HTTPS_PROXY/HTTP_PROXY) refused or failed the connection"
     text = f"{type(exc).__name__}"
     inner = getattr(exc, "args", ())
     if inner and isinstance(inner[0], Exception):
         text += f" ({type(inner[0]).__name__})"
+        reason = getattr(inner[0], "reason", None)  # urllib3's MaxRetryError: what the last attempt met
+        if isinstance(reason, Exception):
+            text += f": {type(reason).__name__}"
     return text
 
 
@@ -192,6 +298,15 @@ class Settings:
         if parts.username or parts.password:
             self.check.fail(key, "a URL without user:password (name environment variables for credentials)")
         return value.rstrip("/")
+
+    def ca_bundle(self, key: str = "ca_bundle") -> str:
+        """A PEM file of CA certificates to trust for this provider's server ("" when not set)."""
+        if key not in self.data:
+            return ""
+        path = os.path.expanduser(self.string(key, describe="the path of a PEM file of CA certificates"))
+        if not os.path.isfile(path) or not os.access(path, os.R_OK):
+            self.check.fail(key, f"the path of a readable PEM file of CA certificates; {path!r} is not one")
+        return path
 
     def env_name(self, key: str, default: str | None = None) -> str:
         return self.string(key, default, pattern=ENV_NAME_RE, describe="the name of an environment variable")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import ssl
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -27,12 +28,13 @@ class Stub:
     requests: list[Request] = field(default_factory=list)
 
 
-Answer = tuple[int, Any]  # (status, body: str or JSON-able)
+Answer = tuple[int, Any] | tuple[int, Any, dict[str, str]]  # (status, body: str or JSON-able[, headers])
 
 
 @contextlib.contextmanager
-def serve(answer: Callable[[Request], Answer]) -> Iterator[Stub]:
-    """Serve ``answer(request) -> (status, body)`` on 127.0.0.1 (an OS-picked port) in a thread."""
+def serve(answer: Callable[[Request], Answer], *, tls: ssl.SSLContext | None = None) -> Iterator[Stub]:
+    """Serve ``answer(request) -> (status, body[, headers])`` on 127.0.0.1 (an OS-picked port) in a
+    thread; over TLS with the server context ``tls``."""
     stub = Stub(url="")
 
     class Handler(BaseHTTPRequestHandler):
@@ -42,10 +44,13 @@ def serve(answer: Callable[[Request], Answer]) -> Iterator[Stub]:
             request = Request(method, parts.path, {k: v[0] for k, v in parse_qs(parts.query).items()},
                               {k: v for k, v in self.headers.items()}, self.rfile.read(length) if length else b"")
             stub.requests.append(request)
-            status, body = answer(request)
+            status, body, *extra = answer(request)
+            headers = {"Content-Type": "application/json" if not isinstance(body, str) else "text/plain",
+                       **(extra[0] if extra else {})}
             data = (body if isinstance(body, str) else json.dumps(body)).encode()
             self.send_response(status)
-            self.send_header("Content-Type", "application/json" if not isinstance(body, str) else "text/plain")
+            for name, value in headers.items():
+                self.send_header(name, value)
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()
             self.wfile.write(data)
@@ -61,9 +66,11 @@ def serve(answer: Callable[[Request], Answer]) -> Iterator[Stub]:
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    if tls is not None:
+        server.socket = tls.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
-    stub.url = f"http://127.0.0.1:{server.server_address[1]}"
+    stub.url = f"{'https' if tls else 'http'}://127.0.0.1:{server.server_address[1]}"
     try:
         yield stub
     finally:

@@ -8,7 +8,7 @@ import pytest
 
 from lrelease.apm import HostRef, ProviderError, Window, make_provider
 from lrelease.apm.datadog import api_base, mean, parse_query_response, total
-from lrelease.apm.fakes import FakeDatadog
+from tests.fakes.apm import FakeDatadog
 from lrelease.errors import ConfigError
 from tests.unit.recorded import load_case, recorded
 
@@ -89,12 +89,13 @@ def test_wrong_keys_are_a_provider_error_without_the_keys(fake):
     assert "wrong-api-key-value" not in str(err.value) and ENV["DD_APP_KEY"] not in str(err.value)
 
 
-@pytest.mark.parametrize(("status", "body", "message"), [
-    (429, {"errors": ["Too many requests"]}, "HTTP 429: Too many requests"),
-    (200, {"status": "error", "error": "Query timed out", "series": []}, "query failed: Query timed out"),
+@pytest.mark.parametrize(("status", "body", "times", "message"), [
+    # rate limited on every attempt: retried, then the last answer is the error
+    (429, {"errors": ["Too many requests"]}, 4, "HTTP 429: Too many requests (after 4 attempts in"),
+    (200, {"status": "error", "error": "Query timed out", "series": []}, 1, "query failed: Query timed out"),
 ])
-def test_error_shapes_from_the_fake(fake, status, body, message):
-    fake.fail_next(status, body)
+def test_error_shapes_from_the_fake(fake, status, body, times, message):
+    fake.fail_next(status, body, times=times)
     provider = make_provider("datadog", {**QUERIES, "url": fake.url}, where="test", env=ENV)
     with pytest.raises(ProviderError) as err:
         provider.fetch([HostRef("node1")], Window(0, 60))

@@ -7,7 +7,7 @@ import time
 import pytest
 
 from lrelease.apm import HostRef, ProviderError, Window, make_provider
-from lrelease.apm.fakes import FakeNewRelic, Transaction
+from tests.fakes.apm import FakeNewRelic, Transaction
 from lrelease.apm.newrelic import (
     ENDPOINTS,
     metrics_from_rows,

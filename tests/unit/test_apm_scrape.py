@@ -11,6 +11,7 @@ import pytest
 from lrelease.apm import HostRef, Window, make_provider
 from lrelease.apm.expfmt import parse
 from lrelease.apm.latency import INF
+from lrelease.apm.transport import Reply
 from lrelease.apm.scrape import (
     Reading,
     ReadingStore,
@@ -118,7 +119,7 @@ def pages(*names: str):
 
     def get(url: str):
         served.append(url)
-        return 200, (FIXTURES / names[min(len(served) - 1, len(names) - 1)]).read_text()
+        return Reply(200, (FIXTURES / names[min(len(served) - 1, len(names) - 1)]).read_text())
 
     get.served = served
     return get
@@ -189,14 +190,14 @@ def test_an_unreachable_host_is_reported_as_such_not_as_an_error():
 
 
 def test_garbage_metrics_are_no_data_with_the_reason():
-    provider = ScrapeProvider(SETTINGS, get=lambda url: (200, "this is { not metrics"), clock=Clock())
+    provider = ScrapeProvider(SETTINGS, get=lambda url: Reply(200, "this is { not metrics"), clock=Clock())
     provider.store.add("n", reading("demoapp_t0.txt", 999.0))
     metrics = provider.fetch([HostRef("n", url="http://x")], Window(999.0, 1000.0))["n"]
     assert metrics.no_data and metrics.reachable and "not valid exposition format" in metrics.detail
 
 
 def test_a_metrics_page_answering_500_is_no_data():
-    provider = ScrapeProvider(SETTINGS, get=lambda url: (500, "boom"), clock=Clock())
+    provider = ScrapeProvider(SETTINGS, get=lambda url: Reply(500, "boom"), clock=Clock())
     metrics = provider.fetch([HostRef("n", url="http://x")], Window(999.0, 1000.0))["n"]
     assert metrics.no_data and metrics.reachable and "HTTP 500" in metrics.detail
 
@@ -330,3 +331,29 @@ def test_no_provider_default_names_the_demo_app_only_the_sandbox_config_does():
     for provider in ("scrape", "prometheus"):
         settings = sandbox_gate(SandboxConfig(), provider)["provider"]
         assert settings["kind"] == provider and "demoapp_http_requests_total" in json.dumps(settings)
+
+
+def test_an_openmetrics_metrics_page_is_read_over_http_by_its_content_type():
+    # Given an app on loopback that answers /metrics in OpenMetrics (exemplars, # EOF) and
+    # counts one more request between two reads
+    from tests.unit.loopback import serve
+    from tests.unit.test_apm_expfmt import OM_PAGE, OPENMETRICS
+
+    pages_served = [OM_PAGE, OM_PAGE.replace('code="200"} 1027', 'code="200"} 1028')]
+
+    def answer(request):
+        return 200, pages_served[min(len(stub.requests), 2) - 1], {"Content-Type": OPENMETRICS}
+
+    settings = ScrapeSettings(requests_metric="demoapp_http_requests_total", code_label="code",
+                              latency_metric="demoapp_http_request_duration_seconds")
+    with serve(answer) as stub:
+        clock = Clock()
+        provider = ScrapeProvider(settings, clock=clock)  # its own HTTP client
+        host = HostRef("node1", url=stub.url)
+        # When it is marked, then fetched a minute later
+        provider.mark([host])
+        clock.now = 1060.0
+        got = provider.fetch([host], Window(1000.0, 1060.0))["node1"]
+    # Then the OpenMetrics pages were asked for as acceptable and read: one request, no error
+    assert "application/openmetrics-text" in stub.requests[0].headers["Accept"]
+    assert (got.no_data, got.requests, got.errors) == (False, 1.0, 0.0), got.detail

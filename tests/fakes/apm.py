@@ -1,5 +1,7 @@
 """Local FAKES of Datadog and New Relic, for end-to-end tests of those providers. Not the real thing.
 
+Test-only: this module lives under tests/ and is not part of the installed lrelease package.
+
 A SaaS APM cannot run on a 2-core machine without internet, so these small servers stand in
 for them. They follow each vendor's *documented* API — endpoint, auth headers, request and
 answer shapes, error shapes — for the subset lrelease uses, and nothing more:
