@@ -27,7 +27,7 @@ class Stub:
     requests: list[Request] = field(default_factory=list)
 
 
-Answer = tuple[int, Any]  # (status, body: str or JSON-able)
+Answer = tuple[int, Any]  # (status, body: str or JSON-able), or (status, body, {header: value})
 
 
 @contextlib.contextmanager
@@ -42,10 +42,12 @@ def serve(answer: Callable[[Request], Answer]) -> Iterator[Stub]:
             request = Request(method, parts.path, {k: v[0] for k, v in parse_qs(parts.query).items()},
                               {k: v for k, v in self.headers.items()}, self.rfile.read(length) if length else b"")
             stub.requests.append(request)
-            status, body = answer(request)
+            status, body, *extra = answer(request)
             data = (body if isinstance(body, str) else json.dumps(body)).encode()
             self.send_response(status)
             self.send_header("Content-Type", "application/json" if not isinstance(body, str) else "text/plain")
+            for name, value in (extra[0] if extra else {}).items():
+                self.send_header(name, value)
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()
             self.wfile.write(data)
@@ -69,6 +71,17 @@ def serve(answer: Callable[[Request], Answer]) -> Iterator[Stub]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+@contextlib.contextmanager
+def hanging() -> Iterator[str]:
+    """A loopback URL whose server accepts connections (the kernel's backlog) and never answers."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen(64)
+        yield f"http://127.0.0.1:{s.getsockname()[1]}"
 
 
 def free_port_url() -> str:
