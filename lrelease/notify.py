@@ -5,7 +5,10 @@ hands a :class:`Notifier` the roll-out's events; each channel has its own worker
 bounded queue, so a slow receiver delays nobody else and events reach each channel in order.
 Nothing here ever raises into the roll-out or blocks it: :meth:`Notifier.send` only appends to
 queues; :meth:`Notifier.close` waits for delivery at most ``DRAIN_SECONDS`` in total, then gives
-up and logs one line with how many events were not delivered.
+up and logs one line with how many events were not delivered. A channel that is *down* (its last
+event could not be delivered) is not waited for at all, so a dead receiver does not even cost
+the roll-out those seconds; after ``DOWN_AFTER`` undelivered events in a row it gets one try per
+event (no retries) until one gets through, so its queue does not grow behind retries.
 
 Delivery per event: one POST with a ``REQUEST_TIMEOUT`` (connect and each read), retried on a
 connection error, a timeout, 429 or 5xx up to ``ATTEMPTS`` times in all, after 0.5, 1, 2 s or the
@@ -57,6 +60,7 @@ REQUEST_TIMEOUT = 2.0  # seconds: connect, and each read of the answer
 ATTEMPTS = 3  # tries per event in all (retried on connection errors, timeouts, 429, 5xx)
 BACKOFF = (0.5, 1.0, 2.0)  # seconds before the 2nd, 3rd... try (unless Retry-After says otherwise)
 RETRY_AFTER_CAP = 10.0  # seconds: a longer Retry-After is waited this long at most
+DOWN_AFTER = 3  # undelivered events in a row after which a channel gets one try per event
 DRAIN_SECONDS = 5.0  # at the end of a roll-out, the wrapper waits at most this long for delivery
 SIGNATURE_HEADER = "X-Lrelease-Signature"
 TIMESTAMP_HEADER = "X-Lrelease-Timestamp"
@@ -214,6 +218,12 @@ class _Worker(threading.Thread):
         self.closing = False  # no more events; exit once the queue is empty
         self.abandon = threading.Event()  # give up now: stop retrying, drop what is left
         self.delivered = self.dropped = self.failed = 0
+        self.streak = 0  # undelivered events in a row (0: the last one finished was delivered)
+
+    @property
+    def down(self) -> bool:
+        """The last event that finished was not delivered: the receiver is failing or hanging."""
+        return self.streak > 0
 
     def put(self, event: Event) -> None:
         with self.cond:
@@ -245,15 +255,18 @@ class _Worker(threading.Thread):
                 self.busy = False
                 if ok:
                     self.delivered += 1
+                    self.streak = 0
                 elif not self.abandon.is_set():
                     self.failed += 1
+                    self.streak += 1
                 self.cond.notify_all()
 
     def _deliver(self, event: Event) -> bool:
         import requests
 
         body, headers = self.target.request(event)
-        for attempt in range(ATTEMPTS):
+        attempts = 1 if self.streak >= DOWN_AFTER else ATTEMPTS
+        for attempt in range(attempts):
             if self.abandon.is_set():
                 return False
             wait = BACKOFF[min(attempt, len(BACKOFF) - 1)]
@@ -269,7 +282,7 @@ class _Worker(threading.Thread):
                     log.debug("notification to %s refused: HTTP %s", self.target.config.label, reply.status_code)
                     return False  # a 4xx other than 429 will not get better
                 wait = retry_after(reply.headers.get("Retry-After"), wait)
-            if attempt + 1 < ATTEMPTS and self.abandon.wait(wait):
+            if attempt + 1 < attempts and self.abandon.wait(wait):
                 return False
         return False
 
@@ -353,10 +366,10 @@ class Notifier:
 
     # -- the end -------------------------------------------------------------------------
     def close(self) -> Delivery:
-        """Wait for every queued event to be delivered, at most ``drain_seconds`` in all; then
-        abandon what is left (the worker threads are daemons: a receiver that hangs keeps one
-        until its request times out, never the process). Logs one warning line when events were
-        not delivered. Never raises."""
+        """Wait for the queued events of every channel that is not down to be delivered, at most
+        ``drain_seconds`` in all; then abandon what is left (the worker threads are daemons: a
+        receiver that hangs keeps one until its request times out, never the process). Logs one
+        warning line when events were not delivered. Never raises."""
         if self._closed or not self._workers:
             self._closed = True
             return Delivery()
@@ -368,9 +381,11 @@ class Notifier:
                 with w.cond:
                     w.closing = True
                     w.cond.notify_all()
-            for w in self._workers:
-                if w.ident is not None:
-                    w.join(max(0.0, deadline - time.monotonic()))
+            while time.monotonic() < deadline:
+                waiting = [w for w in self._workers if w.is_alive() and not w.down]
+                if not waiting:
+                    break
+                waiting[0].join(min(0.02, max(0.0, deadline - time.monotonic())))
             left = 0
             for w in self._workers:
                 w.abandon.set()

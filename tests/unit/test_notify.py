@@ -323,3 +323,40 @@ def test_the_cli_refuses_a_literal_url_with_exit_2_and_one_line(tmp_path):
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "notifications[0].url: no URL in this file" in lines[0]
     assert "hooks.slack.com" not in result.output + result.stderr
+
+
+def test_a_channel_that_is_down_is_not_waited_for_at_the_end():
+    # Given a receiver that always answers 500, whose first event already failed after its tries
+    with serve(lambda r: (500, "boom")) as failing:
+        n = notifier(failing.url, drain=5.0)
+        begin(n)
+        deadline = time.monotonic() + 5
+        while len(failing.requests) < notify.ATTEMPTS and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.2)  # past its last try: the channel is down
+        # When the roll-out ends
+        n.end("succeeded", 0)
+        t0 = time.monotonic()
+        delivery = n.close()
+        waited = time.monotonic() - t0
+    # Then the end did not wait for it (far less than the 5 s bound), and both events count as undelivered
+    assert waited < 0.5
+    assert delivery.undelivered == 2
+
+
+def test_a_channel_down_for_several_events_gets_one_try_per_event(monkeypatch):
+    # Given a receiver that always answers 503
+    with serve(lambda r: (503, "down")) as failing:
+        n = notifier(failing.url, drain=10.0)
+        begin(n)
+        # When DOWN_AFTER + 2 events are sent and drained (first DOWN_AFTER with retries, then one try each)
+        for i in range(notify.DOWN_AFTER + 1):
+            n.send(notify.WAVE, wave=i + 1)
+        for w in n._workers:  # wait for the worker itself (close would not wait for a channel that is down)
+            with w.cond:
+                w.closing = True
+                w.cond.notify_all()
+            w.join(10)
+        n.close()
+    # Then the first DOWN_AFTER events were tried ATTEMPTS times, the rest once each
+    assert len(failing.requests) == notify.DOWN_AFTER * notify.ATTEMPTS + 2
