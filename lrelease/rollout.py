@@ -187,6 +187,9 @@ class Releaser:
         self.notifier = Notifier(self.project.notifications, where=str(self.project.path))
         try:
             yield
+        except KeyboardInterrupt:  # the user wants out: a second, not the full wait
+            self.notifier.drain_seconds = min(self.notifier.drain_seconds, 1.0)
+            raise
         finally:
             notifier, self.notifier = self.notifier, None
             self.delivery = notifier.close()
