@@ -43,6 +43,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from lrelease import secrets
+from lrelease.apm.transport import Secret
 from lrelease.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -168,8 +169,8 @@ def _seconds(value: float | None) -> str:
 @dataclass
 class _Target:
     config: ChannelConfig
-    url: str
-    key: str | None  # webhook: the HMAC key
+    url: Secret
+    key: Secret | None  # webhook: the HMAC key
 
     def request(self, event: Event) -> tuple[bytes, dict[str, str]]:
         if self.config.kind == "slack":
@@ -178,30 +179,26 @@ class _Target:
         stamp = str(int(time.time()))
         return body, {"Content-Type": "application/json", "User-Agent": "lrelease",
                       "X-Lrelease-Event": event.kind, "X-Lrelease-Delivery": str(uuid.uuid4()),
-                      TIMESTAMP_HEADER: stamp, SIGNATURE_HEADER: signature(self.key or "", stamp, body)}
+                      TIMESTAMP_HEADER: stamp, SIGNATURE_HEADER: signature(self.key.reveal() if self.key else "",
+                                                                           stamp, body)}
 
 
 def targets(channels: Sequence[ChannelConfig], env: Mapping[str, str] | None = None,
             where: str = "lrelease.yml") -> list[_Target]:
-    """Each channel with its URL and key read from the environment (registered as secrets).
-    Raises ConfigError (exit 2) for a variable that is unset or not an http(s) URL."""
+    """Each channel with its URL and key read from the environment, the way the APM providers read
+    theirs (``Secret``: registered with lrelease.secrets, never shown). Raises ConfigError (exit 2)
+    for a variable that is unset or not an http(s) URL."""
     env = os.environ if env is None else env
     out = []
     for i, ch in enumerate(channels):
         key = f"notifications[{i}]"
-        url = secrets.register_env(ch.url_env, env)
-        secrets.register_url(url)
-        if not url:
-            raise ConfigError(where, f"{key}.url_env",
-                              f"environment variable {ch.url_env} to be set (it holds the {ch.kind} URL); it is not")
-        if not url.startswith(("http://", "https://")):
+        url = Secret.from_env(env, ch.url_env, where=where, key=f"{key}.url_env")
+        secrets.register(url.reveal())  # from_env registers os.environ's value; this one may come from `env`
+        secrets.register_url(url.reveal())  # its token= or user:password@ too, in any spelling
+        if not url.reveal().startswith(("http://", "https://")):
             raise ConfigError(where, f"{key}.url_env", f"environment variable {ch.url_env} to hold an http(s) URL")
-        secret = None
-        if ch.secret_env:
-            secret = secrets.register_env(ch.secret_env, env)
-            if not secret:
-                raise ConfigError(where, f"{key}.secret_env",
-                                  f"environment variable {ch.secret_env} to be set (the HMAC key); it is not")
+        secret = Secret.from_env(env, ch.secret_env, where=where, key=f"{key}.secret_env") if ch.secret_env else None
+        secrets.register(secret.reveal() if secret else None)
         out.append(_Target(ch, url, secret))
     return out
 
@@ -271,7 +268,7 @@ class _Worker(threading.Thread):
                 return False
             wait = BACKOFF[min(attempt, len(BACKOFF) - 1)]
             try:
-                reply = self.session.post(self.target.url, data=body, headers=headers, timeout=REQUEST_TIMEOUT,
+                reply = self.session.post(self.target.url.reveal(), data=body, headers=headers, timeout=REQUEST_TIMEOUT,
                                           allow_redirects=False)
             except requests.RequestException as exc:
                 log.debug("notification to %s: %s", self.target.config.label, secrets.scrub(type(exc).__name__))
@@ -329,6 +326,7 @@ class Notifier:
         self._context: dict[str, Any] = {}
         self._started = 0.0
         self._closed = False
+        self._lock = threading.Lock()  # send() may be called from the runner's event thread
         if self._targets:
             import requests
 
@@ -352,11 +350,12 @@ class Notifier:
             return
         try:
             event = Event(kind=kind, **self._context, **fields)
-            for worker in self._workers:
-                if worker.target.config.wants(event):
-                    if not worker.is_alive() and worker.ident is None:
-                        worker.start()
-                    worker.put(event)
+            with self._lock:
+                for worker in self._workers:
+                    if worker.target.config.wants(event):
+                        if worker.ident is None:
+                            worker.start()
+                        worker.put(event)
         except Exception as exc:  # noqa: BLE001 - a notification never breaks a roll-out
             log.debug("notification %s not queued: %s", kind, secrets.scrub(str(exc)))
 

@@ -247,7 +247,7 @@ def test_an_unset_variable_is_refused_before_anything_runs():
     with pytest.raises(ConfigError) as err:
         Notifier((channel(),), env={"HOOK_KEY": KEY}, where="lrelease.yml")
     assert str(err.value) == ("lrelease.yml: notifications[0].url_env: environment variable HOOK_URL to be set "
-                              "(it holds the webhook URL); it is not")
+                              "(it holds the secret); it is not")
     with pytest.raises(ConfigError, match="notifications\\[0\\].secret_env: environment variable HOOK_KEY"):
         Notifier((channel(),), env={"HOOK_URL": "http://127.0.0.1:9/x"})
     with pytest.raises(ConfigError, match="to hold an http\\(s\\) URL"):
