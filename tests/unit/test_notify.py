@@ -9,6 +9,7 @@ import json
 import logging
 import threading
 import time
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -360,3 +361,25 @@ def test_a_channel_down_for_several_events_gets_one_try_per_event(monkeypatch):
         n.close()
     # Then the first DOWN_AFTER events were tried ATTEMPTS times, the rest once each
     assert len(failing.requests) == notify.DOWN_AFTER * notify.ATTEMPTS + 2
+
+
+def test_the_receiver_snippet_of_docs_design_md_verifies_a_real_request():
+    # Given the verification snippet docs/design.md gives receivers
+    text = (Path(__file__).resolve().parents[2] / "docs" / "design.md").read_text()
+    section = text[text.index("## Notifications"):]
+    code = section[section.index("```python") + len("```python"):]
+    code = code[:code.index("```")]
+    scope: dict = {}
+    exec(compile(code, "docs/design.md", "exec"), scope)  # noqa: S102 - our own documentation
+    verify = scope["verify"]
+    # When a webhook request is delivered
+    with serve(OK) as stub:
+        n = notifier(stub.url)
+        begin(n)
+        n.close()
+    r = stub.requests[0]
+    # Then the snippet accepts it, and refuses a changed body, a wrong key and a stale timestamp
+    assert verify(KEY.encode(), r.headers, r.body) is True
+    assert verify(KEY.encode(), r.headers, r.body.replace(b"alice", b"mallory")) is False
+    assert verify(b"another key", r.headers, r.body) is False
+    assert verify(KEY.encode(), r.headers, r.body, tolerance=-1) is False
