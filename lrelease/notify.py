@@ -11,8 +11,8 @@ the roll-out those seconds; after ``DOWN_AFTER`` undelivered events in a row it 
 event (no retries) until one gets through, so its queue does not grow behind retries.
 
 Delivery per event: one POST with a ``REQUEST_TIMEOUT`` (connect and each read), retried on a
-connection error, a timeout, 429 or 5xx up to ``ATTEMPTS`` times in all, after 0.5, 1, 2 s or the
-receiver's ``Retry-After`` (capped at ``RETRY_AFTER_CAP``). Other answers (4xx) are final.
+connection error, a timeout, 429 or 5xx up to ``ATTEMPTS`` times in all, after ``BACKOFF`` (0.5 s, then 1 s) or
+the receiver's ``Retry-After`` (capped at ``RETRY_AFTER_CAP``). Other answers (4xx) are final.
 
 A full queue (``QUEUE_SIZE`` events waiting for a receiver that does not keep up) drops its
 *oldest* event and counts it: the newest events (the verdicts, the rollback, the end) carry the
