@@ -65,6 +65,7 @@ from lrelease.gate.settings import GateSettings, parse_gate
 from lrelease.healthcheck import KEYS as HEALTH_CHECK_KEYS
 from lrelease.healthcheck import HealthCheck, parse_check
 from lrelease.hooks import Hook, hooks_var, parse_hooks, parse_shared, renamed_keys
+from lrelease.notify import CHANNEL_KINDS, KINDS, ChannelConfig
 from lrelease.plan import WaveSpec, check_wave
 from lrelease.schema import (ENV_NAME_EXPECTED, ENV_NAME_RE, SAFE_PATH_EXPECTED, Checker, join, load_yaml_mapping,
                              plain_text, safe_path, show, url_problem)
@@ -239,6 +240,7 @@ class ProjectConfig:
     state_dir: Path  # absolute
     artifacts: ArtifactSource
     environments: tuple[EnvironmentConfig, ...]
+    notifications: tuple[ChannelConfig, ...] = ()  # lrelease.notify: where roll-out events go
 
     @property
     def root(self) -> Path:
@@ -334,7 +336,7 @@ def load_config(path: str | Path) -> ProjectConfig:
     raise_all(renamed_keys(data, str(path)))  # a hook's `on:`, now run_on (YAML 1.1 reads a bare on as true)
     schema_check.check(data, "lrelease", str(path))
     check.mapping(data, "", required=("version", "app", "environments"),
-                  optional=("fleet", "state_dir", "artifacts"))
+                  optional=("fleet", "state_dir", "artifacts", "notifications"))
     version = data["version"]
     if version != SCHEMA_VERSION or isinstance(version, bool):
         check.fail("version", f"{SCHEMA_VERSION} (the schema version this lrelease reads), got {show(version)}")
@@ -351,8 +353,67 @@ def load_config(path: str | Path) -> ProjectConfig:
         check.fail("environments", "at least one environment (e.g. production)")
     environments = tuple(_environment(check, name, value, root) for name, value in envs.items())
     _check_requires(check, environments)
+    notifications = _notifications(check, data.get("notifications", []), tuple(envs))
     return ProjectConfig(path=path, version=version, app=app, fleet=fleet, state_dir=state_dir,
-                         artifacts=artifacts, environments=environments)
+                         artifacts=artifacts, environments=environments, notifications=notifications)
+
+
+_ENV_VAR_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}\Z")
+
+
+def _notifications(check: Checker, value: Any, env_names: tuple[str, ...]) -> tuple[ChannelConfig, ...]:
+    """``notifications: [{kind, url_env, secret_env, environments, events}]`` (lrelease.notify). Only
+    the *names* of the variables live here: a URL is a secret (whoever has it can post), so a
+    literal ``url`` is refused. The variables are read when a roll-out starts."""
+    if not isinstance(value, list):
+        check.fail("notifications", f"a list of channels such as [{{kind: slack, url_env: SLACK_WEBHOOK_URL}}], "
+                                    f"got {show(value)}")
+    out = []
+    for i, item in enumerate(value):
+        key = join("notifications", i)
+        ch = check.mapping(item, key, required=("kind",),
+                           optional=("url_env", "secret_env", "environments", "events", "url"),
+                           example="{kind: slack, url_env: SLACK_WEBHOOK_URL}")
+        if "url" in ch:
+            check.fail(join(key, "url"), "no URL in this file (a webhook URL is a secret): name the environment "
+                                         "variable that holds it, e.g. url_env: SLACK_WEBHOOK_URL")
+        kind = ch["kind"]
+        if kind not in CHANNEL_KINDS:
+            check.fail(join(key, "kind"), f"one of {', '.join(CHANNEL_KINDS)}, got {show(kind)}")
+        if "url_env" not in ch:
+            check.fail(join(key, "url_env"), "a value (required): the environment variable holding the URL, "
+                                             "e.g. SLACK_WEBHOOK_URL")
+        url_env = check.string(ch["url_env"], join(key, "url_env"), pattern=_ENV_VAR_RE,
+                               describe="the name of an environment variable, e.g. SLACK_WEBHOOK_URL")
+        secret_env = None
+        if kind == "webhook" and "secret_env" not in ch:
+            check.fail(join(key, "secret_env"), "a value (required with kind webhook): the environment variable "
+                                                "holding the HMAC key that signs each request")
+        if "secret_env" in ch:
+            if kind != "webhook":
+                check.fail(join(key, "secret_env"), "nothing with kind slack (only webhook requests are signed)")
+            secret_env = check.string(ch["secret_env"], join(key, "secret_env"), pattern=_ENV_VAR_RE,
+                                      describe="the name of an environment variable, e.g. LRELEASE_WEBHOOK_SECRET")
+        envs = _names(check, ch, join(key, "environments"), "environments", env_names, "an environment of this file")
+        events = _names(check, ch, join(key, "events"), "events", KINDS, "an event")
+        for name in (url_env, secret_env):  # scrubbed by value from here on, if set in this process
+            if name:
+                secrets.register_env(name)
+        out.append(ChannelConfig(kind=kind, url_env=url_env, secret_env=secret_env, environments=envs, events=events))
+    return tuple(out)
+
+
+def _names(check: Checker, ch: dict, key: str, field: str, allowed: tuple[str, ...],
+           what: str) -> tuple[str, ...] | None:
+    if field not in ch:
+        return None
+    value = ch[field]
+    if not isinstance(value, list) or not value:
+        check.fail(key, f"a non-empty list of {field} ({', '.join(allowed)}), got {show(value)}")
+    for i, name in enumerate(value):
+        if name not in allowed:
+            check.fail(join(key, i), f"{what}: one of {', '.join(allowed)}, got {show(name)}")
+    return tuple(value)
 
 
 def _rel_path(check: Checker, value: Any, key: str, root: Path) -> Path:

@@ -11,18 +11,20 @@ from __future__ import annotations
 import getpass
 import hashlib
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+from lrelease import policies
 from lrelease.apm.scrape import ReadingStore
 from lrelease.config import BUILD_RE, ArtifactRef, EnvironmentConfig, ProjectConfig
 from lrelease.errors import ConfigError, ExitCode, InternalError, LreleaseError
 from lrelease.fleet import write_inventories
-from lrelease import policies
+from lrelease.notify import GATE, HALT, PAUSE, PAUSED_STATUSES, ROLLBACK, WAVE, Delivery, Notifier
 from lrelease.plan import Estimate, GateTiming, Pace, Plan, estimate, plan_waves, skip_done
 from lrelease.runner import EventKind, ProgressEvent, RunResult, StopRequest, run_playbook
 from lrelease.state import LockHandle, LockLost, Rollout, StateStore, new_rollout_id, project_state
@@ -176,6 +178,34 @@ class Releaser:
         self.on_event = on_event
         self.cancel = cancel
         self.state_problem = ""  # why the state database could not be read, when plan went on without it
+        self.notifier: Notifier | None = None  # the operation's notifications (lrelease.notify), while it runs
+        self.delivery = Delivery()  # what the last operation's notifications became
+
+    @contextmanager
+    def _notifying(self) -> Iterator[None]:
+        """Notifications for one operation (deploy, rollback, resume; the outermost when they nest):
+        channels read from the environment first (an unset variable: exit 2, nothing ran), then at
+        the end a bounded wait for delivery (notify.DRAIN_SECONDS)."""
+        if self.notifier is not None:
+            yield
+            return
+        self.notifier = Notifier(self.project.notifications, where=str(self.project.path))
+        try:
+            yield
+        except KeyboardInterrupt:  # the user wants out: a second, not the full wait
+            self.notifier.drain_seconds = min(self.notifier.drain_seconds, 1.0)
+            raise
+        finally:
+            notifier, self.notifier = self.notifier, None
+            self.delivery = notifier.close()
+
+    def _notify(self, kind: str, **fields: Any) -> None:
+        if self.notifier is not None:
+            self.notifier.send(kind, **fields)
+
+    def _notify_begin(self, rid: str, env: str, build: str, action: str, reason: str) -> None:
+        if self.notifier is not None:
+            self.notifier.begin(rollout_id=rid, env=env, build=build, actor=self.actor, action=action, reason=reason)
 
     @cached_property
     def store(self) -> StateStore:
@@ -231,8 +261,9 @@ class Releaser:
         # once the roll-out has ended.
         rid = new_rollout_id()
         readings = self.readings_path(resumes or rid)
-        outcome = self._deploy(env_name, build, rid, reason=reason, sha256=sha256, resumes=resumes, done=done,
-                               readings=readings, halted=halted or {})
+        with self._notifying():
+            outcome = self._deploy(env_name, build, rid, reason=reason, sha256=sha256, resumes=resumes, done=done,
+                                   readings=readings, halted=halted or {})
         if outcome.status in ("halted", "interrupted") and readings.exists():
             readings.replace(self.readings_path(rid))  # the same file unless this was a resume
         self.prune_readings()
@@ -271,6 +302,7 @@ class Releaser:
             self.store.start_rollout(env.name, build, action, self.actor, reason=reason, rollout_id=rid,
                                      previous_build=last.build if last else None, plan=plan.to_dict(), resumes=resumes,
                                      lock=lock, policy=policy)
+            self._notify_begin(rid, env.name, build, action, reason)
             return self._guarded(rid, env.name, build, action, plan, lock,
                                  lambda: self._run_deploy(rid, env, inventory, ref, build, action, plan, readings, lock,
                                                           halted))
@@ -337,6 +369,7 @@ class Releaser:
                                 f"roll-out failed before any host switched ({why}); nothing to roll back",
                                 result, plan)
         self.store.start_auto_rollback(rid)  # from here on, `resume` finishes the rollback
+        self._notify(ROLLBACK, automatic=True, reason=why)
         extravars = {**env.playbook_vars(), "lrelease_rollback_build": build, "lrelease_hosts": env.name,
                      "lrelease_rollback_undo": [r.id for r in chain], "lrelease_rollout_id": rid,
                      "lrelease_actor": self.actor}
@@ -410,6 +443,8 @@ class Releaser:
             self.store.finish_rollout(rid, status, int(code))
         except Exception:  # noqa: BLE001 - never hide the first error
             pass
+        if self.notifier is not None:
+            self.notifier.end(status, int(code))
 
     def _lock_lost(self, rid: str, env: str, build: str, action: str, lost: LockLost, result: RunResult,
                    plan: Plan | None) -> Outcome:
@@ -424,7 +459,8 @@ class Releaser:
         if old.status == "running":  # its process died: say so in the history
             self.store.finish_rollout(old.id, "interrupted", int(ExitCode.INTERRUPTED))
         if old.rollback_started_at:  # it was rolling itself back: finish that, never deploy again
-            return self._resume_rollback(env, old, reason=reason or f"resume of {old.id} (its rollback)")
+            with self._notifying():
+                return self._resume_rollback(env, old, reason=reason or f"resume of {old.id} (its rollback)")
         # Hosts that passed their gate are done; a host switched but not yet judged goes
         # through the gate again (the switch role leaves a host already on the build alone); a
         # host whose judgement halted has it handed back, to go on from the evidence it had.
@@ -472,6 +508,7 @@ class Releaser:
             policy = self._admit(env, old.build, "rollback", rid, reason, lock, record_as="resume")
             self.store.start_rollout(env.name, old.build, "resume", self.actor, reason=reason, rollout_id=rid,
                                      previous_build=old.previous_build, resumes=old.id, lock=lock, policy=policy)
+            self._notify_begin(rid, env.name, old.build, "resume", reason)
             outcome = self._guarded(rid, env.name, old.build, "resume", None, lock, lambda: self._roll_back_after_failure(
                 rid, env, inventory, old.build, "resume", RunResult(), None, lock, hosts=hosts))
         self.prune_readings()
@@ -493,7 +530,8 @@ class Releaser:
         to the build it ran before, read from the host's ledger (or every host to ``to``), in
         groups that keep ``rollback.min_in_service`` serving (one at a time with ``serial``)."""
         check_to(to)
-        outcome = self._rollback(env_name, to=to, reason=reason)
+        with self._notifying():
+            outcome = self._rollback(env_name, to=to, reason=reason)
         self.prune_readings()  # a halted roll-out undone: its gate readings are of no more use
         return outcome
 
@@ -518,6 +556,8 @@ class Releaser:
                                      previous_build=undone.build if undone else None,
                                      undoes=undone.id if undone else None, lock=lock, policy=policy)
             extravars["lrelease_rollout_id"] = rid
+            self._notify_begin(rid, env.name, build, "rollback", reason)
+            self._notify(ROLLBACK, automatic=False, reason=reason or None)
             return self._guarded(rid, env.name, build, "rollback", None, lock,
                                  lambda: self._run_rollback(rid, env.name, build, inventory, extravars, undone, lock))
 
@@ -615,6 +655,11 @@ class Releaser:
                     if lock is None:
                         raise
                     lock.lost = lost
+            if event.kind is EventKind.WAVE_STARTED:
+                self._notify(WAVE, wave=event.wave, hosts=tuple(event.detail.get("hosts") or ()))
+            elif event.kind in (EventKind.GATE_PASSED, EventKind.GATE_FAILED):
+                self._notify(GATE, wave=event.wave, host=event.host, verdict=str(event.detail.get("verdict")),
+                             reason=str(event.detail.get("reason") or "") or None)
             if self.on_event is not None:
                 self.on_event(event)
         return record
@@ -622,6 +667,12 @@ class Releaser:
     def _finish(self, rid: str, env: str, build: str, action: str, status: str, code: ExitCode, message: str,
                 result: RunResult, plan: Plan | None) -> Outcome:
         self.store.finish_rollout(rid, status, int(code))
+        if status == "halted":
+            self._notify(HALT, status=status, exit_code=int(code), reason=message)
+        elif status in PAUSED_STATUSES:
+            self._notify(PAUSE, status=status, exit_code=int(code), reason=message)
+        if self.notifier is not None:
+            self.notifier.end(status, int(code), message)
         return Outcome(
             rollout_id=rid, env=env, build=build, action=action, status=status, exit_code=code, message=message,
             switched=tuple(sorted(result.switched)), rolled_back=tuple(sorted(result.rolled_back)),

@@ -10,6 +10,10 @@ import pytest
 # pytest-xdist's workers start with COLUMNS=80, which the CLI's consoles would keep as a fixed
 # width from import on; tests that need a width pass COLUMNS to each command instead.
 os.environ.pop("COLUMNS", None)
+# The APM clients honour proxy settings (trust_env); the suite talks only to loopback and its own
+# sandbox namespaces, never through a proxy the machine happens to set.
+for _proxy in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
+    os.environ.pop(_proxy, None)
 
 from lrelease.sandbox.fleet import Sandbox  # noqa: E402
 

@@ -78,6 +78,17 @@ def serve(answer: Callable[[Request], Answer], *, tls: ssl.SSLContext | None = N
         server.server_close()
 
 
+@contextlib.contextmanager
+def hanging() -> Iterator[str]:
+    """A loopback URL whose server accepts connections (the kernel's backlog) and never answers."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen(64)
+        yield f"http://127.0.0.1:{s.getsockname()[1]}"
+
+
 def free_port_url() -> str:
     """A loopback URL where nothing listens (bound then closed)."""
     import socket
