@@ -26,6 +26,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from lrelease.proclife import process_alive, process_start
@@ -56,39 +57,57 @@ def _alive(pid: int, start: str) -> bool:
     return process_alive(pid) and (not start or process_start(pid) in ("", start))
 
 
-def guard(store: StateStore, env: str, rollout_id: str, token: int, watch_pid: int, watch_start: str, *,
-          poll: float = POLL_SECONDS, max_seconds: float = MAX_SECONDS) -> str:
+def guard(open_store: Callable[[], StateStore], env: str, rollout_id: str, token: int, watch_pid: int,
+          watch_start: str, *, poll: float = POLL_SECONDS, max_seconds: float = MAX_SECONDS) -> str:
     """Watch until the run ends; returns what happened: ``ended`` (by the playbook), ``finalised``
-    (by us, ansible-playbook being gone), ``lost`` (another roll-out took the lock) or ``expired``."""
+    (by us, ansible-playbook being gone), ``lost`` (another roll-out took the lock) or ``expired``.
+    A database error (a server restarting) is retried with a new connection the next round."""
     from lrelease import policystep  # policystep imports the policies; keep the guardian's start light
 
+    store: StateStore | None = None
+    started = time.monotonic()
+    last_beat = started - MAX_SECONDS
     try:
-        store.adopt_lock(env, rollout_id, token)
-    except LockLost:
-        return "ended" if store.rollout(rollout_id).status != "running" else "lost"
-    holder = store.lock_holder(env)
-    every = (holder.ttl if holder else 120.0) / 4
-    started = last_beat = time.monotonic()
-    while time.monotonic() - started < max_seconds:
-        try:
-            if not _alive(watch_pid, watch_start):
-                return "finalised" if policystep.finalise(store, env, rollout_id) else "ended"
-            if store.rollout(rollout_id).status != "running":
-                store.release_lock(env, rollout_id)
-                return "ended"
-            if time.monotonic() - last_beat >= every:
-                try:
-                    store.heartbeat(env, rollout_id)
-                    last_beat = time.monotonic()
-                except LockLost:
-                    if store.rollout(rollout_id).status == "running":
-                        store.finish_rollout(rollout_id, "lock_lost", int(ExitCode.REFUSED))
-                        return "lost"
+        while time.monotonic() - started < max_seconds:
+            try:
+                if store is None:
+                    store = open_store()
+                    try:
+                        store.adopt_lock(env, rollout_id, token)
+                    except LockLost:
+                        return "ended" if store.rollout(rollout_id).status != "running" else "lost"
+                    holder = store.lock_holder(env)
+                    every = (holder.ttl if holder else 120.0) / 4
+                if not _alive(watch_pid, watch_start):
+                    return "finalised" if policystep.finalise(store, env, rollout_id) else "ended"
+                if store.rollout(rollout_id).status != "running":
+                    store.release_lock(env, rollout_id)
                     return "ended"
-        except (*DB_ERRORS, StateError):  # busy or briefly unreachable: the next round retries
-            pass
-        time.sleep(poll)
-    return "expired"
+                if time.monotonic() - last_beat >= every:
+                    try:
+                        store.heartbeat(env, rollout_id)
+                        last_beat = time.monotonic()
+                    except LockLost:
+                        if store.rollout(rollout_id).status == "running":
+                            store.finish_rollout(rollout_id, "lock_lost", int(ExitCode.REFUSED))
+                            return "lost"
+                        return "ended"
+            except (*DB_ERRORS, StateError):  # busy or unreachable: the next round retries, connected anew
+                if store is not None:
+                    _close(store)
+                    store = None
+            time.sleep(poll)
+        return "expired"
+    finally:
+        if store is not None:
+            _close(store)
+
+
+def _close(store: StateStore) -> None:
+    try:
+        store.close()
+    except (*DB_ERRORS, StateError):
+        pass
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -107,11 +126,10 @@ def main(argv: list[str] | None = None) -> int:
         target = args.db or (where.target if where is not None else "")
         if not target:
             return int(ExitCode.USAGE)
-        store = StateStore(target)
     except StateError:
         return int(ExitCode.USAGE)
-    with store:
-        guard(store, args.env, args.rollout, args.token, args.watch, "" if args.watch_start == "-" else args.watch_start)
+    guard(lambda: StateStore(target), args.env, args.rollout, args.token, args.watch,
+          "" if args.watch_start == "-" else args.watch_start)
     return 0
 
 

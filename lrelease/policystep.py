@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import getpass
 import os
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,11 +27,14 @@ from typing import Any
 
 from lrelease import policies, statedb
 from lrelease.errors import ExitCode, LreleaseError
-from lrelease.state import LockHeld, LockLost, StateError, StateStore, lock_check, new_rollout_id
+from lrelease.state import LockHandle, LockHeld, LockLost, StateError, StateStore, lock_check, new_rollout_id
 
 # Where a plain run's SQLite state lives when neither lrelease_state_db nor LRELEASE_STATE_URL(_FILE)
 # says: the checkout's own state_dir (lrelease.yml's default), next to the playbooks' directory.
 DEFAULT_DB = Path(".lrelease") / "lrelease.db"
+
+# How long a plain run waits for a lock that its holder's guardian is about to release.
+LOCK_WAIT_SECONDS = 3.0
 
 # Host phases that mean the host did not end well (a failed run, not an interrupted one).
 _FAILED = ("failed", "gate_failed", "unreachable")
@@ -137,10 +141,7 @@ def begin(store: StateStore, start: Start) -> dict[str, Any]:
     ledger_id = rid
     if start.ledger_id and _exists(store, start.ledger_id):
         rid = new_rollout_id()  # the id was used before (a re-run): a new row, the hosts' ledgers keep it
-    try:
-        handle = store.take_lock(start.env, rid, pid=start.owner_pid)
-    except LockHeld as held:
-        raise Refused(f"{held}: refused before any host changed") from None
+    handle = _take(store, start.env, rid, start.owner_pid)
     try:
         for dead in store.interrupted(start.env):  # we hold the lock: any other running row is dead
             store.finish_rollout(dead.id, "interrupted", int(ExitCode.INTERRUPTED))
@@ -170,6 +171,20 @@ def begin(store: StateStore, start: Start) -> dict[str, Any]:
         handle.release()
         raise
     return {"rollout_id": rid, "ledger_id": ledger_id, "token": handle.row.token}
+
+
+def _take(store: StateStore, env: str, rid: str, owner: int, *, wait: float = LOCK_WAIT_SECONDS) -> LockHandle:
+    """The lock, waiting up to ``wait`` seconds: an AWX workflow starts its next job (the rollback)
+    moments after the previous one ended, maybe before that job's guardian (which polls once a
+    second) has released the lock. Then Refused, naming the holder."""
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            return store.take_lock(env, rid, pid=owner)
+        except LockHeld as held:
+            if time.monotonic() >= deadline:
+                raise Refused(f"{held}: refused before any host changed") from None
+        time.sleep(0.5)
 
 
 def _exists(store: StateStore, rid: str) -> bool:

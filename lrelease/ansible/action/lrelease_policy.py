@@ -71,7 +71,7 @@ class ActionModule(ActionBase):
         if args["lock"] is not None:  # the wrapper runs us: it holds the lock and records
             policystep.verify(args["lock"])
             return {"record": False, "msg": "run by the lrelease wrapper: lock of %s verified" % env}
-        where = policystep.locate(args["state_db"], task_vars.get("playbook_dir") or "")
+        where = policystep.locate(args["state_db"], self._playbooks_dir(task_vars))
         extra = {"lrelease_actor": args["actor"], "awx_user_name": args["awx_user"], "awx_job_id": args["job_id"]}
         start = policystep.Start(
             env=env, action=args["action"], build=args["build"], actor=policystep.actor(extra),
@@ -128,6 +128,12 @@ class ActionModule(ActionBase):
                                           stopped=args["stopped"])
         return {"status": status, "exit_code": code, "failed": code not in (0,),
                 "msg": "roll-out %s ended %s (exit code %d); lock released" % (policy["rollout_id"], status, code)}
+
+    def _playbooks_dir(self, task_vars):
+        """The directory of the playbook this task is in (deploy.yml's, also when another playbook
+        imports it: molecule, a site.yml), whose parent is the checkout."""
+        path = (self._task.get_path() or "").rsplit(":", 1)[0]
+        return os.path.dirname(path) if path else (task_vars.get("playbook_dir") or "")
 
     @staticmethod
     def _store(policy, adopt=True):
