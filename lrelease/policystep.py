@@ -144,7 +144,10 @@ def begin(store: StateStore, start: Start) -> dict[str, Any]:
     handle = _take(store, start.env, rid, start.owner_pid)
     try:
         for dead in store.interrupted(start.env):  # we hold the lock: any other running row is dead
-            store.finish_rollout(dead.id, "interrupted", int(ExitCode.INTERRUPTED))
+            if dead.via:  # a plain run whose guardian has not ended it yet: end it as the guardian would
+                finalise(store, start.env, dead.id)
+            else:
+                store.finish_rollout(dead.id, "interrupted", int(ExitCode.INTERRUPTED))
         plan: dict[str, Any] = {"via": {**start.via, **({"ledger_id": ledger_id} if ledger_id != rid else {})},
                                 "hosts": list(start.hosts)}
         if start.serial:

@@ -187,6 +187,25 @@ def test_the_guardian_ends_a_failed_run_from_its_host_phases(tmp_path, owner):
         _reap(guard)
 
 
+def test_the_next_run_ends_a_dead_plain_run_as_its_guardian_would(tmp_path, owner):
+    # Given a plain run whose canary failed its gate, whose ansible-playbook is gone and whose
+    # guardian has not ended it yet (the next AWX job starts on the same machine at once)
+    db = tmp_path / "state.db"
+    dead = _sleeper()
+    with StateStore(db) as st:
+        first = policystep.begin(st, _start(dead.pid))
+        st.adopt_lock("production", first["rollout_id"], first["token"])
+        policystep.record(st, first["rollout_id"], "n1", "switched")
+        policystep.record(st, first["rollout_id"], "n1", "gate_failed", gate={"verdict": "fail"}, wave=1)
+    dead.kill()
+    dead.wait(timeout=10)
+    # When the next run begins
+    with StateStore(db) as st:
+        policystep.begin(st, _start(owner.pid))
+        # Then it took the dead run's lock and ended that run as failed (halted), not interrupted
+        assert (st.rollout(first["rollout_id"]).status, st.rollout(first["rollout_id"]).exit_code) == ("halted", 5)
+
+
 def test_the_end_step_ends_the_run_and_the_guardian_then_leaves(tmp_path, owner):
     db = tmp_path / "state.db"
     with StateStore(db) as st:
