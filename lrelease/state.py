@@ -217,6 +217,7 @@ class StateStore:
         if status not in ("running", "refused"):
             raise ValueError("a roll-out starts as 'running' (or is recorded as 'refused')")
         rid = rollout_id or new_rollout_id()
+        pid = pid or os.getpid()
         took_over = None
         if lock is not None and lock.taken_over is not None:
             old = lock.taken_over
@@ -227,7 +228,7 @@ class StateStore:
             db.execute(sa.insert(rollouts_t).values(
                 id=rid, env=env, build=build, previous_build=previous_build, action=action, status=status,
                 actor=secrets.scrub(actor), reason=secrets.scrub(reason), started_at=self.now(), plan=_dumps(plan),
-                resumes=resumes, pid=pid or os.getpid(), pid_start=process_start(pid or os.getpid()), hostname=self.hostname,
+                resumes=resumes, pid=pid, pid_start=process_start(pid), hostname=self.hostname,
                 undoes=undoes, lock_token=lock.row.token if lock is not None else None, took_over=took_over))
         return self.rollout(rid)
 

@@ -110,7 +110,7 @@ class ActionModule(ActionBase):
                               "evidence": gate.get("evidence") or {}}
                 for host in hosts:
                     policystep.record(store, policy["rollout_id"], host, phase, detail, gate=gate, wave=wave)
-        except (LreleaseError, *DB_ERRORS) as exc:  # never fail a host for its record (the wave check stops a lost lock)
+        except (LreleaseError, *DB_ERRORS) as exc:  # never fail a host for its record (a lost lock: the wave check)
             return {"recorded": False, "warnings": ["lrelease_policy: %s not recorded: %s" % (phase, exc)]}
         return {"recorded": True, "msg": "%s: %s" % (", ".join(hosts), phase)}
 

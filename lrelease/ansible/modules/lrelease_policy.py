@@ -148,7 +148,10 @@ record:
   returned: step=begin
 rollout_id: {description: The roll-out's id in the state database., type: str, returned: step=begin}
 ledger_id: {description: The id the hosts' ledgers carry (lrelease_rollout_id)., type: str, returned: step=begin}
-lock: {description: "C({db, env, token}): what the fencing check before each wave reads (as C(lrelease_lock)).", type: dict, returned: step=begin}
+lock:
+  description: "C({db, env, token}): what the fencing check before each wave reads (as C(lrelease_lock))."
+  type: dict
+  returned: step=begin
 status: {description: How the run was recorded as ended., type: str, returned: step=end}
 """
 
