@@ -319,7 +319,7 @@ class Releaser:
             "lrelease_rollout_id": rid, "lrelease_actor": self.actor,
             # db: the SQLite file; "" for a server, whose URL (it may hold a password) the lookup
             # reads from the environment ansible-playbook inherits (LRELEASE_STATE_URL or _FILE)
-            "lrelease_lock": {"db": str(self.store.path or ""), "env": env.name, "token": lock.row.token},
+            "lrelease_lock": self._lock_var(lock),
         }
         if env.gate is not None:
             extravars["lrelease_gate_readings"] = str(readings)
@@ -348,6 +348,13 @@ class Releaser:
                                 "`lrelease rollback` undoes)" + _continued(result), result, plan)
         return self._roll_back_after_failure(rid, env, inventory, build, action, result, plan, lock)
 
+    def _lock_var(self, lock: LockHandle) -> dict[str, Any]:
+        """``lrelease_lock`` for deploy.yml and rollback.yml: their policy step verifies this run's
+        lock instead of taking it, and records nothing (this wrapper records). ``db``: the SQLite
+        file; "" for a server, whose URL (it may hold a password) the playbook reads from the
+        environment ansible-playbook inherits (LRELEASE_STATE_URL or _FILE)."""
+        return {"db": str(self.store.path or ""), "env": lock.env, "token": lock.row.token}
+
     def _roll_back_after_failure(self, rid: str, env: EnvironmentConfig, inventory: Path, build: str, action: str,
                                  result: RunResult, plan: Plan | None, lock: LockHandle,
                                  hosts: Iterable[str] | None = None) -> Outcome:
@@ -371,8 +378,8 @@ class Releaser:
         self.store.start_auto_rollback(rid)  # from here on, `resume` finishes the rollback
         self._notify(ROLLBACK, automatic=True, reason=why)
         extravars = {**env.playbook_vars(), "lrelease_rollback_build": build, "lrelease_hosts": env.name,
-                     "lrelease_rollback_undo": [r.id for r in chain], "lrelease_rollout_id": rid,
-                     "lrelease_actor": self.actor}
+                     "lrelease_rollback_undo": [r.ledger_id for r in chain], "lrelease_rollout_id": rid,
+                     "lrelease_actor": self.actor, "lrelease_lock": self._lock_var(lock)}
         # No stop request here: the first Ctrl-C lets the rollback finish; the second cancels.
         rb = run_playbook("rollback.yml", inventory, extravars, limit=",".join(live),
                           on_event=self._recorder(rid, lock),
@@ -546,7 +553,7 @@ class Releaser:
         else:
             undone = self.to_undo(env.name)
             extravars["lrelease_rollback_build"] = build = undone.build
-            extravars["lrelease_rollback_undo"] = [r.id for r in self.store.chain(undone.id)]
+            extravars["lrelease_rollback_undo"] = [r.ledger_id for r in self.store.chain(undone.id)]
         rid = new_rollout_id()
         with self.store.acquire_lock(env.name, rid) as lock:
             policy = self._admit(env, build, "rollback", rid, reason, lock)
@@ -556,6 +563,7 @@ class Releaser:
                                      previous_build=undone.build if undone else None,
                                      undoes=undone.id if undone else None, lock=lock, policy=policy)
             extravars["lrelease_rollout_id"] = rid
+            extravars["lrelease_lock"] = self._lock_var(lock)
             self._notify_begin(rid, env.name, build, "rollback", reason)
             self._notify(ROLLBACK, automatic=False, reason=reason or None)
             return self._guarded(rid, env.name, build, "rollback", None, lock,
@@ -614,7 +622,7 @@ class Releaser:
         undone = None if to else self.to_undo(env.name)
         extravars: dict[str, Any] = {**env.playbook_vars(), "lrelease_hosts": env.name}
         if undone is not None:
-            extravars["lrelease_status_undo"] = [r.id for r in self.store.chain(undone.id)]
+            extravars["lrelease_status_undo"] = [r.ledger_id for r in self.store.chain(undone.id)]
         result = run_playbook("status.yml", self.inventory(env), extravars, cancel=self.cancel, **self.ansible)
         hosts = []
         for host, st in sorted(result.host_status.items()):

@@ -109,6 +109,19 @@ class Rollout:
     def to_dict(self) -> dict:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
 
+    @property
+    def via(self) -> dict:
+        """How it was run when not by the wrapper (plan ``via``: ``{kind, job_id, ...}``, written by
+        the playbooks' policy step, lrelease/policystep.py); ``{}`` for a wrapper run."""
+        via = self.plan.get("via") if isinstance(self.plan, dict) else None
+        return via if isinstance(via, dict) else {}
+
+    @property
+    def ledger_id(self) -> str:
+        """The id the hosts' ledgers carry for this roll-out: its own id, or the
+        ``lrelease_rollout_id`` a plain run was given when that id was already taken here."""
+        return str(self.via.get("ledger_id") or self.id)
+
 
 @dataclass(frozen=True)
 class HostEvent:
@@ -202,17 +215,20 @@ class StateStore(PolicyRecords):
     def start_rollout(self, env: str, build: str, action: str, actor: str, *, reason: str = "",
                       previous_build: str | None = None, plan: dict | None = None,
                       rollout_id: str | None = None, resumes: str | None = None, undoes: str | None = None,
-                      lock: LockHandle | None = None, status: str = "running",
+                      lock: LockHandle | None = None, status: str = "running", pid: int | None = None,
                       policy: dict | None = None) -> Rollout:
         """Record a roll-out as begun by this process. Take the lock first (with the same
         id, from :func:`new_rollout_id`) and pass it, so a running roll-out always has a holder
-        and its row carries the lock's token and any takeover. ``policy``: what the release
-        policies said (a refusal, or the overrides it went ahead with; lrelease/policies.py)."""
+        and its row carries the lock's token and any takeover. ``pid``: the process the roll-out
+        lives in when it is not this one (the playbooks' policy step: ansible-playbook).
+        ``policy``: what the release policies said (a refusal, or the overrides it went ahead
+        with; lrelease/policies.py)."""
         if action not in ACTIONS:
             raise ValueError(f"action must be one of {ACTIONS}, got {action!r}")
         if status not in ("running", "refused"):
             raise ValueError("a roll-out starts as 'running' (or is recorded as 'refused')")
         rid = rollout_id or new_rollout_id()
+        pid = pid or os.getpid()
         took_over = None
         if lock is not None and lock.taken_over is not None:
             old = lock.taken_over
@@ -223,7 +239,7 @@ class StateStore(PolicyRecords):
             db.execute(sa.insert(rollouts_t).values(
                 id=rid, env=env, build=build, previous_build=previous_build, action=action, status=status,
                 actor=secrets.scrub(actor), reason=secrets.scrub(reason), started_at=self.now(), plan=_dumps(plan),
-                resumes=resumes, pid=os.getpid(), pid_start=process_start(os.getpid()), hostname=self.hostname,
+                resumes=resumes, pid=pid, pid_start=process_start(pid), hostname=self.hostname,
                 undoes=undoes, lock_token=lock.row.token if lock is not None else None, took_over=took_over,
                 policy=_dumps(policy) if policy else None))
         return self.rollout(rid)
@@ -242,6 +258,16 @@ class StateStore(PolicyRecords):
         with self._fenced(rollout_id) as db:
             if db.execute(end).rowcount == 0:
                 raise StateError(f"no roll-out {rollout_id!r} in {self.where.shown}")
+        return self.rollout(rollout_id)
+
+    def annotate(self, rollout_id: str, **plan: Any) -> Rollout:
+        """Merge keys into a roll-out's ``plan`` JSON (fenced like every write of a holder)."""
+        with self._fenced(rollout_id) as db:
+            row = db.execute(sa.select(rollouts_t.c.plan).where(rollouts_t.c.id == rollout_id)).fetchone()
+            if row is None:
+                raise StateError(f"no roll-out {rollout_id!r} in {self.where.shown}")
+            db.execute(sa.update(rollouts_t).where(rollouts_t.c.id == rollout_id)
+                       .values(plan=_dumps({**json.loads(row[0] or "{}"), **plan})))
         return self.rollout(rollout_id)
 
     def start_auto_rollback(self, rollout_id: str) -> None:
@@ -423,8 +449,11 @@ class StateStore(PolicyRecords):
         finally:  # finally, not except: a KeyboardInterrupt or SystemExit must release it too
             handle.release()
 
-    def take_lock(self, env: str, rollout_id: str, *, ttl: float | None = None) -> LockHandle:
-        """Take ``env``'s lock without a ``with`` block; call ``handle.release()`` yourself."""
+    def take_lock(self, env: str, rollout_id: str, *, ttl: float | None = None, pid: int | None = None) -> LockHandle:
+        """Take ``env``'s lock without a ``with`` block; call ``handle.release()`` yourself.
+        ``pid``: the process whose life the lock is bound to when it is not this one (the
+        playbooks' policy step binds it to ansible-playbook, which outlives the step)."""
+        pid = pid or os.getpid()
         ttl = lock_ttl() if ttl is None else ttl
         if not ttl > 0:
             raise ValueError("ttl must be > 0 seconds")
@@ -437,12 +466,22 @@ class StateStore(PolicyRecords):
             last = db.execute(sa.select(kv.c.value).where(kv.c.key == key)).scalar()
             token = int(last) + 1 if last is not None else 1
             statedb.put(db, key, str(token))
-            me = LockRow(env, rollout_id, os.getpid(), process_start(os.getpid()), self.hostname, now, now,
+            me = LockRow(env, rollout_id, pid, process_start(pid), self.hostname, now, now,
                          float(ttl), token)
             db.execute(sa.delete(locks_t).where(locks_t.c.env == env))
             db.execute(sa.insert(locks_t).values(**me.__dict__))
         self._fences[rollout_id] = (env, token)
         return LockHandle(self, me, taken_over=held)
+
+    def adopt_lock(self, env: str, rollout_id: str, token: int) -> None:
+        """Act, in this process, as the holder of the grant ``token`` of ``env``'s lock (taken by
+        another process of the same run: the policy step, its guardian): this store's writes for
+        ``rollout_id`` are fenced by it, and heartbeat/release act on it. LockLost if it is gone."""
+        self._fences[rollout_id] = (env, int(token))
+        with self._write() as db:
+            held = self._lock_row(env, db)
+            if held is None or held.token != int(token) or held.rollout_id != rollout_id:
+                raise self._lost(env, rollout_id, db)
 
     def lock_holder(self, env: str) -> LockRow | None:
         """The current lock row of ``env`` (dead or alive), or None."""

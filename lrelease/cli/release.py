@@ -367,11 +367,13 @@ def history(env: str | None, limit: int, as_json: bool, config_path: Path) -> No
         shown = r.status
         if r.status == "halted" and report.inconclusive(store.host_events(r.id)):
             shown = "halted (gate INCONCLUSIVE)"  # `lrelease show ID` gives each gate's reason
+        elif r.status == "halted" and r.via.get("kind"):  # a plain/AWX run that failed: its hosts wait
+            shown = "halted (a host failed)"
         note = policies.short(r.policy)
         if note:
-            shown = f"{r.status} ({note})" if r.status != "refused" else f"refused ({note.split(': ', 1)[1]})"
+            shown = f"{shown} ({note})" if r.status != "refused" else f"refused ({note.split(': ', 1)[1]})"
         cells = (r.id, r.action, r.build, shown, str(r.exit_code if r.exit_code is not None else "-"),
-                 r.actor, when(r.started_at), r.reason)
+                 report.who(r), when(r.started_at), r.reason)
         rollouts.add_row(*(cells if env else (r.env, *cells)))
     print_table(out, rollouts)
 

@@ -174,6 +174,7 @@ def header(rollout: Rollout) -> list[Line]:
     rows: list[tuple[str, str | Text]] = [
         ("status", _text(_styled(rollout.status, STATUS_STYLE), f", exit code {exit_code}")),
         ("actor", rollout.actor),
+        ("via", via(rollout)),
         ("reason", rollout.reason or "-"),
         ("started", when(rollout.started_at, seconds=True)),
         ("finished", finished),
@@ -183,6 +184,21 @@ def header(rollout: Rollout) -> list[Line]:
         rows.append(("resumes", rollout.resumes))
     rows.extend(("policy", phrase) for phrase in policies.describe(rollout.policy))
     return [Line(title)] + [Line(_text(f"{key:<9} ", value), indent=2) for key, value in rows]
+
+
+def via(rollout: Rollout) -> str:
+    """How it was run: ``lrelease`` (the wrapper), ``ansible-playbook``, or ``AWX job N`` (the
+    playbooks' policy step records it in the plan's ``via``)."""
+    v = rollout.via
+    if v.get("kind") == "awx":
+        return f"AWX job {v.get('job_id', '?')}"
+    return str(v.get("kind") or "lrelease")
+
+
+def who(rollout: Rollout) -> str:
+    """The actor, and the AWX job or plain ansible-playbook it came through (history's column)."""
+    v = via(rollout)
+    return rollout.actor if v == "lrelease" else f"{rollout.actor} ({v})"
 
 
 def waves(rollout: Rollout, events: Sequence[HostEvent]) -> list[Line]:

@@ -72,7 +72,8 @@ class Fleet:
     def play(self, playbook: str, extravars: dict) -> Run:
         """ansible-playbook -i <inventory> playbooks/<playbook> -e @vars.json, from the repo root."""
         vars_file = self.tmp / f"vars-{playbook}-{len(list(self.tmp.iterdir()))}.json"
-        vars_file.write_text(json.dumps(extravars))
+        # the policy step records this test's runs in its own state, not the checkout's
+        vars_file.write_text(json.dumps({"lrelease_state_db": str(self.tmp / "state.db"), **extravars}))
         return self._run([str(ROOT / ".venv" / "bin" / "ansible-playbook"), "-i", str(self.cfg.inventory_path),
                           f"playbooks/{playbook}", "-e", f"@{vars_file}"])
 

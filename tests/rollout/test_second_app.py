@@ -228,7 +228,8 @@ def playbook(shop: Shop, name: str, extravars: dict) -> subprocess.CompletedProc
     inventory.write_text(yaml.safe_dump({"plugin": "lrelease_fleet", "fleet": "fleet.yml",
                                          "environment": "production"}))
     vars_file = shop.root / f"vars-{name}.json"
-    vars_file.write_text(json.dumps(extravars))
+    # the policy step records the run in the shop's own state (what `lrelease history` there reads)
+    vars_file.write_text(json.dumps({"lrelease_state_db": str(shop.root / ".lrelease" / "lrelease.db"), **extravars}))
     env = {**os.environ, "ANSIBLE_SHOW_CUSTOM_STATS": "1", "ANSIBLE_NOCOLOR": "1"}
     return subprocess.run([str(ROOT / ".venv" / "bin" / "ansible-playbook"), "-i", str(inventory),
                            f"playbooks/{name}", "-e", f"@{vars_file}"],

@@ -96,6 +96,7 @@ def run(tmp_path: Path, inv: Path, playbook: Path, *extra: str, hook: str = "") 
     """ansible-playbook, only the play's own tasks (and the hook, tagged test_hook); returns rc,
     output and the groups the play listed ("lrelease rollback group"), in order."""
     argv = [str(ANSIBLE_PLAYBOOK), "-i", str(inv), str(playbook), "-e", "lrelease_rollback_to=1.0.0",
+            "-e", f"lrelease_state_db={tmp_path / 'state.db'}",  # the policy step's record (not the checkout's)
             "--tags", "test_hook", *extra]
     if hook:
         (tmp_path / "hook.yml").write_text(hook)

@@ -61,7 +61,8 @@ def _defined_in(node) -> set[str]:
     if isinstance(node, dict):
         for key, value in node.items():
             if key in ("ansible.builtin.set_fact", "set_fact", "vars") and isinstance(value, dict):
-                out |= set(value)
+                # the policy step's facts stand in for extra vars the wrapper gives: still the caller's
+                out |= {k for k in value if not _caller_may_give(node, k)}
             elif key in ("ansible.builtin.set_stats", "set_stats") and isinstance(value, dict):
                 out |= set(value.get("data") or {})
             elif key in ("register", "loop_var") and isinstance(value, str):
@@ -71,6 +72,12 @@ def _defined_in(node) -> set[str]:
         for item in node:
             out |= _defined_in(item)
     return out
+
+
+def _caller_may_give(task: dict, name: str) -> bool:
+    """The policy step's facts (lrelease_lock, lrelease_rollout_id) stand in for extra vars a
+    wrapper gives: they are set by the task named `lrelease policy facts` only."""
+    return str(task.get("name", "")) == "lrelease policy facts"
 
 
 def _yaml_files() -> list[Path]:

@@ -1,0 +1,212 @@
+"""The playbooks' policy step on the sandbox: deploy.yml and rollback.yml run by plain
+ansible-playbook as AWX runs them (extra vars from a file, awx_user_name / awx_job_id) take the
+environment's lock, record the roll-out and each host's progress in the project's state, and end
+the record and free the lock however the run ends: success, a failed gate, SIGKILL.
+
+The session fleet (6 nodes); runs are limited to three of them (canary, then the rest) to stay
+short; the verdicts do not depend on the bake."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from lrelease.config import load_config
+from lrelease.rollout import Releaser
+from lrelease.state import StateStore, new_rollout_id
+from tests.rollout.conftest import Project
+
+ROOT = Path(__file__).resolve().parents[2]
+BASE = "1.0.0"
+HOSTS = 3
+
+
+@pytest.fixture
+def awx(fleet, tmp_path):
+    return Awx(Project(fleet, tmp_path, waves=[1, "100%"], bake_seconds=0, gate_timeout_seconds=4))
+
+
+class Awx:
+    """Plain ansible-playbook runs of the project's production environment, as a job template."""
+
+    def __init__(self, project: Project) -> None:
+        self.project = project
+        self.config = load_config(project.path)
+        self.env = self.config.environment("production")
+        self.inventory = Releaser(self.config).inventory(self.env)
+        self.db = self.config.db_path
+        self.hosts = project.nodes[:HOSTS]
+
+    def store(self) -> StateStore:
+        return StateStore(self.db)
+
+    def extravars(self, build: str, **extra) -> dict:
+        art = self.project.build(build, **extra.pop("behaviour", {}))
+        return {**self.env.playbook_vars(), "lrelease_build": art.build, "lrelease_artifact": str(art.path),
+                "lrelease_artifact_sha256": art.sha256, "lrelease_waves": [1, "100%"], "lrelease_hosts": "production",
+                "lrelease_state_db": str(self.db), "awx_user_name": "alice", **extra}
+
+    def argv(self, playbook: str, extravars: dict) -> list[str]:
+        vars_file = self.project.path.parent / f"vars-{playbook}-{time.monotonic_ns()}.json"
+        vars_file.write_text(json.dumps(extravars))
+        return [str(ROOT / ".venv" / "bin" / "ansible-playbook"), "-i", str(self.inventory), f"playbooks/{playbook}",
+                "-l", ",".join(self.hosts), "-e", f"@{vars_file}"]
+
+    def environ(self, **more: str) -> dict:
+        env = {k: v for k, v in os.environ.items() if k not in ("LRELEASE_USER", "LRELEASE_STATE_URL",
+                                                                  "LRELEASE_STATE_URL_FILE")}
+        return {**env, "ANSIBLE_NOCOLOR": "1", **more}
+
+    def play(self, playbook: str, extravars: dict) -> subprocess.CompletedProcess:
+        return subprocess.run(self.argv(playbook, extravars), cwd=ROOT, env=self.environ(), capture_output=True,
+                              text=True, timeout=300)
+
+    def history(self) -> list[dict]:
+        return self.project.json("history", "--env", "production")["rollouts"]
+
+    def wait_ended(self, rid: str, seconds: float = 30) -> dict:
+        """The row once its guardian (or the playbook) ended it."""
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            with self.store() as st:
+                row = st.rollout(rid)
+                if row.status != "running" and st.lock_holder("production") is None:
+                    return row.to_dict()
+            time.sleep(0.5)
+        raise AssertionError(f"roll-out {rid} still running or locked after {seconds} s")
+
+
+def test_a_plain_run_is_refused_while_the_cli_holds_the_lock_then_an_awx_run_is_recorded(awx):
+    # Given a CLI roll-out holding production's lock (a live process: this one, beating its heartbeat)
+    cli_rid = new_rollout_id()
+    with awx.store() as st, st.acquire_lock("production", cli_rid):
+        st.start_rollout("production", "0.9.0", "deploy", "bob", rollout_id=cli_rid)
+        # When AWX runs deploy.yml with plain ansible-playbook
+        refused = awx.play("deploy.yml", awx.extravars("1.1.0", awx_job_id=4241))
+        # Then it is refused, naming the holder, before any host changed
+        assert refused.returncode != 0
+        assert f"locked by roll-out {cli_rid}" in refused.stdout and f"pid {os.getpid()}" in refused.stdout
+        assert {n: awx.project.current(n) for n in awx.hosts} == {n: BASE for n in awx.hosts}
+        assert "lrelease_stage : staged" not in refused.stdout
+        st.finish_rollout(cli_rid, "succeeded", 0)
+
+    # When the lock is free and AWX runs it again
+    ok = awx.play("deploy.yml", awx.extravars("1.1.0", awx_job_id=4242))
+
+    # Then it succeeds and history shows it with its user and AWX job id; the lock is free
+    assert ok.returncode == 0, ok.stdout[-3000:]
+    assert {n: awx.project.current(n) for n in awx.hosts} == {n: "1.1.0" for n in awx.hosts}
+    [row] = [r for r in awx.history() if r["plan"].get("via", {}).get("job_id") == "4242"]
+    assert (row["action"], row["build"], row["status"], row["exit_code"], row["actor"]) == \
+        ("deploy", "1.1.0", "succeeded", 0, "alice")
+    assert row["hosts"] == {h: "gate_passed" for h in awx.hosts}
+    assert {g["host"] for g in row["gates"]} == set(awx.hosts) and {g["wave"] for g in row["gates"]} == {1, 2}
+    table = awx.project.cli("history", "--env", "production").stdout
+    assert "AWX job 4242" in table and "alice" in table
+    assert "AWX job 4242" in awx.project.cli("show", row["id"]).stdout
+    with awx.store() as st:
+        assert st.lock_holder("production") is None
+    # and the hosts' ledgers carry the recorded id, so `lrelease rollback` knows what to undo
+    assert awx.project.ledger(awx.hosts[0])[-1]["rollout_id"] == row["id"]
+    with awx.store() as st:
+        assert st.to_undo("production").id == row["id"]
+
+    # When rollback.yml runs without the wrapper, undoing that job (as the AWX workflow hands it on)
+    back = awx.play("rollback.yml", {**awx.extravars("1.1.0", awx_job_id=4243),
+                                     "lrelease_rollback_build": "1.1.0", "lrelease_rollback_undo": [row["id"]]})
+
+    # Then the same lock and record: a rollback row that undoes it, each host rolled back, lock free
+    assert back.returncode == 0, back.stdout[-3000:]
+    [rb] = [r for r in awx.history() if r["plan"].get("via", {}).get("job_id") == "4243"]
+    assert (rb["action"], rb["status"], rb["exit_code"], rb["undoes"]) == ("rollback", "succeeded", 0, row["id"])
+    assert rb["hosts"] == {h: "rolled_back" for h in awx.hosts}
+    assert {n: awx.project.current(n) for n in awx.hosts} == {n: BASE for n in awx.hosts}
+    with awx.store() as st:
+        # (what is left to undo is the older CLI roll-out, no longer the AWX one)
+        assert st.lock_holder("production") is None and st.to_undo("production").id == cli_rid
+
+
+def test_a_failed_awx_run_is_ended_by_its_guardian_and_frees_the_lock(awx):
+    # When AWX deploys a build that fails its health check on the canary
+    bad = awx.play("deploy.yml", awx.extravars("1.2.0", awx_job_id=4250, behaviour={"health_fail": True}))
+
+    # Then the play fails, and the record says so, with the lock free (the guardian ended it)
+    assert bad.returncode != 0
+    [row] = [r for r in awx.history() if r["plan"].get("via", {}).get("job_id") == "4250"]
+    row = awx.wait_ended(row["id"])
+    canary = awx.hosts[0]
+    assert (row["status"], row["exit_code"]) == ("halted", 5)  # the canary stays on it for the rollback
+    assert row["plan"]["ended_by"]["failed_hosts"] == [canary]
+    with awx.store() as st:
+        assert st.host_phases(row["id"]) == {h: "staged" for h in awx.hosts[1:]} | {canary: "gate_failed"}
+        assert [g.verdict for g in st.gates(row["id"])] == ["fail"]
+        assert st.to_undo("production").id == row["id"]
+
+
+def test_an_awx_run_killed_mid_run_leaves_a_lock_the_next_run_takes(awx):
+    # Given an AWX run in its bake on the canary
+    argv = awx.argv("deploy.yml", {**awx.extravars("1.3.0", awx_job_id=4260), "lrelease_bake_seconds": 60})
+    log = (awx.project.path.parent / "killed.log").open("w")  # a file, not a pipe nobody reads
+    proc = subprocess.Popen(argv, cwd=ROOT, env=awx.environ(), stdout=log, stderr=subprocess.STDOUT)
+    try:
+        rid = _wait_for_switch(awx, "4260")
+        # When ansible-playbook is killed with SIGKILL
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+        log.close()
+
+    # Then the row is not left running (interrupted) and the lock is free
+    row = awx.wait_ended(rid)
+    assert (row["status"], row["exit_code"]) == ("interrupted", 130)
+    # and the next run takes the lock and goes on
+    again = awx.play("deploy.yml", awx.extravars("1.3.0", awx_job_id=4261))
+    assert again.returncode == 0, again.stdout[-3000:]
+    assert {n: awx.project.current(n) for n in awx.hosts} == {n: "1.3.0" for n in awx.hosts}
+
+
+def _wait_for_switch(awx: Awx, job: str, seconds: float = 90) -> str:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        with awx.store() as st:
+            rows = [r for r in st.history("production") if r.via.get("job_id") == job]
+            if rows and "switched" in st.host_phases(rows[0].id).values():
+                return rows[0].id
+        time.sleep(0.5)
+    raise AssertionError(f"AWX job {job} never switched a host within {seconds} s")
+
+
+def test_a_plain_run_checks_the_release_policies_of_the_store_and_of_the_projects_file(awx):
+    # Given production's release captain is carol
+    with awx.store() as st:
+        st.set_captain("production", "carol", set_by="carol")
+    try:
+        # When AWX user alice runs deploy.yml with plain ansible-playbook
+        refused = awx.play("deploy.yml", awx.extravars("1.2.0", awx_job_id=4250))
+        # Then it is refused naming the captain, before any host changed, and recorded as refused
+        assert refused.returncode != 0
+        assert "production's release captain is carol; alice is not" in refused.stdout
+        assert "lrelease_stage : staged" not in refused.stdout
+        [row] = [r for r in awx.history() if r["plan"].get("via", {}).get("job_id") == "4250"]
+        assert (row["status"], row["exit_code"], row["actor"]) == ("refused", 4, "alice")
+        assert row["policy"]["refused"]["policy"] == "captain"
+    finally:
+        with awx.store() as st:
+            st.clear_captain("production", cleared_by="carol")
+    # When a run names the project's lrelease.yml but an environment the file does not have
+    wrong = awx.play("deploy.yml", awx.extravars("1.2.0", lrelease_env="prod", lrelease_config=str(awx.project.path)))
+    # Then it is refused in one line naming the file's environments (its policies cannot be skipped)
+    assert wrong.returncode != 0
+    assert "lrelease_env: 'prod' is not an environment of" in wrong.stdout and "production" in wrong.stdout
+    assert {n: awx.project.current(n) for n in awx.hosts} == {n: BASE for n in awx.hosts}
+    with awx.store() as st:
+        assert st.lock_holder("prod") is None and st.lock_holder("production") is None
