@@ -99,19 +99,20 @@ def test_a_plain_run_is_refused_while_another_live_rollout_holds_the_lock(tmp_pa
         assert st.history("production") == []
 
 
-def test_a_policy_refusal_is_recorded_and_frees_the_lock(tmp_path, owner, monkeypatch):
-    class Closed(LreleaseError):
-        exit_code = ExitCode.REFUSED
-
-    def refuse(store, env, *, actor, action, force_reason=""):
-        raise Closed(f"{env} is outside its deploy window")
-
-    monkeypatch.setattr(policies, "check_start", refuse)
+def test_a_policy_refusal_is_recorded_and_frees_the_lock(tmp_path, owner):
+    # Given production's release captain is carol, and a plain run started by someone else
     with StateStore(tmp_path / "state.db") as st:
-        with pytest.raises(Closed, match="outside its deploy window"):
-            policystep.begin(st, _start(owner.pid))
+        st.set_captain("production", "carol", set_by="carol")
+        start = _start(owner.pid)
+        assert start.actor != "carol"
+        # When its policy step begins, then the captain policy refuses it (exit 4), naming carol
+        with pytest.raises(policies.PolicyRefused, match="release captain is carol") as refused:
+            policystep.begin(st, start)
+        assert refused.value.exit_code == ExitCode.REFUSED
+        # And the refusal is recorded, with the policy that refused, and the lock is free
         [row] = st.history("production")
         assert (row.status, row.exit_code) == ("refused", 4) and st.lock_holder("production") is None
+        assert row.policy["refused"]["policy"] == "captain"
 
 
 def test_a_reused_rollout_id_gets_a_new_row_and_keeps_the_ledger_id(tmp_path, owner):
