@@ -149,7 +149,7 @@ def plan(env: str, build: str | None, actor: str | None, as_json: bool, config_p
     if as_json:
         _emit("plan", {"env": env, "build": build, **data})
     else:
-        out.print(planview.render(env, data, build), highlight=False)
+        out.print(planview.render(env, data, build, project.environment(env)), highlight=False)
 
 
 @click.command(epilog=epilog([
@@ -192,7 +192,7 @@ def deploy(ctx: click.Context, env: str, build: str, sha256: str | None, reason:
         if as_json:
             _emit("plan", {"env": env, "build": build, "dry_run": True, **data})
         else:
-            out.print(planview.render(env, data, build), highlight=False)
+            out.print(planview.render(env, data, build, project.environment(env)), highlight=False)
         return
     _confirm(yes, f"Deploy {build} to {env} ({len(p.hosts)} hosts, {len(p.waves)} waves)?")
     _run(ctx, as_json, verbosity, project, actor, p.hosts, "deploy",

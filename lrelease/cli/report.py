@@ -28,7 +28,8 @@ from lrelease.state import GateOutcome, HostEvent, Rollout
 
 VERDICT_STYLE = {"pass": "green", "fail": "bold red", "inconclusive": "yellow"}
 STATUS_STYLE = {"succeeded": "green", "rolled_back": "red", "rollback_failed": "bold red", "halted": "yellow",
-                "interrupted": "yellow", "refused": "magenta", "running": "cyan"}
+                "interrupted": "yellow", "refused": "magenta", "running": "cyan", "paused": "yellow",
+                "awaiting_promotion": "bold yellow"}
 PHASE_STYLE = {"staged": "cyan", "switched": "yellow", "gate_passed": "green", "gate_failed": "red",
                "gate_inconclusive": "yellow", "reverted": "red", "rolled_back": "magenta", "unreachable": "red",
                "failed": "red"}
