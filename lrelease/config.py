@@ -527,7 +527,7 @@ def _waves(check: Checker, value: Any, key: str) -> tuple[tuple[WaveSpec, ...], 
     try:
         return split_pauses(value)
     except ValueError as exc:
-        check.fail(key, f"{exc}, got {show(value)}")
+        check.fail(key, f"{exc}, got [{', '.join(show(v) for v in value)}]")
 
 
 def _window(check: Checker, value: Any, key: str) -> Window:
