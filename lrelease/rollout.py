@@ -472,15 +472,12 @@ class Releaser:
         """Finish the roll-out left to do (interrupted, halted, paused by its window); with
         ``promote``, the one awaiting promotion (and only that one), up to its next pause."""
         env = self.project.environment(env_name)
-        old = self.store.resumable(env.name)
+        old = self.awaiting_promotion(env.name) if promote else self.store.resumable(env.name)
         if old is None:
             raise NothingToResume(self._why_not_resumable(env.name))
         if old.status == "awaiting_promotion" and not promote:
             raise NothingToResume(f"roll-out {old.id} of {old.build} to {env.name} awaits promotion: `lrelease "
                                   f"promote --env {env.name}` goes on, `lrelease abort --env {env.name}` rolls it back")
-        if promote and old.status != "awaiting_promotion":
-            raise NothingToResume(f"nothing awaits promotion in {env.name}: roll-out {old.id} of {old.build} is "
-                                  f"{old.status} (`lrelease resume --env {env.name}` continues it)")
         if promote:
             reason = f"promotion of {old.id}" + (f": {reason}" if reason else "")
         if old.status == "running":  # its process died: say so in the history
@@ -553,9 +550,11 @@ class Releaser:
         """The roll-out of ``env`` that awaits promotion (``abort`` rolls it back), or NothingToResume."""
         env = self.project.environment(env_name)
         old = self.store.resumable(env.name)
-        if old is None or old.status != "awaiting_promotion":
-            what = f"roll-out {old.id} of {old.build} is {old.status}" if old else self._why_not_resumable(env.name)
-            raise NothingToResume(f"nothing awaits promotion in {env.name}: {what}")
+        if old is None:
+            raise NothingToResume(f"nothing awaits promotion in {env.name}: no roll-out stopped at a pause of its waves")
+        if old.status != "awaiting_promotion":
+            raise NothingToResume(f"nothing awaits promotion in {env.name}: roll-out {old.id} of {old.build} is "
+                                  f"{old.status} (`lrelease resume --env {env.name}` continues it)")
         return old
 
     def abort(self, env_name: str, *, reason: str = "") -> Outcome:

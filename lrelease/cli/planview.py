@@ -156,7 +156,10 @@ def summarise(hosts: list[str], marked: frozenset[str] | set[str] = frozenset(),
 
 def render(env_name: str, data: dict[str, Any], build: str | None, env: EnvironmentConfig | None = None) -> Group:
     """The plan for a human: each wave's first hosts then a count of the rest (``--json`` lists them all)."""
-    title = f"plan: {build or '<build>'} to {env_name} ({data['fleet_size']} hosts, waves {data['spec']})"
+    spec = list(data["spec"])
+    for at in sorted(data.get("pauses") or (), reverse=True):  # a pause after wave N: after the N-th value
+        spec.insert(at, "pause")
+    title = f"plan: {build or '<build>'} to {env_name} ({data['fleet_size']} hosts, waves {_spec(spec)})"
     table = Table(title=title)
     for col in ("wave", "hosts", "in service meanwhile", "gate", "time"):
         table.add_column(col, overflow="fold" if col == "hosts" else "ellipsis")  # a host name is never cut
@@ -167,10 +170,14 @@ def render(env_name: str, data: dict[str, Any], build: str | None, env: Environm
         table.add_row(str(w["index"]), hosts, f"{w['in_service_after']} ({w['in_service_pct']:.0f}%)", w["gate"],
                       f"~{w['estimate_seconds']:.0f}s")
         if w["index"] in pauses:
-            table.add_row("pause", "awaits promotion", "", "`lrelease promote` goes on, `abort` rolls back", "")
+            table.add_row("pause", "awaits promotion", "", "", "")
     parts: list[Any] = [table]
     if data["done"]:
         parts.append(Text(f"already done: {summarise(data['done'])}"))
+    for at in data.get("pauses") or ():
+        parts.append(Text(f"pause after wave {at}: the roll-out stops there once the wave is judged, awaiting "
+                          f"promotion (exit 5): `lrelease promote --env {env_name}` goes on, `lrelease abort --env "
+                          f"{env_name}` rolls back what it switched"))
     parts.append(Text(data["bake"]))
     if first:
         parts.append(Text(FIRST_INSTALL.format(hosts=summarise(data["first_install"]))))
@@ -182,6 +189,11 @@ def render(env_name: str, data: dict[str, Any], build: str | None, env: Environm
         parts.extend(Text(line) for line in window_lines(data.get("window"), env))
     parts.extend(Text(line) for line in policy_lines(data.get("policies"), build))
     return Group(*parts)
+
+
+def _spec(values: list[Any]) -> str:
+    """``[1, pause, "100%"]``: the wave list as lrelease.yml writes it."""
+    return "[" + ", ".join(f'"{v}"' if isinstance(v, str) and v != "pause" else str(v) for v in values) + "]"
 
 
 def policy_lines(data: dict[str, Any] | None, build: str | None) -> list[str]:
