@@ -352,9 +352,12 @@ class Releaser:
     def _stopped_by_policy(self, rid: str, env: EnvironmentConfig, build: str, action: str, stop: _Stop,
                            result: RunResult, plan: Plan) -> Outcome:
         """The run stopped at a wave boundary because its deploy window closed (``paused``) or a
-        pause of its waves was reached (``awaiting_promotion``): exit 5, nothing rolled back."""
+        pause of its waves was reached (``awaiting_promotion``): exit 5, nothing rolled back. Both
+        at once (the window closed during the wave before the pause): awaiting promotion, which
+        a human decides on (a promotion is checked against the window like any resume); a
+        ``paused`` roll-out's resume would go past the pause, whose wave is done."""
         done = f"{len(result.switched)} of {len(plan.hosts)} host(s) switched in {result.waves} wave(s)"
-        if stop.window_closed:
+        if stop.window_closed and not stop.pause_reached:
             window = env.window
             assert window is not None and stop.closes_at is not None
             opens = window.next_open(stop.closes_at)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import sqlite3
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import sqlalchemy as sa
@@ -222,3 +223,35 @@ def test_migration_0004_upgrades_a_schema_4_sqlite_file_keeping_its_rows_and_ord
     assert raw(path, "PRAGMA foreign_key_check") == []
     with pytest.raises(sa.exc.IntegrityError):
         raw(path, "UPDATE rollouts SET status = 'nonsense' WHERE id = 'a'")
+
+
+# -- the wrapper's stop request -----------------------------------------------------------------
+def test_the_wrappers_stop_request_follows_the_window_close_the_pause_and_the_caller(clock):
+    from lrelease.rollout import _Stop
+    from lrelease.runner import EventKind, ProgressEvent, StopRequest
+
+    lock = SimpleNamespace(lost=None)
+    closes = NIGHTS.closes_at(NIGHT)
+    # Given a run in the window with a pause after wave 2
+    clock.now = NIGHT
+    stop = _Stop(StopRequest(), lock, clock=clock, closes_at=closes, pause_after=2)
+    assert stop.level == 0
+    # When wave 1 starts: nothing; when wave 2 (the one before the pause) starts: stop at the next boundary
+    stop.follow(ProgressEvent(EventKind.WAVE_STARTED, None, 1, {"wave": 1, "hosts": ["a"]}))
+    assert stop.level == 0 and not stop.pause_reached
+    stop.follow(ProgressEvent(EventKind.WAVE_STARTED, None, 2, {"wave": 2, "hosts": ["b"]}))
+    assert stop.level == StopRequest.STOP and stop.pause_reached and not stop.window_closed
+    assert stop.caller_level == 0 and not stop.cancel_requested  # a stop at a safe point, never a kill
+    # Given another run: it stops once the clock reaches the close, and stays stopped
+    window = _Stop(StopRequest(), lock, clock=clock, closes_at=closes)
+    clock.now = closes - timedelta(seconds=1)
+    assert window.level == 0
+    clock.now = closes
+    assert window.level == StopRequest.STOP and window.window_closed
+    clock.now = NIGHT
+    assert window.level == StopRequest.STOP
+    # And a caller's Ctrl-C is the caller's (the roll-out then ends interrupted)
+    caller = StopRequest()
+    asked = _Stop(caller, lock, clock=clock, closes_at=None)
+    caller.escalate()
+    assert asked.level == StopRequest.STOP and asked.caller_level == StopRequest.STOP and not asked.window_closed
