@@ -377,6 +377,9 @@ def status(ctx: click.Context, env: str, expected_build: str | None, as_json: bo
                       f"by {st.last['actor']} at {when(st.last['started_at'])}", soft_wrap=not out.is_terminal)
             if st.last["status"] == "halted":
                 outcome_view.print_inconclusive(out, releaser.store.host_events(st.last["id"]))
+            what_next = report.what_next(st.last["status"], env)
+            if what_next:
+                out.print(f"[yellow]{what_next}[/]", soft_wrap=not out.is_terminal)
         for r in st.interrupted:
             out.print(f"[yellow]interrupted roll-out {r['id']} of {r['build']} (started {when(r['started_at'])}): "
                       f"`lrelease resume --env {env}` finishes it[/]", soft_wrap=not out.is_terminal)

@@ -182,8 +182,21 @@ def header(rollout: Rollout) -> list[Line]:
     ]
     if rollout.resumes:
         rows.append(("resumes", rollout.resumes))
+    what = what_next(rollout.status, rollout.env)
+    if what:
+        rows.append(("next", what))
     rows.extend(("policy", phrase) for phrase in policies.describe(rollout.policy))
     return [Line(title)] + [Line(_text(f"{key:<9} ", value), indent=2) for key, value in rows]
+
+
+def what_next(status: str, env: str) -> str:
+    """What a human does with a roll-out stopped by its window or at a pause (empty otherwise)."""
+    if status == "paused":
+        return f"paused by its deploy window: `lrelease resume --env {env}` continues it inside the next window"
+    if status == "awaiting_promotion":
+        return (f"awaiting promotion: `lrelease promote --env {env}` goes on, `lrelease abort --env {env}` rolls back "
+                "what it switched")
+    return ""
 
 
 def waves(rollout: Rollout, events: Sequence[HostEvent]) -> list[Line]:

@@ -152,8 +152,10 @@ def test_promote_abort_and_resume_say_what_they_cannot_do(project, clock):
         assert [(r.action, r.status) for r in s.history("production")] == [("resume", "refused"),
                                                                          ("deploy", "awaiting_promotion")]
         assert s.resumable("production").id == waiting.id
-    # And history shows the status in words
+    # And history shows the status, show what to do with it
     assert "awaiting_promotion" in run(project, "history", "--env", "production").output
+    assert ("next awaiting promotion: `lrelease promote --env production` goes on, `lrelease abort --env production` "
+            "rolls back what it switched") in words(run(project, "show", waiting.id).output)
 
 
 def test_history_and_show_say_a_roll_out_went_ahead_as_a_hotfix(project, clock):
