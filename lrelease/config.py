@@ -58,7 +58,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lrelease import schema_check, secrets
+from lrelease import schema_check, secrets, window
 from lrelease.errors import ConfigError, ExitCode, LreleaseError, raise_all
 from lrelease.fleet import Fleet, load_fleet
 from lrelease.gate.settings import GateSettings, parse_gate
@@ -66,9 +66,10 @@ from lrelease.healthcheck import KEYS as HEALTH_CHECK_KEYS
 from lrelease.healthcheck import HealthCheck, parse_check
 from lrelease.hooks import Hook, hooks_var, parse_hooks, parse_shared, renamed_keys
 from lrelease.notify import CHANNEL_KINDS, KINDS, ChannelConfig
-from lrelease.plan import WaveSpec, check_wave
+from lrelease.plan import PAUSE, WaveSpec, check_wave, split_pauses
 from lrelease.schema import (ENV_NAME_EXPECTED, ENV_NAME_RE, SAFE_PATH_EXPECTED, Checker, join, load_yaml_mapping,
                              plain_text, safe_path, show, url_problem)
+from lrelease.window import Window
 
 CONFIG_NAME = "lrelease.yml"
 SCHEMA_VERSION = 1
@@ -191,6 +192,8 @@ class EnvironmentConfig:
     service_unit_file: str | None = None  # service.unit_file (with systemd): a path inside the release
     captain: str = "optional"  # optional: a captain, once set, owns the roll-outs; required: none without one
     requires: Requirement | None = None  # the environment a build must be proven on first
+    window: Window | None = None  # the deploy window: None, always open
+    pauses: tuple[int, ...] = ()  # waves after which a roll-out awaits promotion (`pause` in waves, pause_after_canary)
 
     def playbook_vars(self) -> dict[str, Any]:
         """The extra vars of docs/design.md that come from this environment's settings."""
@@ -492,7 +495,8 @@ def _url_template_ok(url: str) -> bool:
 
 
 _ENV_KEYS = ("waves", "bake_seconds", "gate_timeout_seconds", "deploy_root", "service", "health",
-             "keep_releases", "lb", "rollback", "inventory", "gate", "shared", "hooks", "captain", "requires")
+             "keep_releases", "lb", "rollback", "inventory", "gate", "shared", "hooks", "captain", "requires",
+             "window", "pause_after_canary")
 
 
 def _environment(check: Checker, name: str, value: Any, root: Path) -> EnvironmentConfig:
@@ -502,7 +506,9 @@ def _environment(check: Checker, name: str, value: Any, root: Path) -> Environme
     env = check.mapping(value, key, required=("deploy_root", "service"),
                         optional=tuple(k for k in _ENV_KEYS if k not in ("deploy_root", "service")),
                         example="{deploy_root: /srv/demoapp, service: {command: ...}}")
-    waves = _waves(check, env.get("waves", [1, "100%"]), join(key, "waves"))
+    waves, pauses = _waves(check, env.get("waves", [1, "100%"]), join(key, "waves"))
+    if check.boolean(env.get("pause_after_canary", False), join(key, "pause_after_canary")):
+        pauses = tuple(sorted({1, *pauses}))
     bake = check.number(env.get("bake_seconds", 10), join(key, "bake_seconds"))
     gate_timeout = check.number(env.get("gate_timeout_seconds", 30), join(key, "gate_timeout_seconds"),
                                 exclusive=True)
@@ -527,6 +533,7 @@ def _environment(check: Checker, name: str, value: Any, root: Path) -> Environme
     if captain not in CAPTAIN_MODES:
         check.fail(join(key, "captain"), f"optional or required, got {show(captain)}")
     requires = _requires(check, env["requires"], join(key, "requires")) if env.get("requires") is not None else None
+    window = _window(check, env["window"], join(key, "window")) if env.get("window") is not None else None
     return EnvironmentConfig(
         name=name, waves=waves, bake_seconds=bake, gate_timeout_seconds=gate_timeout,
         deploy_root=_deploy_root(deploy_root), service_command=command, service_systemd=systemd,
@@ -534,7 +541,7 @@ def _environment(check: Checker, name: str, value: Any, root: Path) -> Environme
         health_path=health_path, health_port=health_port, keep_releases=keep, lb=lb,
         rollback_serial=rollback_serial, inventory=inventory, gate=gate, rollback_min_in_service=min_in_service,
         shared_dirs=shared_dirs, shared_files=shared_files, hooks=hooks, health_check=health_check,
-        captain=captain, requires=requires)
+        captain=captain, requires=requires, window=window, pauses=pauses)
 
 
 def _requires(check: Checker, value: Any, key: str) -> Requirement:
@@ -567,15 +574,43 @@ def _check_requires(check: Checker, environments: tuple[EnvironmentConfig, ...])
             check.fail(key, f"no loop of requires, got {' -> '.join([*seen, step.name])}")
 
 
-def _waves(check: Checker, value: Any, key: str) -> tuple[WaveSpec, ...]:
+def _waves(check: Checker, value: Any, key: str) -> tuple[tuple[WaveSpec, ...], tuple[int, ...]]:
+    """The ``serial`` values and the pauses between them (``pause``: after which wave)."""
     if not isinstance(value, list) or not value:
         check.fail(key, f'a non-empty list such as [1, "50%", "100%"], got {show(value)}')
     for i, item in enumerate(value):
+        if item == PAUSE:
+            continue
         try:
             check_wave(item)
         except ValueError as exc:
-            check.fail(join(key, i), f"{exc}, got {show(item)}")
-    return tuple(value)
+            check.fail(join(key, i), f"{exc}, or pause between two waves, got {show(item)}")
+    try:
+        return split_pauses(value)
+    except ValueError as exc:
+        check.fail(key, f"{exc}, got [{', '.join(show(v) for v in value)}]")
+
+
+def _window(check: Checker, value: Any, key: str) -> Window:
+    win = check.mapping(value, key, required=("timezone",), optional=("weekly", "freeze"),
+                        example='{timezone: Europe/Amsterdam, weekly: ["Sun-Thu 22:00-06:00"]}')
+    try:
+        zone = window.parse_zone(win["timezone"])
+    except ValueError as exc:
+        check.fail(join(key, "timezone"), f"{exc}, got {show(win['timezone'])}")
+    parsed = []
+    for name, parse in (("weekly", window.parse_rule), ("freeze", window.parse_freeze)):
+        items = win.get(name, [])
+        if not isinstance(items, list):
+            check.fail(join(key, name), f"a list, got {show(items)}")
+        out = []
+        for i, item in enumerate(items):
+            try:
+                out.append(parse(item))
+            except ValueError as exc:
+                check.fail(join(join(key, name), i), f"{exc}, got {show(item)}")
+        parsed.append(tuple(out))
+    return window.Window(zone, *parsed)
 
 
 _MIN_IN_SERVICE_PCT_RE = re.compile(r"(100|[1-9]?[0-9])%")

@@ -24,6 +24,7 @@ from typing import Any
 WaveSpec = int | str
 _PCT_RE = re.compile(r"([0-9]{1,3})%\Z")  # whole string (fullmatch): no "50%\n"
 MAX_WAVE = 10_000  # hosts in one wave given as a count
+PAUSE = "pause"  # in a wave list: the roll-out awaits promotion there (a marker between waves, not a wave)
 
 
 def check_wave(value: object) -> WaveSpec:
@@ -39,6 +40,23 @@ def check_wave(value: object) -> WaveSpec:
         if match and 1 <= int(match.group(1)) <= 100:
             return value
     raise ValueError(f'an integer from 1 to {MAX_WAVE} or a percentage "1%" to "100%"')
+
+
+def split_pauses(values: Sequence[object]) -> tuple[tuple[WaveSpec, ...], tuple[int, ...]]:
+    """``[1, "pause", "50%", "100%"]`` -> the ``serial`` values ``(1, "50%", "100%")`` and the
+    waves after which the roll-out pauses ``(1,)``. A pause stands between two waves: not first,
+    not last (the last value repeats: no wave boundary is known after it), never two in a row.
+    The values themselves are checked by :func:`check_wave`."""
+    waves: list[WaveSpec] = []
+    pauses: list[int] = []
+    for i, value in enumerate(values):
+        if value == PAUSE:
+            if not waves or i == len(values) - 1 or values[i + 1] == PAUSE:
+                raise ValueError("a pause stands between two waves (not first, not last, never two in a row)")
+            pauses.append(len(waves))
+        else:
+            waves.append(value)  # type: ignore[arg-type]
+    return tuple(waves), tuple(pauses)
 
 
 def wave_size(spec: WaveSpec, total: int) -> int:
@@ -81,6 +99,7 @@ class Plan:
     fleet_size: int
     waves: tuple[Wave, ...]
     done: tuple[str, ...] = ()  # hosts already on the target build (resume), not in any wave
+    pauses: tuple[int, ...] = ()  # after these waves (their index) the roll-out awaits promotion
 
     @property
     def hosts(self) -> tuple[str, ...]:
@@ -101,6 +120,7 @@ class Plan:
             "hosts": list(self.hosts),
             "done": list(self.done),
             "waves": [wave.to_dict() for wave in self.waves],
+            "pauses": list(self.pauses),
         }
 
 
@@ -120,11 +140,12 @@ def _make_waves(batches: Sequence[Sequence[str]], fleet_size: int, already: int)
     return tuple(waves)
 
 
-def plan_waves(hosts: Sequence[str], waves: Sequence[WaveSpec]) -> Plan:
+def plan_waves(hosts: Sequence[str], waves: Sequence[WaveSpec], pauses: Sequence[int] = ()) -> Plan:
     """Split ``hosts`` (in inventory order, canary first) into waves from a ``serial`` list.
 
     An empty ``waves`` means one wave with every host, as in Ansible. Raises ValueError for a
-    value :func:`check_wave` refuses.
+    value :func:`check_wave` refuses. ``pauses``: after which waves the roll-out awaits
+    promotion (:func:`split_pauses`); one after the last wave (a small fleet) is dropped.
     """
     spec = tuple(waves)
     for value in spec:
@@ -142,19 +163,24 @@ def plan_waves(hosts: Sequence[str], waves: Sequence[WaveSpec]) -> Plan:
         batches.append(todo[:size])
         del todo[:size]
         item = min(item + 1, len(values) - 1)
-    return Plan(spec=spec, fleet_size=total, waves=_make_waves(batches, total, 0))
+    kept = tuple(sorted({p for p in pauses if 1 <= p < len(batches)}))
+    return Plan(spec=spec, fleet_size=total, waves=_make_waves(batches, total, 0), pauses=kept)
 
 
 def skip_done(plan: Plan, done_hosts: Iterable[str]) -> Plan:
     """The plan for a resume: hosts already on the target build leave their waves, empty
     waves are dropped and the rest are renumbered. Done hosts count as switched (they serve
-    the new build), so capacity figures stay true. Hosts not in the plan are ignored."""
+    the new build), so capacity figures stay true. Hosts not in the plan are ignored. A pause
+    after waves that are all done is behind the roll-out (the one a promotion goes on from):
+    dropped; the others follow their wave's new number."""
     done = set(done_hosts) | set(plan.done)
     batches = [[h for h in wave.hosts if h not in done] for wave in plan.waves]
+    left = [sum(1 for b in batches[:p] if b) for p in plan.pauses]  # the waves left up to each pause
     batches = [b for b in batches if b]
     skipped = tuple(h for h in (*plan.done, *plan.hosts) if h in done)
+    pauses = tuple(sorted({n for n in left if 1 <= n < len(batches)}))
     return Plan(spec=plan.spec, fleet_size=plan.fleet_size,
-                waves=_make_waves(batches, plan.fleet_size, len(skipped)), done=skipped)
+                waves=_make_waves(batches, plan.fleet_size, len(skipped)), done=skipped, pauses=pauses)
 
 
 # Defaults measured on the sandbox (pipelining + ControlPersist); override per call.

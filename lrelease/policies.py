@@ -12,6 +12,10 @@ order; the first that refuses decides, as one line saying what refused and what 
   (and not expired), every roll-out there, rollbacks included, is started by the captain (the
   actor's name compared as recorded), or by anyone with ``--force --reason "..."`` (recorded with
   the roll-out). ``captain: required`` in lrelease.yml also refuses when no captain is set.
+- **Deploy window** (``window: {timezone, weekly, freeze}``; lrelease/window.py): outside its
+  window no deploy and no resume starts, unless the environment's release captain asks with
+  ``--hotfix --reason "..."`` (recorded). No window: always open. A rollback is never refused by
+  a window (getting out of trouble cannot wait for the night).
 - **Next before production** (``requires: {env: next, soak: 30m}``): a deploy of a build that is
   not proven on the required environment is refused unless ``--skip-next --reason "..."``
   (recorded). Proven: the build's roll-out there succeeded (every host passed its gate), every
@@ -34,11 +38,13 @@ from typing import TYPE_CHECKING, Any
 from lrelease.config import EnvironmentConfig, Requirement, show_duration
 from lrelease.errors import ExitCode, LreleaseError
 from lrelease.statedb import ACTIONS, iso
+from lrelease.window import HORIZON_DAYS, Window
 
 if TYPE_CHECKING:
     from lrelease.state import Rollout, StateStore
 
-__all__ = ["Decision", "NextEvidence", "PolicyRefused", "check_start", "decide", "next_evidence", "when"]
+__all__ = ["Decision", "NextEvidence", "PolicyRefused", "check_start", "decide", "next_evidence", "when",
+           "window_closes"]
 
 # Statuses of a roll-out of the build that end its proof: it failed there (or was cut short) since.
 _FAILED = ("rolled_back", "rollback_failed", "crashed", "lock_lost")
@@ -46,7 +52,7 @@ _FAILED = ("rolled_back", "rollback_failed", "crashed", "lock_lost")
 
 class PolicyRefused(LreleaseError):
     """A release policy refuses the roll-out (exit 4); ``policy`` names which: ``env_paused``,
-    ``captain`` or ``requires``. Nothing was changed."""
+    ``captain``, ``window`` or ``requires``. Nothing was changed."""
 
     exit_code = ExitCode.REFUSED
 
@@ -95,7 +101,8 @@ def check_start(store: StateStore, env: str, *, actor: str, action: str, force_r
                 **more: Any) -> None:
     """Return None when ``actor`` may start ``action`` on ``env`` now; else raise PolicyRefused
     (exit 4) with one line. ``more``: the keyword arguments of :func:`decide` (``build``,
-    ``environment`` or ``requires`` and ``captain_required``, ``skip_next_reason``, ``now``)."""
+    ``environment`` or ``requires``, ``captain_required`` and ``window``, ``skip_next_reason``,
+    ``hotfix_reason``, ``now``)."""
     decision = decide(store, env, actor=actor, action=action, force_reason=force_reason, **more)
     if decision.refused is not None:
         raise PolicyRefused(decision.refused, decision.policy)
@@ -104,15 +111,17 @@ def check_start(store: StateStore, env: str, *, actor: str, action: str, force_r
 def decide(store: StateStore, env: str, *, actor: str, action: str, force_reason: str = "",
            skip_next_reason: str = "", build: str | None = None, environment: EnvironmentConfig | None = None,
            requires: Requirement | None = None, captain_required: bool | None = None,
-           now: datetime | None = None) -> Decision:
+           window: Window | None = None, hotfix_reason: str = "", now: datetime | None = None) -> Decision:
     """The policies' answer for ``actor`` starting ``action`` (deploy, resume, rollback) on
     ``env``. ``force_reason`` (non-empty) lets a non-captain through; ``skip_next_reason`` lets an
-    unproven build through. ``environment`` (its ``captain`` and ``requires`` settings) or the two
-    settings themselves; ``now`` defaults to the store's clock."""
+    unproven build through; ``hotfix_reason`` lets the captain start outside the window.
+    ``environment`` (its ``captain``, ``window`` and ``requires`` settings) or the settings
+    themselves; ``now`` defaults to the store's clock."""
     if action not in ACTIONS:
         raise ValueError(f"action must be one of {ACTIONS}, got {action!r}")
     if environment is not None:
         requires = environment.requires if requires is None else requires
+        window = environment.window if window is None else window
         captain_required = environment.captain == "required" if captain_required is None else captain_required
     record: dict[str, Any] = {}
     if action != "rollback":
@@ -133,6 +142,14 @@ def decide(store: StateStore, env: str, *, actor: str, action: str, force_reason
             return Decision(f"{env} needs a release captain and has none: `lrelease captain set NAME --env {env}`,"
                             " or add --force --reason \"...\" (recorded)", "captain")
         record["forced"] = {"captain": None, "reason": force_reason}
+    if action != "rollback" and window is not None:
+        moment = now if now is not None else store.clock()
+        if not window.is_open(moment):
+            refused = _outside_window(env, window, moment, captain.name if captain else None, actor, hotfix_reason)
+            if refused:
+                return Decision(refused, "window")
+            record["hotfix"] = {"captain": actor, "reason": hotfix_reason, "at": window.local(moment),
+                                "window": window.describe(), "next_open": _opens(window, moment)}
     if action == "deploy" and requires is not None and build is not None:
         evidence = next_evidence(store, build, requires, now=now)
         record["requires"] = evidence.to_dict()
@@ -143,6 +160,36 @@ def decide(store: StateStore, env: str, *, actor: str, action: str, force_reason
                                 " (recorded)", "requires")
             record["skipped_next"] = {"requires": requires.env, "missing": evidence.detail, "reason": skip_next_reason}
     return Decision(record=record)
+
+
+def _opens(window: Window, moment: datetime) -> str:
+    """When ``window`` next opens after ``moment``, for a human: local time (and UTC)."""
+    opens = window.next_open(moment)
+    if opens is None:
+        return f"not within the next {HORIZON_DAYS} days"
+    return f"{window.local(opens)} ({when(iso(opens))})"
+
+
+def _outside_window(env: str, window: Window, moment: datetime, captain: str | None, actor: str,
+                    hotfix_reason: str) -> str:
+    """The refusal of a start outside the window; empty when the captain's --hotfix lets it through."""
+    if hotfix_reason and captain == actor:
+        return ""
+    closed = (f"{env}'s deploy window is closed at {window.local(moment)} (window: {window.describe()}); "
+              f"it next opens {_opens(window, moment)}")
+    if not hotfix_reason:
+        return closed + "; outside it only the release captain starts a roll-out, with --hotfix --reason \"...\" (recorded)"
+    if captain is None:
+        return closed + f"; --hotfix is for {env}'s release captain and it has none (`lrelease captain set NAME --env {env}`)"
+    return closed + f"; --hotfix is for {env}'s release captain, {captain}; {actor} is not"
+
+
+def window_closes(environment: EnvironmentConfig, now: datetime) -> datetime | None:
+    """When the window a roll-out starting ``now`` runs in closes (the wrapper stops the roll-out
+    at the next wave boundary then); None without a window, or outside it (a hot-fix runs on)."""
+    if environment.window is None:
+        return None
+    return environment.window.closes_at(now)
 
 
 def next_evidence(store: StateStore, build: str, requires: Requirement, *, now: datetime | None = None) -> NextEvidence:
@@ -232,6 +279,10 @@ def describe(policy: dict[str, Any] | None) -> list[str]:
     if isinstance(forced, dict):
         whose = f"not the release captain ({forced['captain']})" if forced.get("captain") else "no release captain"
         lines.append(f"--force ({whose}): {forced.get('reason')}")
+    hotfix = policy.get("hotfix")
+    if isinstance(hotfix, dict):
+        lines.append(f"--hotfix by the release captain {hotfix.get('captain')} outside the deploy window "
+                     f"(at {hotfix.get('at')}; window {hotfix.get('window')}): {hotfix.get('reason')}")
     skipped = policy.get("skipped_next")
     if isinstance(skipped, dict):
         lines.append(f"--skip-next ({skipped.get('missing')}): {skipped.get('reason')}")
@@ -243,10 +294,11 @@ def describe(policy: dict[str, Any] | None) -> list[str]:
 
 def short(policy: dict[str, Any] | None) -> str:
     """The same in a word or two, for ``lrelease history``'s status column: ``refused: captain``,
-    ``--force``, ``--skip-next``; empty when no override was used."""
+    ``--force``, ``--hotfix``, ``--skip-next``; empty when no override was used."""
     if not isinstance(policy, dict):
         return ""
     refused = policy.get("refused")
     if isinstance(refused, dict):
         return f"refused: {refused.get('policy')}"
-    return ", ".join(flag for key, flag in (("forced", "--force"), ("skipped_next", "--skip-next")) if key in policy)
+    return ", ".join(flag for key, flag in (("forced", "--force"), ("hotfix", "--hotfix"), ("skipped_next", "--skip-next"))
+                     if key in policy)

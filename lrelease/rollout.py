@@ -65,18 +65,37 @@ _MOVED = ("switched", "gate_passed", "gate_failed")
 
 class _Stop(StopRequest):
     """What a run polls: the caller's stop request (Ctrl-C, SIGTERM), and a stop at the next safe
-    point once the lock is lost, so a holder that was paused past its TTL touches no new host."""
+    point once the lock is lost, so a holder that was paused past its TTL touches no new host;
+    once the deploy window closes (``closes_at``, read from ``clock``: the roll-out ends
+    ``paused``); and once the wave before a pause of the plan has started (``pause_after``: its
+    switch and gate finish, then the run ends ``awaiting_promotion``). Each is the wrapper's stop
+    file (``lrelease_stop_file``): no further wave starts, every host is on a complete build."""
 
-    def __init__(self, caller: Callable[[], bool] | StopRequest | None, lock: LockHandle) -> None:
+    def __init__(self, caller: Callable[[], bool] | StopRequest | None, lock: LockHandle, *,
+                 clock: Callable[[], datetime] | None = None, closes_at: datetime | None = None,
+                 pause_after: int | None = None) -> None:
         self.caller, self.lock = caller, lock
+        self.clock, self.closes_at, self.pause_after = clock, closes_at, pause_after
+        self.window_closed = self.pause_reached = False
+
+    @property
+    def caller_level(self) -> int:
+        if isinstance(self.caller, StopRequest):
+            return self.caller.level
+        return self.CANCEL if self.caller is not None and self.caller() else 0
 
     @property  # type: ignore[override]
     def level(self) -> int:
-        if isinstance(self.caller, StopRequest):
-            caller = self.caller.level
-        else:
-            caller = self.CANCEL if self.caller is not None and self.caller() else 0
-        return max(caller, self.STOP if self.lock.lost is not None else 0)
+        if self.closes_at is not None and self.clock is not None and not self.window_closed:
+            self.window_closed = self.clock() >= self.closes_at
+        own = self.STOP if self.window_closed or self.pause_reached or self.lock.lost is not None else 0
+        return max(self.caller_level, own)
+
+    def follow(self, event: ProgressEvent) -> None:
+        """Seen by the run's event sink: the wave before the pause started (it finishes, judged)."""
+        if self.pause_after is not None and event.kind == EventKind.WAVE_STARTED \
+                and event.detail.get("wave") == self.pause_after:
+            self.pause_reached = True
 
 
 def check_to(to: str | None) -> None:
@@ -167,11 +186,12 @@ class Releaser:
     def __init__(self, project: ProjectConfig, *, actor: str | None = None, on_event: EventSink | None = None,
                  cancel: Callable[[], bool] | None = None, verbosity: int = 0,
                  on_output: Callable[[str], None] | None = None, force_reason: str = "",
-                 skip_next_reason: str = "") -> None:
+                 skip_next_reason: str = "", hotfix_reason: str = "") -> None:
         self.project = project
-        # The release policies' overrides (lrelease/policies.py): --force and --skip-next, each
-        # with the --reason it was given; empty: not asked for.
+        # The release policies' overrides (lrelease/policies.py): --force, --skip-next and
+        # --hotfix, each with the --reason it was given; empty: not asked for.
         self.force_reason, self.skip_next_reason = force_reason, skip_next_reason
+        self.hotfix_reason = hotfix_reason
         # Ansible's -v count, and where its own output goes (nowhere by default): every playbook run
         self.ansible = {"verbosity": verbosity, "on_output": on_output}
         self.actor = actor or default_actor()
@@ -235,7 +255,7 @@ class Releaser:
         hosts = self.project.load_fleet().hosts(env.name)
         if not hosts:
             raise LreleaseError(f"{self.project.fleet}: no nodes in environment {env.name!r}")
-        plan = plan_waves(hosts, env.waves)
+        plan = plan_waves(hosts, env.waves, env.pauses)
         if done:
             plan = skip_done(plan, done)
         store = self.readable_store()
@@ -264,7 +284,7 @@ class Releaser:
         with self._notifying():
             outcome = self._deploy(env_name, build, rid, reason=reason, sha256=sha256, resumes=resumes, done=done,
                                    readings=readings, halted=halted or {})
-        if outcome.status in ("halted", "interrupted") and readings.exists():
+        if outcome.status in ("halted", "interrupted", "paused", "awaiting_promotion") and readings.exists():
             readings.replace(self.readings_path(rid))  # the same file unless this was a resume
         self.prune_readings()
         return outcome
@@ -328,14 +348,27 @@ class Releaser:
             since = self._past_since(env.name, rid)
             if since is not None:
                 extravars["lrelease_gate_past_since"] = since
+        # The window this roll-out runs in closes: it stops at the next wave boundary (none: no
+        # window, or a hot-fix outside it); a pause of the plan: it stops after that wave.
+        closes_at = policies.window_closes(env, self.store.clock())
+        stop = _Stop(self.cancel, lock, clock=self.store.clock, closes_at=closes_at,
+                     pause_after=plan.pauses[0] if plan.pauses else None)
+        record = self._recorder(rid, lock)
+
+        def on_event(event: ProgressEvent) -> None:
+            stop.follow(event)
+            record(event)
+
         result = run_playbook("deploy.yml", inventory, extravars, limit=",".join(plan.hosts),
-                              on_event=self._recorder(rid, lock), cancel=_Stop(self.cancel, lock), **self.ansible)
+                              on_event=on_event, cancel=stop, **self.ansible)
         _test_crash("after-deploy-playbook")
         if _still_held(lock) is not None:
             return self._lock_lost(rid, env.name, build, action, lock.lost, result, plan)
         if result.ok:
             return self._finish(rid, env.name, build, action, "succeeded", ExitCode.OK,
                                 f"{build} is live on {len(plan.hosts)} host(s)" + _continued(result), result, plan)
+        if result.canceled and not stop.caller_level and (stop.window_closed or stop.pause_reached):
+            return self._stopped_by_policy(rid, env, build, action, stop, result, plan)
         if result.canceled:
             return self._finish(rid, env.name, build, action, "interrupted", ExitCode.INTERRUPTED,
                                 "interrupted: every host is on a complete build; `lrelease resume` continues",
@@ -354,6 +387,28 @@ class Releaser:
         file; "" for a server, whose URL (it may hold a password) the playbook reads from the
         environment ansible-playbook inherits (LRELEASE_STATE_URL or _FILE)."""
         return {"db": str(self.store.path or ""), "env": lock.env, "token": lock.row.token}
+
+    def _stopped_by_policy(self, rid: str, env: EnvironmentConfig, build: str, action: str, stop: _Stop,
+                           result: RunResult, plan: Plan) -> Outcome:
+        """The run stopped at a wave boundary because its deploy window closed (``paused``) or a
+        pause of its waves was reached (``awaiting_promotion``): exit 5, nothing rolled back. Both
+        at once (the window closed during the wave before the pause): awaiting promotion, which
+        a human decides on (a promotion is checked against the window like any resume); a
+        ``paused`` roll-out's resume would go past the pause, whose wave is done."""
+        done = f"{len(result.switched)} of {len(plan.hosts)} host(s) switched in {result.waves} wave(s)"
+        if stop.window_closed and not stop.pause_reached:
+            window = env.window
+            assert window is not None and stop.closes_at is not None
+            opens = window.next_open(stop.closes_at)
+            when_opens = f" (it next opens {window.local(opens)})" if opens is not None else ""
+            return self._finish(rid, env.name, build, action, "paused", ExitCode.HALTED,
+                                f"paused: {env.name}'s deploy window closed at {window.local(stop.closes_at)}; "
+                                f"{done}, every host on a complete build, nothing rolled back; `lrelease resume "
+                                f"--env {env.name}` continues inside the next window{when_opens}", result, plan)
+        return self._finish(rid, env.name, build, action, "awaiting_promotion", ExitCode.HALTED,
+                            f"awaiting promotion after wave {result.waves}: {done}, every host on a complete build "
+                            f"and judged; `lrelease promote --env {env.name}` goes on, `lrelease abort --env "
+                            f"{env.name}` rolls back what it switched", result, plan)
 
     def _roll_back_after_failure(self, rid: str, env: EnvironmentConfig, inventory: Path, build: str, action: str,
                                  result: RunResult, plan: Plan | None, lock: LockHandle,
@@ -416,7 +471,7 @@ class Releaser:
         no other roll-out: resume and rollback pass over it), changing nothing else."""
         decision = policies.decide(self.store, env.name, actor=self.actor, action=action, build=build,
                                    environment=env, force_reason=self.force_reason,
-                                   skip_next_reason=self.skip_next_reason)
+                                   skip_next_reason=self.skip_next_reason, hotfix_reason=self.hotfix_reason)
         if decision.refused is None:
             return decision.record or None
         self.store.start_rollout(env.name, build, record_as or action, self.actor, reason=reason, rollout_id=rid,
@@ -458,11 +513,18 @@ class Releaser:
         return self._finish(rid, env, build, action, "lock_lost", ExitCode.REFUSED,
                             f"{lost}; stopped before touching another host", result, plan)
 
-    def resume(self, env_name: str, *, reason: str = "") -> Outcome:
+    def resume(self, env_name: str, *, reason: str = "", promote: bool = False) -> Outcome:
+        """Finish the roll-out left to do (interrupted, halted, paused by its window); with
+        ``promote``, the one awaiting promotion (and only that one), up to its next pause."""
         env = self.project.environment(env_name)
-        old = self.store.resumable(env.name)
+        old = self.awaiting_promotion(env.name) if promote else self.store.resumable(env.name)
         if old is None:
             raise NothingToResume(self._why_not_resumable(env.name))
+        if old.status == "awaiting_promotion" and not promote:
+            raise NothingToResume(f"roll-out {old.id} of {old.build} to {env.name} awaits promotion: `lrelease "
+                                  f"promote --env {env.name}` goes on, `lrelease abort --env {env.name}` rolls it back")
+        if promote:
+            reason = f"promotion of {old.id}" + (f": {reason}" if reason else "")
         if old.status == "running":  # its process died: say so in the history
             self.store.finish_rollout(old.id, "interrupted", int(ExitCode.INTERRUPTED))
         if old.rollback_started_at:  # it was rolling itself back: finish that, never deploy again
@@ -530,6 +592,23 @@ class Releaser:
         if last is not None and last.action == "rollback":
             return f"nothing to resume in {env}: the last change was rollback {last.id} to {last.build}"
         return f"nothing to resume in {env}: no interrupted or halted roll-out"
+
+    def awaiting_promotion(self, env_name: str) -> Rollout:
+        """The roll-out of ``env`` that awaits promotion (``abort`` rolls it back), or NothingToResume."""
+        env = self.project.environment(env_name)
+        old = self.store.resumable(env.name)
+        if old is None:
+            raise NothingToResume(f"nothing awaits promotion in {env.name}: no roll-out stopped at a pause of its waves")
+        if old.status != "awaiting_promotion":
+            raise NothingToResume(f"nothing awaits promotion in {env.name}: roll-out {old.id} of {old.build} is "
+                                  f"{old.status} (`lrelease resume --env {env.name}` continues it)")
+        return old
+
+    def abort(self, env_name: str, *, reason: str = "") -> Outcome:
+        """Roll back the roll-out awaiting promotion (its whole chain: every host it switched goes
+        back to the build it ran before, as ``rollback`` does)."""
+        old = self.awaiting_promotion(env_name)
+        return self.rollback(env_name, reason=f"abort of {old.id}" + (f": {reason}" if reason else ""))
 
     # -- rollback ------------------------------------------------------------------------
     def rollback(self, env_name: str, *, to: str | None = None, reason: str = "") -> Outcome:

@@ -113,8 +113,8 @@ def problems(data: Any, name: str, where: str) -> list[ConfigError]:
             for key in err.validator_value:
                 if key not in err.instance:
                     _add(found, data, (*path, key), _required(err.schema, key))
-        elif err.validator in ("not", "oneOf", "anyOf"):  # about the mapping as a whole: nothing to quote
-            _add(found, data, path, _expected(err))
+        elif err.validator == "not" or (err.validator in ("oneOf", "anyOf") and isinstance(err.instance, (dict, list))):
+            _add(found, data, path, _expected(err))  # about the mapping as a whole: nothing to quote
         else:
             _add(found, data, path, f"{_expected(err)}{_got(err.instance)}")
     return _in_file_order(found, where)

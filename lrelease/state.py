@@ -160,7 +160,10 @@ def _rollouts(*where: Any) -> sa.Select:
 
 # A deploy or resume whose newest record has one of these statuses may still have hosts on its
 # build: `rollback` (without --to) undoes it. `rolled_back` and `refused` changed nothing that stays.
-UNDOABLE = ("succeeded", "halted", "interrupted", "rollback_failed", "crashed", "lock_lost", "running")
+UNDOABLE = ("succeeded", "halted", "interrupted", "rollback_failed", "crashed", "lock_lost", "running", "paused",
+            "awaiting_promotion")
+# A deploy or resume that ended with one of these is continued by `resume` (awaiting_promotion: by `promote`).
+RESUMABLE = ("interrupted", "halted", "crashed", "lock_lost", "paused", "awaiting_promotion")
 
 
 class StateStore(PolicyRecords):
@@ -362,14 +365,15 @@ class StateStore(PolicyRecords):
 
     def resumable(self, env: str) -> Rollout | None:
         """The roll-out ``resume`` should finish: the newest non-refused roll-out of ``env``,
-        if it is a deploy/resume that was interrupted, halted, or killed while running."""
+        if it is a deploy/resume that was interrupted, halted, paused, awaits promotion, or was
+        killed while running."""
         row = self._db.execute(_rollouts(rollouts_t.c.env == env, rollouts_t.c.status != "refused").limit(1)).fetchone()
         if row is None:
             return None
         last = _rollout(row)
         if last.action == "rollback":
             return None
-        if last.status in ("interrupted", "halted", "crashed", "lock_lost"):
+        if last.status in RESUMABLE:
             return last
         if last.status == "running" and not self._running_alive(last):
             return last

@@ -28,13 +28,16 @@ from sqlalchemy.pool import NullPool
 from lrelease import secrets
 from lrelease.errors import ExitCode, LreleaseError
 
-SCHEMA_VERSION = 4  # meta.schema_version: 2 is the baseline revision, 3 adds rollouts.seq, 4 the policies
-REVISIONS = ("0001_baseline", "0002_rollout_seq", "0003_release_policies")  # lrelease/migrations/versions/, oldest first
+SCHEMA_VERSION = 5  # meta.schema_version: 2 is the baseline revision, 3 adds rollouts.seq, 4 the policies,
+# 5 the statuses paused and awaiting_promotion
+REVISIONS = ("0001_baseline", "0002_rollout_seq", "0003_release_policies", "0004_rollout_pauses")  # lrelease/migrations/versions/, oldest first
 ACTIONS = ("deploy", "rollback", "resume")
 # `crashed`: lrelease itself failed (exit 70); `lock_lost`: another roll-out took the lock over
-# while this one was paused (exit 4).
+# while this one was paused (exit 4); `paused`: stopped at a wave boundary when its deploy window
+# closed (exit 5; `resume` in the next window); `awaiting_promotion`: stopped at a `pause` of its
+# waves (exit 5; `promote` goes on, `abort` rolls back).
 STATUSES = ("running", "succeeded", "rolled_back", "rollback_failed", "halted", "interrupted", "refused",
-            "crashed", "lock_lost")
+            "crashed", "lock_lost", "paused", "awaiting_promotion")
 PHASES = ("staged", "switched", "reverted", "gate_passed", "gate_failed", "rolled_back", "unreachable", "failed")
 
 URL_ENV = "LRELEASE_STATE_URL"

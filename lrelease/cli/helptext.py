@@ -15,8 +15,10 @@ EXIT_CODES: dict[ExitCode, str] = {
     ExitCode.USAGE: "usage or config error (changed nothing)",
     ExitCode.ROLLBACK_FAILED: "the rollback failed, a human is needed",
     ExitCode.REFUSED: "refused by policy (lock held or lost to another roll-out, environment paused, not the "
-                      "release captain, build not proven where the environment requires it first)",
-    ExitCode.HALTED: "halted for a human (the gate was Inconclusive)",
+                      "release captain, outside the deploy window, build not proven where the environment "
+                      "requires it first)",
+    ExitCode.HALTED: "halted for a human (the gate was Inconclusive), paused (its deploy window closed) or "
+                     "awaiting promotion (a pause of its waves)",
     ExitCode.INTERNAL: "internal error: lrelease itself failed, the fleet may be inconsistent",
     ExitCode.INTERRUPTED: "interrupted (every host on a complete build; `resume` continues)",
 }

@@ -53,6 +53,19 @@ def print_end(where: Console, action: str, outcome: Outcome) -> None:
                 f"{secrets.scrub(outcome.message)} (roll-out {outcome.rollout_id})", highlight=False)
     print_inconclusive(where, [HostEvent(outcome.rollout_id, g.get("host", "?"), "gate_failed", "", g)
                                for g in outcome.gates])
+    if outcome.status in ("awaiting_promotion", "paused"):
+        for line in gates_so_far(outcome.gates):
+            where.print(line, markup=False, highlight=False, soft_wrap=True)
+
+
+def gates_so_far(gates: tuple[Mapping[str, Any], ...] | list[Mapping[str, Any]]) -> list[str]:
+    """The evidence a promotion is decided on: each gate of the run, one line (wave, host,
+    verdict, the gate's reason); `lrelease show ID` has each one's whole evidence."""
+    if not gates:
+        return ["  gates so far: none ran"]
+    return ["  gates so far (`lrelease show ID` has their evidence):"] + [
+        f"    wave {g.get('wave')} {g.get('host')}: {str(g.get('verdict')).upper()}"
+        + (f" - {secrets.scrub(str(g.get('reason')))}" if g.get("reason") else "") for g in gates]
 
 
 def print_inconclusive(where: Console, events: list[HostEvent]) -> None:

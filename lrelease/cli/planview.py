@@ -13,10 +13,13 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
-from lrelease import policies, secrets
+from datetime import datetime, timedelta
+
+from lrelease import policies, secrets, statedb
 from lrelease.config import EnvironmentConfig, show_duration
 from lrelease.plan import Estimate, GateTiming, Plan
 from lrelease.state import StateStore
+from lrelease.statedb import iso
 
 FIRST_INSTALL = ("* first install (no build recorded): the state database has no build recorded for {hosts}. If a "
                  "host has none either, a failed gate stops its app and leaves it drained: there is nothing to "
@@ -31,11 +34,66 @@ def plan_data(env: EnvironmentConfig, store: StateStore | None, plan: Plan, est:
     (``policies``: pause, captain, Next's evidence for ``build``, whether a deploy by ``actor``
     would be refused now). ``store`` None: the state database cannot be used (``state_problem``
     says why); the plan goes on without its records."""
+    now = store.clock() if store is not None else statedb.utc_now()
+    core = {**_plan_core(env, plan, est), "window": window_data(env, now, est)}
     if store is None:
-        return {**_plan_core(env, plan, est), "first_install": [], "state_problem": state_problem}
+        return {**core, "first_install": [], "state_problem": state_problem}
     recorded = store.hosts_with_build(env.name)
-    return {**_plan_core(env, plan, est), "first_install": [h for h in (*plan.done, *plan.hosts) if h not in recorded],
+    return {**core, "first_install": [h for h in (*plan.done, *plan.hosts) if h not in recorded],
             "policies": policy_data(env, store, build, actor)}
+
+
+def window_data(env: EnvironmentConfig, now: datetime, est: Estimate) -> dict[str, Any] | None:
+    """The deploy window against the estimate: a roll-out started now (or, the window being
+    closed, when it next opens) ends about ``estimated_end`` (``estimated_end_max`` at its
+    longest); ``warning`` when that is after the window closes (it would pause there)."""
+    window = env.window
+    if window is None:
+        return None
+    start = window.next_open(now)
+    data: dict[str, Any] = {**window.to_dict(), "open": start == now, "starts_at": None, "closes_at": None,
+                            "estimated_end": None, "estimated_end_max": None, "fits": False, "fits_max": False,
+                            "warning": None}
+    if start is None:
+        data["warning"] = "the window does not open within a year: no roll-out can start (a captain's --hotfix can)"
+        return data
+    closes = window.closes_at(start)
+    assert closes is not None  # open at its own opening
+    end, longest = start + timedelta(seconds=est.seconds), start + timedelta(seconds=est.max_seconds)
+    data.update(starts_at=iso(start), closes_at=iso(closes), estimated_end=iso(end), estimated_end_max=iso(longest),
+                fits=end <= closes, fits_max=longest <= closes)
+    left = show_duration((closes - start).total_seconds())
+    if not data["fits"]:
+        data["warning"] = (f"the roll-out usually takes {show_duration(est.seconds)} and the window leaves {left}: "
+                           "it would pause at a wave boundary when the window closes (exit 5; `lrelease resume` in "
+                           "the next window)")
+    elif not data["fits_max"]:
+        data["warning"] = (f"at its longest ({show_duration(est.max_seconds)}) the roll-out would not finish in the "
+                           f"{left} the window leaves: it would then pause at a wave boundary (exit 5)")
+    return data
+
+
+def window_lines(data: dict[str, Any] | None, env: EnvironmentConfig) -> list[str]:
+    """The window in a line or two: open or when it opens, the estimated end, a warning."""
+    if not data:
+        return []
+    window = env.window
+    assert window is not None
+    rules = window.describe()
+    if data["starts_at"] is None:
+        return [f"deploy window {rules}: closed", f"warning: {data['warning']}"]
+
+    def local(stamp: str) -> str:
+        return window.local(datetime.fromisoformat(stamp))
+
+    state = (f"open now, closes {local(data['closes_at'])}" if data["open"] else
+             f"closed now; opens {local(data['starts_at'])}, closes {local(data['closes_at'])}")
+    started = "started now" if data["open"] else "started when it opens"
+    lines = [f"deploy window {rules}: {state}; a roll-out {started} ends about {local(data['estimated_end'])} "
+             f"(at the longest {local(data['estimated_end_max'])})"]
+    if data["warning"]:
+        lines.append(f"warning: {data['warning']}")
+    return lines
 
 
 def policy_data(env: EnvironmentConfig, store: StateStore, build: str | None, actor: str | None) -> dict[str, Any]:
@@ -96,20 +154,30 @@ def summarise(hosts: list[str], marked: frozenset[str] | set[str] = frozenset(),
     return text if len(names) == len(hosts) else f"{text}{more}+{len(hosts) - shown} more"
 
 
-def render(env_name: str, data: dict[str, Any], build: str | None) -> Group:
+def render(env_name: str, data: dict[str, Any], build: str | None, env: EnvironmentConfig | None = None) -> Group:
     """The plan for a human: each wave's first hosts then a count of the rest (``--json`` lists them all)."""
-    title = f"plan: {build or '<build>'} to {env_name} ({data['fleet_size']} hosts, waves {data['spec']})"
+    spec = list(data["spec"])
+    for at in sorted(data.get("pauses") or (), reverse=True):  # a pause after wave N: after the N-th value
+        spec.insert(at, "pause")
+    title = f"plan: {build or '<build>'} to {env_name} ({data['fleet_size']} hosts, waves {_spec(spec)})"
     table = Table(title=title)
     for col in ("wave", "hosts", "in service meanwhile", "gate", "time"):
         table.add_column(col, overflow="fold" if col == "hosts" else "ellipsis")  # a host name is never cut
     first = set(data["first_install"])
+    pauses = set(data.get("pauses") or ())
     for w in data["waves"]:
         hosts = summarise(w["hosts"], first, more=",\n")  # the count on a line of its own
         table.add_row(str(w["index"]), hosts, f"{w['in_service_after']} ({w['in_service_pct']:.0f}%)", w["gate"],
                       f"~{w['estimate_seconds']:.0f}s")
+        if w["index"] in pauses:
+            table.add_row("pause", "awaits promotion", "", "", "")
     parts: list[Any] = [table]
     if data["done"]:
         parts.append(Text(f"already done: {summarise(data['done'])}"))
+    for at in data.get("pauses") or ():
+        parts.append(Text(f"pause after wave {at}: the roll-out stops there once the wave is judged, awaiting "
+                          f"promotion (exit 5): `lrelease promote --env {env_name}` goes on, `lrelease abort --env "
+                          f"{env_name}` rolls back what it switched"))
     parts.append(Text(data["bake"]))
     if first:
         parts.append(Text(FIRST_INSTALL.format(hosts=summarise(data["first_install"]))))
@@ -117,8 +185,15 @@ def render(env_name: str, data: dict[str, Any], build: str | None) -> Group:
         parts.append(Text(f"without the state database's records (first installs, recorded pace): "
                           f"{data['state_problem']}"))
     parts.append(Text(_estimate_line(env_name, data)))
+    if env is not None:
+        parts.extend(Text(line) for line in window_lines(data.get("window"), env))
     parts.extend(Text(line) for line in policy_lines(data.get("policies"), build))
     return Group(*parts)
+
+
+def _spec(values: list[Any]) -> str:
+    """``[1, pause, "100%"]``: the wave list as lrelease.yml writes it."""
+    return "[" + ", ".join(f'"{v}"' if isinstance(v, str) and v != "pause" else str(v) for v in values) + "]"
 
 
 def policy_lines(data: dict[str, Any] | None, build: str | None) -> list[str]:

@@ -41,6 +41,9 @@ force_option = click.option("--force", is_flag=True,
 skip_next_option = click.option("--skip-next", is_flag=True,
                                 help="Deploy a build not proven on the environment this one requires first "
                                      "(requires: in lrelease.yml; needs --reason; recorded).")
+hotfix_option = click.option("--hotfix", is_flag=True,
+                              help="Start it outside the environment's deploy window (window: in lrelease.yml); only "
+                                   "its release captain may; needs --reason; recorded.")
 verbose_option = click.option("--verbose", "-v", "verbosity", count=True,
                               help="Ansible's verbosity (-v to -vvvv): its output goes to stderr.")
 
@@ -51,14 +54,15 @@ def _project(path: Path) -> ProjectConfig:
     return load_config(path)
 
 
-def _overrides(reason: str, force: bool = False, skip_next: bool = False) -> dict[str, str]:
+def _overrides(reason: str, force: bool = False, skip_next: bool = False, hotfix: bool = False) -> dict[str, str]:
     """The release policies' overrides asked for (lrelease/policies.py), each with its reason;
     an override without a reason is bad input (exit 2, nothing changed)."""
-    asked = [flag for flag, on in (("--force", force), ("--skip-next", skip_next)) if on]
+    asked = [flag for flag, on in (("--force", force), ("--skip-next", skip_next), ("--hotfix", hotfix)) if on]
     if asked and not reason.strip():
         raise ConfigError(asked[0], "--reason", 'a reason, recorded with the roll-out (e.g. --reason "INC-42 hotfix, '
                                                 'captain away")')
-    return {"force_reason": reason.strip() if force else "", "skip_next_reason": reason.strip() if skip_next else ""}
+    return {"force_reason": reason.strip() if force else "", "skip_next_reason": reason.strip() if skip_next else "",
+            "hotfix_reason": reason.strip() if hotfix else ""}
 
 
 def _emit(kind: str, data: dict[str, Any]) -> None:
@@ -145,7 +149,7 @@ def plan(env: str, build: str | None, actor: str | None, as_json: bool, config_p
     if as_json:
         _emit("plan", {"env": env, "build": build, **data})
     else:
-        out.print(planview.render(env, data, build), highlight=False)
+        out.print(planview.render(env, data, build, project.environment(env)), highlight=False)
 
 
 @click.command(epilog=epilog([
@@ -159,6 +163,7 @@ def plan(env: str, build: str | None, actor: str | None, as_json: bool, config_p
 @actor_option
 @force_option
 @skip_next_option
+@hotfix_option
 @click.option("--dry-run", is_flag=True, help="Print the plan and change nothing.")
 @yes_option
 @json_option
@@ -166,14 +171,17 @@ def plan(env: str, build: str | None, actor: str | None, as_json: bool, config_p
 @config_option
 @click.pass_context
 def deploy(ctx: click.Context, env: str, build: str, sha256: str | None, reason: str, actor: str | None,
-           force: bool, skip_next: bool, dry_run: bool, yes: bool, as_json: bool, verbosity: int,
+           force: bool, skip_next: bool, hotfix: bool, dry_run: bool, yes: bool, as_json: bool, verbosity: int,
            config_path: Path) -> None:
     """Roll BUILD out to an environment in waves; roll back by itself when a wave fails.
 
     Refused (exit 4, nothing changed) while the environment is paused, when you are not its
-    release captain (--force --reason), or when BUILD is not proven on the environment it
-    requires first (--skip-next --reason): docs/design.md, "Release policies"."""
-    overrides = _overrides(reason, force, skip_next)
+    release captain (--force --reason), outside its deploy window (its captain: --hotfix
+    --reason), or when BUILD is not proven on the environment it requires first (--skip-next
+    --reason): docs/design.md, "Release policies". Stops at a wave boundary with exit 5 when the
+    window closes (paused: `resume` in the next window) or at a pause of its waves (awaiting
+    promotion: `promote` or `abort`)."""
+    overrides = _overrides(reason, force, skip_next, hotfix)
     project = _project(config_path)
     releaser = Releaser(project, actor=actor)
     releaser.artifact(build, sha256)  # unknown build or checksum mismatch: refused here
@@ -184,7 +192,7 @@ def deploy(ctx: click.Context, env: str, build: str, sha256: str | None, reason:
         if as_json:
             _emit("plan", {"env": env, "build": build, "dry_run": True, **data})
         else:
-            out.print(planview.render(env, data, build), highlight=False)
+            out.print(planview.render(env, data, build, project.environment(env)), highlight=False)
         return
     _confirm(yes, f"Deploy {build} to {env} ({len(p.hosts)} hosts, {len(p.waves)} waves)?")
     _run(ctx, as_json, verbosity, project, actor, p.hosts, "deploy",
@@ -248,22 +256,80 @@ def _show_rollback_plan(plan: dict[str, Any]) -> None:
 @reason_option
 @actor_option
 @force_option
+@hotfix_option
 @yes_option
 @json_option
 @verbose_option
 @config_option
 @click.pass_context
-def resume(ctx: click.Context, env: str, reason: str, actor: str | None, force: bool, yes: bool, as_json: bool,
-           verbosity: int, config_path: Path) -> None:
-    """Finish an interrupted or halted roll-out; hosts already done are not redeployed.
+def resume(ctx: click.Context, env: str, reason: str, actor: str | None, force: bool, hotfix: bool, yes: bool,
+           as_json: bool, verbosity: int, config_path: Path) -> None:
+    """Finish an interrupted, halted or paused (its window closed) roll-out; hosts already done
+    are not redeployed. One awaiting promotion goes on with `promote` (or back with `abort`).
 
-    Refused (exit 4) while the environment is paused, or when you are not its release captain
-    (--force --reason)."""
-    overrides = _overrides(reason, force)
+    Refused (exit 4) while the environment is paused, when you are not its release captain
+    (--force --reason), or outside its deploy window (its captain: --hotfix --reason)."""
+    overrides = _overrides(reason, force, hotfix=hotfix)
     project = _project(config_path)
     hosts = project.load_fleet().hosts(project.environment(env).name)
     _confirm(yes, f"Resume the interrupted roll-out of {env}?")
     _run(ctx, as_json, verbosity, project, actor, hosts, "resume", lambda r: r.resume(env, reason=reason.strip()),
+         overrides)
+
+
+@click.command(epilog=epilog(["lrelease show $(lrelease history --env production --limit 1 --json | jq -r "
+                              "'.rollouts[0].id')   # the gates so far",
+                              "lrelease promote --env production --reason \"canary looks good\" --yes"]))
+@env_option
+@reason_option
+@actor_option
+@force_option
+@hotfix_option
+@yes_option
+@json_option
+@verbose_option
+@config_option
+@click.pass_context
+def promote(ctx: click.Context, env: str, reason: str, actor: str | None, force: bool, hotfix: bool, yes: bool,
+            as_json: bool, verbosity: int, config_path: Path) -> None:
+    """Go on with the roll-out awaiting promotion (stopped at a `pause` of its waves, or by
+    pause_after_canary) up to its next pause or its end; hosts already done are not redeployed.
+
+    Checked like `resume`: refused (exit 4) while the environment is paused, when you are not its
+    release captain (--force --reason), or outside its deploy window (its captain: --hotfix
+    --reason). Exit 2 when no roll-out awaits promotion."""
+    overrides = _overrides(reason, force, hotfix=hotfix)
+    project = _project(config_path)
+    hosts = project.load_fleet().hosts(project.environment(env).name)
+    _confirm(yes, f"Promote the roll-out awaiting promotion on {env}?")
+    _run(ctx, as_json, verbosity, project, actor, hosts, "resume",
+         lambda r: r.resume(env, reason=reason.strip(), promote=True), overrides)
+
+
+@click.command(epilog=epilog(["lrelease abort --env production --reason \"p99 latency up on the canary\" --yes"]))
+@env_option
+@reason_option
+@actor_option
+@force_option
+@yes_option
+@json_option
+@verbose_option
+@config_option
+@click.pass_context
+def abort(ctx: click.Context, env: str, reason: str, actor: str | None, force: bool, yes: bool, as_json: bool,
+          verbosity: int, config_path: Path) -> None:
+    """Roll back the roll-out awaiting promotion: every host it switched goes back to the build
+    it ran before, in groups that keep rollback.min_in_service serving (as `rollback` does).
+
+    Checked like `rollback`: never refused by a deploy window nor an environment pause; where a
+    release captain is set, only the captain (or anyone with --force --reason). Exit 2 when no
+    roll-out awaits promotion."""
+    overrides = _overrides(reason, force)
+    project = _project(config_path)
+    hosts = project.load_fleet().hosts(project.environment(env).name)
+    Releaser(project).awaiting_promotion(env)  # nothing to abort: exit 2 before asking
+    _confirm(yes, f"Abort the roll-out awaiting promotion on {env} (roll back what it switched)?")
+    _run(ctx, as_json, verbosity, project, actor, hosts, "rollback", lambda r: r.abort(env, reason=reason.strip()),
          overrides)
 
 
@@ -311,6 +377,9 @@ def status(ctx: click.Context, env: str, expected_build: str | None, as_json: bo
                       f"by {st.last['actor']} at {when(st.last['started_at'])}", soft_wrap=not out.is_terminal)
             if st.last["status"] == "halted":
                 outcome_view.print_inconclusive(out, releaser.store.host_events(st.last["id"]))
+            what_next = report.what_next(st.last["status"], env)
+            if what_next:
+                out.print(f"[yellow]{what_next}[/]", soft_wrap=not out.is_terminal)
         for r in st.interrupted:
             out.print(f"[yellow]interrupted roll-out {r['id']} of {r['build']} (started {when(r['started_at'])}): "
                       f"`lrelease resume --env {env}` finishes it[/]", soft_wrap=not out.is_terminal)
@@ -423,4 +492,4 @@ def _confirm(yes: bool, question: str) -> None:
         raise LreleaseError("not confirmed; nothing changed")
 
 
-COMMANDS = (plan, deploy, rollback, resume, status, history, show, inventory)
+COMMANDS = (plan, deploy, rollback, resume, promote, abort, status, history, show, inventory)

@@ -28,7 +28,8 @@ from lrelease.state import GateOutcome, HostEvent, Rollout
 
 VERDICT_STYLE = {"pass": "green", "fail": "bold red", "inconclusive": "yellow"}
 STATUS_STYLE = {"succeeded": "green", "rolled_back": "red", "rollback_failed": "bold red", "halted": "yellow",
-                "interrupted": "yellow", "refused": "magenta", "running": "cyan"}
+                "interrupted": "yellow", "refused": "magenta", "running": "cyan", "paused": "yellow",
+                "awaiting_promotion": "bold yellow"}
 PHASE_STYLE = {"staged": "cyan", "switched": "yellow", "gate_passed": "green", "gate_failed": "red",
                "gate_inconclusive": "yellow", "reverted": "red", "rolled_back": "magenta", "unreachable": "red",
                "failed": "red"}
@@ -182,6 +183,9 @@ def header(rollout: Rollout) -> list[Line]:
     ]
     if rollout.resumes:
         rows.append(("resumes", rollout.resumes))
+    what = what_next(rollout.status, rollout.env)
+    if what:
+        rows.append(("next", what))
     rows.extend(("policy", phrase) for phrase in policies.describe(rollout.policy))
     return [Line(title)] + [Line(_text(f"{key:<9} ", value), indent=2) for key, value in rows]
 
@@ -199,6 +203,16 @@ def who(rollout: Rollout) -> str:
     """The actor, and the AWX job or plain ansible-playbook it came through (history's column)."""
     v = via(rollout)
     return rollout.actor if v == "lrelease" else f"{rollout.actor} ({v})"
+
+
+def what_next(status: str, env: str) -> str:
+    """What a human does with a roll-out stopped by its window or at a pause (empty otherwise)."""
+    if status == "paused":
+        return f"paused by its deploy window: `lrelease resume --env {env}` continues it inside the next window"
+    if status == "awaiting_promotion":
+        return (f"awaiting promotion: `lrelease promote --env {env}` goes on, `lrelease abort --env {env}` rolls back "
+                "what it switched")
+    return ""
 
 
 def waves(rollout: Rollout, events: Sequence[HostEvent]) -> list[Line]:

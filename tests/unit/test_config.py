@@ -163,7 +163,7 @@ BAD = [
      "required"),
     ("waves empty", prod(waves=[]), "environments.production.waves", "non-empty list such as [1, \"50%\", \"100%\"], got an empty list"),
     ("waves scalar", prod(waves=1), "environments.production.waves", "non-empty list"),
-    ("wave zero", prod(waves=[1, 0]), "environments.production.waves[1]", 'percentage "1%" to "100%", got 0'),
+    ("wave zero", prod(waves=[1, 0]), "environments.production.waves[1]", 'percentage "1%" to "100%", or pause between two waves, got 0'),
     ("wave 150%", prod(waves=[1, 1, "150%"]), "environments.production.waves[2]", "got '150%'"),
     ("wave bool", prod(waves=[True]), "environments.production.waves[0]", "got true"),
     ("negative bake", prod(bake_seconds=-1), "environments.production.bake_seconds", ">= 0"),

@@ -148,7 +148,7 @@ def test_estimate_counts_stage_once_then_switch_and_bake_per_wave():
 def test_to_dict_is_json_with_stable_keys():
     plan = skip_done(plan_waves(["a", "b", "c"], [1, "100%"]), ["a"])
     data = json.loads(json.dumps(plan.to_dict()))
-    assert set(data) == {"spec", "serial", "fleet_size", "hosts", "done", "waves"}
+    assert set(data) == {"spec", "serial", "fleet_size", "hosts", "done", "waves", "pauses"}
     assert data["spec"] == [1, "100%"] and data["done"] == ["a"] and data["serial"] == [2]
     assert data["waves"] == [{"index": 1, "hosts": ["b", "c"], "size": 2, "switched_before": 1,
                               "in_service_after": 0, "in_service_pct": 0.0}]

@@ -212,7 +212,7 @@ def test_a_config_with_three_mistakes_reports_three_lines(tmp_path):
     assert [str(e) for e in err.value.errors] == [
         f"{path}: app: a name of lower-case letters, digits, '-' and '_' (e.g. demoapp), got 'Demo App'",
         f"{path}: environments.production.waves[1]: an integer from 1 to 10000 or a percentage \"1%\" to "
-        "\"100%\", got 0",
+        "\"100%\", or pause between two waves, got 0",
         f"{path}: environments.production.health.port: an integer from 1 to 65535, got 70000",
     ]
     assert str(err.value).splitlines() == [str(e) for e in err.value.errors]
