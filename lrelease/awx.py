@@ -429,8 +429,8 @@ class _Watch:
         try:
             self._poll(step)
             run = self._finish(job_id)
-        except _Unavailable as exc:
-            raise AwxLostSight(f"AWX stopped answering at the end of {self._what()} ({exc}): {self.launched.url}") from None
+        except (_Unavailable, AwxRefused) as exc:  # launched: whatever goes wrong now, nothing is "unchanged"
+            raise AwxLostSight(f"lost sight of {self._what()} ({exc}); it goes on in AWX: {self.launched.url}") from None
         code, message = job_exit(run)
         return Outcome(self.launched, str(run.job.get("status")), code, message, [run])
 
@@ -458,8 +458,8 @@ class _Watch:
             self._poll(step)
             runs = {job["id"]: self._finish(job["id"]) for node in state["nodes"]
                     if (job := _node_job(node)) is not None and job["type"] == "job"}
-        except _Unavailable as exc:
-            raise AwxLostSight(f"AWX stopped answering at the end of {self._what()} ({exc}): {self.launched.url}") from None
+        except (_Unavailable, AwxRefused) as exc:  # launched: whatever goes wrong now, nothing is "unchanged"
+            raise AwxLostSight(f"lost sight of {self._what()} ({exc}); it goes on in AWX: {self.launched.url}") from None
         code, message, nodes = workflow_exit(state["status"], state["nodes"], runs)
         return Outcome(self.launched, state["status"], code, message, list(runs.values()), nodes)
 

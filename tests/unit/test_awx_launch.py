@@ -420,3 +420,34 @@ def test_end_to_end_cli_process_against_the_fake_awx():
                  "job 101: successful"):
         assert line in err
     assert TOKEN not in done.stdout + done.stderr
+
+
+def test_no_wait_launches_and_exits_0_without_polling():
+    fake = FakeAwx(TOKEN)
+    fake.add(Template(7, "lrelease-deploy"))
+    with fake.running():
+        result = run_cli(fake, "lrelease-deploy", "--build", "1.4.0", "--no-wait", "--json")
+    assert result.exit_code == 0
+    assert json.loads(result.stdout)["id"] == 101 and json.loads(result.stdout)["status"] == "launched"
+    assert not job_requests(fake)
+
+
+def test_a_job_that_never_ends_or_an_awx_that_goes_away_is_exit_70(monkeypatch):
+    # Given a job that stays running, followed for at most 60 s (injected clock)
+    fake = FakeAwx(TOKEN)
+    fake.add(Template(7, "d", script=Script(statuses=["running"])))
+    clock = Clock()
+    monkeypatch.setattr(awx, "POLL_FIRST", 1.0)  # the real backoff: 1, 2, 4, 8, 15... s of the injected clock
+    monkeypatch.setattr(awx, "POLL_MAX", 15.0)
+    with fake.running():
+        c = client_for(fake, clock)
+        with pytest.raises(awx.AwxLostSight, match=r"job 101 had not ended after 60 s: stopped following it; it goes "
+                                                   r"on in AWX: http://127\.0\.0\.1:\d+/#/jobs/playbook/101/output"):
+            c.follow(c.launch(c.find_template("7"), {"lrelease_build": "1"}), max_wait=60)
+        assert 60 <= clock.now <= 60 + awx.POLL_MAX and clock.waits[:5] == [1, 2, 4, 8, 15]
+        # And an AWX that stops answering after the launch
+        launched = c.launch(c.find_template("7"), {"lrelease_build": "1"})
+    monkeypatch.setattr(awx, "MISSES", 1)  # each unanswered poll is retried by urllib3 for a few seconds
+    with pytest.raises(awx.AwxLostSight, match="AWX stopped answering while following job 102") as err:
+        c.follow(launched)
+    assert err.value.exit_code == ExitCode.INTERNAL
