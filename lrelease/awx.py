@@ -576,7 +576,7 @@ def _fields(ignored: Mapping[str, Any]) -> str:
 
 
 def _refusal(status: int, data: Any, what: str) -> AwxRefused:
-    detail = _detail(data)
+    detail = secrets.scrub(_detail(data))  # a server may echo the token back
     if status == 400:
         return AwxRefused(f"AWX refused to {what} (HTTP 400): {detail}")
     if status == 401:

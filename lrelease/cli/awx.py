@@ -35,7 +35,8 @@ def _pairs(values: tuple[str, ...]) -> dict[str, str]:
     return pairs
 
 
-@click.group()
+@click.group(epilog=epilog(["lrelease awx launch lrelease-deploy --build 1.4.0 --env production",
+                            "lrelease awx launch --help      # what each exit code means for a launch"], CODES))
 def awx() -> None:
     """AWX (and Ansible Automation Platform): launch lrelease's job templates and workflows and
     follow them. Settings from the environment: LRELEASE_AWX_URL, LRELEASE_AWX_TOKEN (or

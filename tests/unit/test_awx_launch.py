@@ -451,3 +451,11 @@ def test_a_job_that_never_ends_or_an_awx_that_goes_away_is_exit_70(monkeypatch):
     with pytest.raises(awx.AwxLostSight, match="AWX stopped answering while following job 102") as err:
         c.follow(launched)
     assert err.value.exit_code == ExitCode.INTERNAL
+
+
+@pytest.mark.parametrize("command", [["awx"], ["awx", "launch"]])
+def test_help_shows_examples_and_exit_codes(command):
+    result = CliRunner().invoke(cli, [*command, "--help"])
+    assert result.exit_code == 0
+    assert "Examples:\n    lrelease awx launch " in result.output and "Exit codes:\n      0  success\n" in result.output
+    assert "\n      1  failed" in result.output and "\n      4  " not in result.output
