@@ -25,8 +25,8 @@ What a launch does, with AWX's documented endpoints:
    ``job_host_summaries/``.
 
 The exit code (:func:`job_exit`, :func:`workflow_exit`; docs/awx.md): a job ``successful`` → 0;
-``canceled`` → 130; ``error`` (AWX could not run the playbook) → 70; ``failed``: a rollback job
-→ 3; a deploy that halted on an Inconclusive gate, or left hosts on the new build (AWX does not
+``canceled`` → 130; ``error`` (AWX could not run the playbook) → 70; ``failed``: a status job
+(an inconsistent fleet) → 5, as ``lrelease status``; a rollback job → 3; a deploy that halted on an Inconclusive gate, or left hosts on the new build (AWX does not
 roll back by itself; the workflow's rollback job or ``lrelease rollback`` does) → 5; a deploy
 that failed with no host left on the new build → 1. A workflow in which a rollback step ran is a
 failed release, whatever AWX's own status says: 1 (3 when that step failed); a workflow waiting
@@ -65,7 +65,7 @@ PAGE_SIZE = 200
 MAX_PAGES = 1000  # per listing: a loop bound, far above any real job's events per poll
 GAP_POLLS = 3  # polls an event counter gap is waited for (AWX saves events asynchronously)
 DRAIN_SECONDS = 30.0  # after the end, at most this long for AWX to finish saving the events
-ROLLBACK_PLAYBOOK = "rollback.yml"
+ROLLBACK_PLAYBOOK, STATUS_PLAYBOOK = "rollback.yml", "status.yml"
 
 
 class AwxRefused(LreleaseError):
@@ -499,6 +499,8 @@ def job_exit(run: JobRun) -> tuple[ExitCode, str]:
     if status == "error":
         why = snippet(str(job.get("job_explanation") or "")) or "see its output in AWX"
         return ExitCode.INTERNAL, f"AWX could not run job {jid} (status error: {why}); see `lrelease status`"
+    if os.path.basename(run.playbook) == STATUS_PLAYBOOK:  # as `lrelease status`
+        return ExitCode.HALTED, f"job {jid}: the fleet is not consistent{hosts}; see its output in AWX"
     if run.rollback:
         return ExitCode.ROLLBACK_FAILED, f"rollback job {jid} failed{hosts}: a human is needed"
     inconclusive = [g for g in result.gates if g.get("verdict") == "inconclusive"]

@@ -271,12 +271,13 @@ def test_canceled_and_error_jobs():
     fake = FakeAwx(TOKEN)
     fake.add(Template(7, "c", script=Script(statuses=["running", "canceled"])))
     fake.add(Template(8, "e", script=Script(statuses=["pending", "error"], explanation="Failed to pull the EE image")))
+    fake.add(Template(9, "s", script=Script(statuses=["running", "failed"], playbook="playbooks/status.yml")))
     with fake.running():
         c = client_for(fake)
-        canceled = c.follow(c.launch(c.find_template("7"), {"lrelease_build": "1"}))
-        error = c.follow(c.launch(c.find_template("8"), {"lrelease_build": "1"}))
+        canceled, error, status = (c.follow(c.launch(c.find_template(t), {"lrelease_build": "1"})) for t in "789")
     assert canceled.exit_code == ExitCode.INTERRUPTED
     assert error.exit_code == ExitCode.INTERNAL and "Failed to pull the EE image" in error.message
+    assert status.exit_code == ExitCode.HALTED and "the fleet is not consistent" in status.message
 
 
 # -- a workflow --------------------------------------------------------------------------------------
