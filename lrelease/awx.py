@@ -441,7 +441,6 @@ class _Watch:
         def step() -> tuple[bool, int]:
             wf = self.client._get(f"{API}/workflow_jobs/{wf_id}/")
             state["status"] = str(wf.get("status") or "")
-            self._status("workflow", wf_id, state["status"])
             nodes = list(self.client.pages(f"{API}/workflow_jobs/{wf_id}/workflow_nodes/"))
             state["nodes"] = nodes
             handed = 0
@@ -452,6 +451,7 @@ class _Watch:
                 self._status(job["name"], job["id"], job["status"])
                 if job["type"] == "job":
                     handed += self._stream(job["id"])[0].pull()
+            self._status("workflow", wf_id, state["status"])  # after its steps: the order they ended in
             return state["status"] in FINAL or _approval_pending(nodes) is not None, handed
 
         try:

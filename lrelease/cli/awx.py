@@ -102,7 +102,8 @@ def launch(ctx: click.Context, template: str, build: str, env: str | None, reaso
                 out.print(f"  {host['host']}: failures {host['failures']}, unreachable {host['dark']}, ok {host['ok']}, "
                           f"changed {host['changed']} (job {host['job']})", highlight=False, markup=False)
         style = "green" if outcome.exit_code == ExitCode.OK else "red"
-        console.print(f"[{style}]{escape(outcome.message)}[/] (exit {int(outcome.exit_code)})", highlight=False)
+        console.print(f"[{style}]{escape(outcome.message)}[/] (exit {int(outcome.exit_code)})", highlight=False,
+                      soft_wrap=True)  # one line in a log
     ctx.exit(int(outcome.exit_code))
 
 

@@ -31,8 +31,9 @@ lrelease uses, and nothing more:
 What it imitates of AWX's behaviour, scripted per template rather than computed: a job's status
 moves one step along its script at each ``GET`` of the job; its events become visible a few at
 a time as it runs (all of them by its end, or one poll later with ``late_events``, while
-``event_processing_finished`` is false); a workflow's nodes each run a scripted job. What it
-does not: scheduling, inventories, credentials, RBAC beyond "this template answers 403".
+``event_processing_finished`` is false); a workflow's nodes each run a scripted job once the
+jobs of the nodes before them ended (a node that will not run has no job and ``do_not_run``),
+and the workflow ends after them. What it does not: scheduling, inventories, credentials, RBAC beyond "this template answers 403".
 """
 
 from __future__ import annotations
@@ -243,17 +244,26 @@ class FakeAwx:
         template: Template = wf["template"]
         if not rest:
             wf["polls"] += 1
-            for _, job in wf["nodes"]:  # the nodes' jobs run as the workflow runs
-                if job is not None and not job.final:
+            jobs = {node.id: job for node, job in wf["nodes"]}
+            for node, job in wf["nodes"]:  # a node's job runs once the jobs of the nodes before it ended
+                parents = [jobs.get(p.id) for p in template.nodes if node.id in (*p.success, *p.failure)]
+                if job is not None and not job.final and all(p is None or p.final for p in parents):
                     job.polls += 1
             statuses = template.workflow_statuses
-            return 200, {"id": wf["id"], "type": "workflow_job", "name": template.name,
-                         "status": statuses[min(wf["polls"], len(statuses)) - 1],
-                         "failed": statuses[min(wf["polls"], len(statuses)) - 1] == "failed"}
+            status = statuses[min(wf["polls"], len(statuses)) - 1]
+            if any(job is not None and not job.final for _, job in wf["nodes"]):
+                status = "running"  # its end comes after its jobs' ends
+            return 200, {"id": wf["id"], "type": "workflow_job", "name": template.name, "status": status,
+                         "failed": status == "failed"}
         if rest == ["workflow_nodes"]:
             rows = []
             for node, job in wf["nodes"]:
                 ran = job is not None or node.approval
+                if job is not None and not job.polls:  # not started yet: AWX shows no job on the node
+                    rows.append({"id": node.id, "type": "workflow_job_node", "job": None, "do_not_run": False,
+                                 "success_nodes": node.success, "failure_nodes": node.failure, "always_nodes": [],
+                                 "workflow_job": wf["id"], "summary_fields": {}})
+                    continue
                 summary = ({"id": job.id, "name": job.name, "status": job.status, "failed": job.status == "failed",
                             "type": "job"} if job is not None else
                            {"id": 9000 + node.id, "name": node.name, "status": "pending", "failed": False,

@@ -317,8 +317,11 @@ def test_workflow_successful_after_its_rollback_node_is_a_failed_release(playboo
     assert doc["message"].startswith("rolled back: the workflow ran its rollback step 'lrelease-rollback'")
     assert [(n["name"], n["role"], n["status"]) for n in doc["nodes"]] == [
         ("lrelease-deploy", "step", "failed"), ("lrelease-rollback", "rollback", "successful")]
-    # And the rollback's events reached the progress view (stderr)
-    assert "node1: rolled back" in result.stderr and "rolling back" in result.stderr
+    # And both steps' events reached the progress view (stderr), in the order they happened
+    err = result.stderr.splitlines()
+    order = ["step 'lrelease-deploy' (job 102): failed", "node1: gate FAILED — HTTP 500", "rolling back",
+             "node1: rolled back", "step 'lrelease-rollback' (job 103): successful", "workflow 101: successful"]
+    assert [line for line in err if line in order] == order
 
 
 def test_workflow_whose_rollback_failed_exits_3_and_a_clean_one_0():
