@@ -423,8 +423,9 @@ class _Watch:
         def step() -> tuple[bool, int]:
             job = self.client._get(f"{API}/jobs/{job_id}/")
             status = str(job.get("status") or "")
-            self._status("job", job_id, status)
-            return status in FINAL, events.pull()
+            handed = events.pull()
+            self._status("job", job_id, status)  # after its events so far
+            return status in FINAL, handed
 
         try:
             self._poll(step)
@@ -448,9 +449,9 @@ class _Watch:
                 job = _node_job(node)
                 if job is None:
                     continue
-                self._status(job["name"], job["id"], job["status"])
                 if job["type"] == "job":
                     handed += self._stream(job["id"])[0].pull()
+                self._status(job["name"], job["id"], job["status"])  # after its events so far
             self._status("workflow", wf_id, state["status"])  # after its steps: the order they ended in
             return state["status"] in FINAL or _approval_pending(nodes) is not None, handed
 

@@ -319,7 +319,7 @@ def test_workflow_successful_after_its_rollback_node_is_a_failed_release(playboo
         ("lrelease-deploy", "step", "failed"), ("lrelease-rollback", "rollback", "successful")]
     # And both steps' events reached the progress view (stderr), in the order they happened
     err = result.stderr.splitlines()
-    order = ["step 'lrelease-deploy' (job 102): failed", "node1: gate FAILED — HTTP 500", "rolling back",
+    order = ["node1: gate FAILED — HTTP 500", "step 'lrelease-deploy' (job 102): failed", "rolling back",
              "node1: rolled back", "step 'lrelease-rollback' (job 103): successful", "workflow 101: successful"]
     assert [line for line in err if line in order] == order
 
