@@ -361,6 +361,10 @@ def test_token_never_shown_even_when_awx_echoes_it():
     with fake.running():
         refused = run_cli(fake, "7", "--build", "1.4.0")
         good = run_cli(fake, "8", "--build", "1.4.0", "--json")
+        c = client_for(fake)
+        with pytest.raises(awx.AwxRefused) as err:  # the library's own error text, before the CLI's scrubbing
+            c.launch(c.find_template("7"), {"lrelease_build": "1.4.0"})
+    assert TOKEN not in str(err.value) and "Bearer ***" in str(err.value)
     # Then the token is masked in the error, and absent from every output
     assert refused.exit_code == 2 and "bad header Bearer ***" in refused.stderr
     for result in (refused, good):
