@@ -86,8 +86,9 @@ def launch(ctx: click.Context, template: str, build: str, env: str | None, reaso
     live = sys.stderr.isatty() and not as_json
     view = ProgressView((), live=live, console=console if live else lines)
 
-    def status(name: str, job_id: int, state: str) -> None:
-        lines.print(f"{name} {job_id}: {state}" if name in ("job", "workflow") else f"step {name!r} (job {job_id}): {state}")
+    def status(name: str, job_id: int, state: str) -> None:  # on a terminal: above the live table, same console
+        text = f"{name} {job_id}: {state}" if name in ("job", "workflow") else f"step {name!r} (job {job_id}): {state}"
+        view.console.print(text, markup=False, highlight=False, soft_wrap=True)
 
     try:
         with view:
