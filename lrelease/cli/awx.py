@@ -7,6 +7,7 @@ import sys
 
 import click
 from rich.markup import escape
+from rich.text import Text
 
 from lrelease import awx as client
 from lrelease.cli.helptext import epilog
@@ -88,7 +89,7 @@ def launch(ctx: click.Context, template: str, build: str, env: str | None, reaso
 
     def status(name: str, job_id: int, state: str) -> None:  # on a terminal: above the live table, same console
         text = f"{name} {job_id}: {state}" if name in ("job", "workflow") else f"step {name!r} (job {job_id}): {state}"
-        view.console.print(text, markup=False, highlight=False, soft_wrap=True)
+        view.console.print(Text(text), highlight=False, soft_wrap=True)  # Text: no markup, and the table keeps its own
 
     try:
         with view:
