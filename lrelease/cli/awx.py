@@ -1,0 +1,112 @@
+"""``lrelease awx launch``: launch an AWX job template or workflow with a build and follow it to
+its end in the same progress view as a local run (lrelease/awx.py does the talking; docs/awx.md)."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+from rich.markup import escape
+from rich.text import Text
+
+from lrelease import awx as client
+from lrelease.cli.helptext import epilog
+from lrelease.cli.progress import ProgressView
+from lrelease.cli.release import _emit, console, json_option, lines, out
+from lrelease.config import BUILD_RE
+from lrelease.errors import ConfigError, ExitCode, LreleaseError
+
+
+CODES = tuple(code for code in ExitCode if code is not ExitCode.REFUSED)
+
+
+class _StoppedWatching(LreleaseError):
+    exit_code = ExitCode.INTERRUPTED
+
+
+def _pairs(values: tuple[str, ...]) -> dict[str, str]:
+    pairs: dict[str, str] = {}
+    for value in values:
+        key, sep, text = value.partition("=")
+        if not sep or not key:
+            raise ConfigError("--extra-var", value.split("=")[0] or value, "KEY=VALUE (e.g. --extra-var lrelease_waves=[1,'100%'])")
+        if key in pairs:
+            raise ConfigError("--extra-var", key, "given once")
+        pairs[key] = text
+    return pairs
+
+
+@click.group(epilog=epilog(["lrelease awx launch lrelease-deploy --build 1.4.0 --env production",
+                            "lrelease awx launch --help      # what each exit code means for a launch"], CODES))
+def awx() -> None:
+    """AWX (and Ansible Automation Platform): launch lrelease's job templates and workflows and
+    follow them. Settings from the environment: LRELEASE_AWX_URL, LRELEASE_AWX_TOKEN (or
+    LRELEASE_AWX_TOKEN_FILE), LRELEASE_AWX_CA_BUNDLE; docs/awx.md."""
+
+
+@awx.command("launch", epilog=epilog([
+    "lrelease awx launch lrelease-deploy --build 1.4.0 --env production --reason \"release 1.4\"",
+    "lrelease awx launch 42 --build 1.4.0 --env production --json > outcome.json   # progress on stderr",
+    "lrelease awx launch \"lrelease release\" --workflow --build 1.4.0 --env production",
+    "lrelease awx launch lrelease-deploy --build 1.4.0 --extra-var lrelease_bake_seconds=60 --no-wait",
+], CODES, ROLLED_BACK="failed: rolled back, or failed with no host left on the new build",
+    HALTED="halted for a human: a gate Inconclusive, hosts left on the new build, an approval waits "
+           "(a status job: the fleet is not consistent)",
+    INTERNAL="AWX could not run the job (status error), or stopped answering while followed",
+    INTERRUPTED="canceled in AWX, or Ctrl-C here (the job goes on in AWX)"))
+@click.argument("template")
+@click.option("--build", "-b", required=True, help="Build id (extra var lrelease_build).")
+@click.option("--env", "-e", "env", default=None, help="Environment (extra var lrelease_env).")
+@click.option("--reason", default="", help="Why (extra var lrelease_reason; recorded with the roll-out).")
+@click.option("--workflow", is_flag=True, help="TEMPLATE is a workflow job template.")
+@click.option("--extra-var", "extra", multiple=True, metavar="KEY=VALUE", help="Another extra var (repeatable).")
+@click.option("--no-wait", is_flag=True, help="Launch, print the job's id and URL, and exit 0.")
+@json_option
+@click.pass_context
+def launch(ctx: click.Context, template: str, build: str, env: str | None, reason: str, workflow: bool,
+           extra: tuple[str, ...], no_wait: bool, as_json: bool) -> None:
+    """Launch TEMPLATE (an id or a name) in AWX with BUILD, follow it to its end and exit with
+    what it means (a workflow that ran its rollback step is a failed release: exit 1).
+
+    A template that would drop the extra vars (no 'Prompt on launch' for variables, or AWX's
+    ignored_fields) is refused: exit 2, the job cancelled."""
+    if not BUILD_RE.fullmatch(build):
+        raise ConfigError("--build", "build", f"a build id (letters, digits, '.', '_', '+', '-'), got {build!r}")
+    variables = client.extra_vars(build, env, reason.strip(), _pairs(extra))
+    settings = client.settings_from_env()
+    awx_client = client.Client(settings)
+    found = awx_client.find_template(template, workflow=workflow)
+    launched = awx_client.launch(found, variables)
+    what = "workflow job" if workflow else "job"
+    lines.print(f"launched {found.what}: {what} {launched.id} {launched.url}")
+    if no_wait:
+        if as_json:
+            _emit("awx", {"kind": what.replace(" ", "_"), "id": launched.id, "url": launched.url, "status": "launched",
+                          "template": {"id": found.id, "name": found.name}})
+        return
+    live = sys.stderr.isatty() and not as_json
+    view = ProgressView((), live=live, console=console if live else lines)
+
+    def status(name: str, job_id: int, state: str) -> None:  # on a terminal: above the live table, same console
+        text = f"{name} {job_id}: {state}" if name in ("job", "workflow") else f"step {name!r} (job {job_id}): {state}"
+        view.console.print(Text(text), highlight=False, soft_wrap=True)  # Text: no markup, and the table keeps its own
+
+    try:
+        with view:
+            outcome = awx_client.follow(launched, on_event=view.update, on_status=status)
+    except KeyboardInterrupt:
+        raise _StoppedWatching(f"stopped following {what} {launched.id}; it goes on in AWX: {launched.url}") from None
+    if as_json:
+        _emit("awx", outcome.to_json())
+    else:
+        for host in outcome.to_json()["host_summaries"]:
+            if host["failed"]:
+                out.print(f"  {host['host']}: failures {host['failures']}, unreachable {host['dark']}, ok {host['ok']}, "
+                          f"changed {host['changed']} (job {host['job']})", highlight=False, markup=False)
+        style = "green" if outcome.exit_code == ExitCode.OK else "red"
+        console.print(f"[{style}]{escape(outcome.message)}[/] (exit {int(outcome.exit_code)})", highlight=False,
+                      soft_wrap=True)  # one line in a log
+    ctx.exit(int(outcome.exit_code))
+
+
+COMMANDS = (awx,)
