@@ -20,12 +20,14 @@ shows them (``http.server.request.duration`` in seconds: the histogram
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
+import math
 import os
 import re
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -137,19 +139,71 @@ def summarize(host: str, deltas: Mapping[Key, float], settings: ScrapeSettings, 
     return HostMetrics(host=host, requests=requests, errors=errors, latency=latency, seconds=seconds)
 
 
+class Failure:
+    """A host that could not be read at a moment: kept beside the readings so that the other
+    gate tasks of the same look report it exactly as the task that tried did, without trying
+    again (a dead host costs a timeout per try)."""
+
+    UNREACHABLE, ERROR, FORMAT = "unreachable", "error", "format"
+
+    def __init__(self, at: float, kind: str, message: str) -> None:
+        self.at, self.kind, self.message = at, kind, message
+
+    @classmethod
+    def of(cls, at: float, exc: Exception) -> Failure:
+        kind = (cls.UNREACHABLE if isinstance(exc, Unreachable)
+                else cls.ERROR if isinstance(exc, ProviderError) else cls.FORMAT)
+        return cls(at, kind, str(exc))
+
+    def metrics(self, host: str) -> HostMetrics:
+        """What a look reports for the host (the same as when its own scrape failed)."""
+        if self.kind == self.UNREACHABLE:
+            return HostMetrics(host=host, reachable=False, no_data=True, detail=self.message)
+        if self.kind == self.ERROR:  # it answered, but not with metrics: nothing to judge
+            return no_data(host, self.message)
+        return no_data(host, f"/metrics is not valid exposition format: {self.message}")
+
+
+Taken = Reading | Failure
+
+
 class ReadingStore:
-    """Readings per host, oldest first; optionally persisted to a JSON file shared by processes
-    (the gate tasks of one wave run side by side): every change is a read-modify-write under an
-    exclusive lock on a sidecar file, then an atomic rename, so no process loses another's
-    readings and no reader sees half a file."""
+    """Readings per host, oldest first (at most ``MAX_PER_HOST`` in memory); optionally
+    persisted to a JSON lines file shared by processes (the gate tasks of one wave run side by
+    side, each its own process).
+
+    The file is append-only: one reading (or one failed read) per line, appended with a single
+    ``O_APPEND`` write under an exclusive ``flock`` on a sidecar lock file; no fsync (the file
+    is a cache of what the hosts said). A store remembers the byte offset it has read up to and
+    takes in only the complete lines appended since; a last line without its newline (a writer
+    killed mid-write, or one still writing) is left for later, and a writer that finds one
+    ends it first so the next line starts clean (the broken line is skipped as unreadable).
+    A line that is not a reading is skipped; a pre-JSON-lines file (one JSON object of
+    ``{host: [readings]}``) is read as such.
+
+    Size: one line per host per reading (~2.5 KB for a demo app page; the counters of the
+    request and latency series only). A bake reads every host every ``sample_seconds`` (10)
+    once for the whole wave, so an hour of a 100-host roll-out appends 360 x 100 lines, ~90 MB.
+    When the file holds more than ``COMPACT_FACTOR`` times the lines the stores keep in memory
+    (``MAX_PER_HOST`` per host), the writer that notices rewrites it with only those (an atomic
+    rename; readers see the new file by its inode and read it afresh) — at most once every
+    ``MAX_PER_HOST`` readings of each host, so the file stays within twice what the old
+    whole-file store rewrote at every write."""
 
     MAX_PER_HOST = 400
+    COMPACT_FACTOR = 2
 
     def __init__(self, path: str = "") -> None:
         self.path = Path(path) if path else None
         self._by_host: dict[str, list[Reading]] = {}
-        if self.path is not None and self.path.exists():
-            self._load()
+        self._failed: dict[str, Failure] = {}  # the newest failed read of each host
+        self._offset = 0  # bytes of the file taken in (complete lines)
+        self._file_id: tuple[int, int] | None = None  # (st_dev, st_ino) of the file read
+        self._lines = 0  # lines taken in from the file (compaction counts them)
+        self._locked = False
+        self.bytes_written = 0  # by this store (the scale bench reports it)
+        if self.path is not None:
+            self.refresh()
 
     @staticmethod
     def lock_path(path: Path) -> Path:
@@ -161,63 +215,147 @@ class ReadingStore:
         path.unlink(missing_ok=True)
         cls.lock_path(path).unlink(missing_ok=True)
 
-    def add(self, host: str, reading: Reading) -> None:
-        self.add_many({host: reading})
-
-    def add_many(self, readings: Mapping[str, Reading]) -> None:
-        """Keep one reading per host, all in one write (a look or a sample reads every host)."""
-        if self.path is None:
-            self._add(readings)
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        """Hold the file's lock (nothing for an in-memory store) with every line appended so far
+        taken in: what is decided inside (which hosts another task already read) stays true
+        until the lock is released."""
+        if self.path is None or self._locked:
+            yield
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.lock_path(self.path), "a", encoding="utf-8") as held:
             fcntl.flock(held, fcntl.LOCK_EX)  # released when the file closes
-            self._load()  # another process may have added readings since
-            self._add(readings)
-            self._save()
+            self._locked = True
+            try:
+                self.refresh()
+                yield
+            finally:
+                self._locked = False
 
-    def _add(self, readings: Mapping[str, Reading]) -> None:
-        for host, reading in readings.items():
+    def add(self, host: str, reading: Reading) -> None:
+        self.add_many({host: reading})
+
+    def add_many(self, readings: Mapping[str, Taken]) -> None:
+        """Keep one reading (or failed read) per host, all in one append."""
+        with self.locked():
+            if self.path is not None:
+                self._append(readings)
+            self._take_in(readings.items())
+
+    def _append(self, readings: Mapping[str, Taken]) -> None:
+        assert self.path is not None and self._locked
+        data = _lines(readings.items())
+        fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
+        try:
+            size = os.fstat(fd).st_size
+            if size and os.pread(fd, 1, size - 1) != b"\n":  # a partial line (a writer killed mid-line): end it
+                data = b"\n" + data
+            os.write(fd, data)
+            self._file_id = _file_id(os.fstat(fd))
+        finally:
+            os.close(fd)
+        self._offset = size + len(data)
+        self._lines += len(readings)
+        self.bytes_written += len(data)
+        self._maybe_compact()
+
+    def _take_in(self, items: Iterable[tuple[str, Taken]]) -> None:
+        for host, taken in items:
+            if isinstance(taken, Failure):
+                if host not in self._failed or self._failed[host].at <= taken.at:
+                    self._failed[host] = taken
+                continue
             kept = self._by_host.setdefault(host, [])
-            kept.append(reading)
-            kept.sort(key=lambda r: r.at)
+            kept.append(taken)
+            if len(kept) > 1 and kept[-2].at > taken.at:
+                kept.sort(key=lambda r: r.at)
             del kept[:-self.MAX_PER_HOST]
 
     def refresh(self) -> None:
-        """Take in what other processes added since (once per look, not once per host)."""
-        if self.path is not None:
-            self._load()
+        """Take in what other processes appended since (once per look, not once per host)."""
+        if self.path is None:
+            return
+        try:
+            with open(self.path, "rb") as f:
+                found = _file_id(os.fstat(f.fileno()))
+                if found != self._file_id:  # a new file (compacted, or replaced): read it all
+                    self._by_host, self._failed, self._offset, self._lines = {}, {}, 0, 0
+                    self._file_id = found
+                f.seek(self._offset)
+                chunk = f.read()
+        except OSError:
+            return  # missing: nothing kept yet (readings are only a cache of the hosts)
+        complete = chunk.rfind(b"\n") + 1
+        if not complete and self._offset == 0 and chunk.startswith(b"{") and not chunk.startswith(b'{"host"'):
+            complete = len(chunk)  # perhaps the whole-file format of lrelease before JSON lines
+        if not complete:
+            return
+        self._offset += complete
+        self._take_in(self._decode_lines(chunk[:complete]))
+
+    def _decode_lines(self, chunk: bytes) -> Iterator[tuple[str, Taken]]:
+        for line in chunk.splitlines():
+            self._lines += 1
+            try:
+                data = json.loads(line)
+                if "host" in data:
+                    yield str(data["host"]), _decode(data)
+                else:  # the whole-file format of lrelease before JSON lines
+                    for host, readings in data.items():
+                        yield from ((str(host), _decode(r)) for r in readings)
+            except (ValueError, TypeError, KeyError, AttributeError):
+                continue  # a broken line (a killed writer's) or not a reading: skip it
+
+    def _maybe_compact(self) -> None:
+        kept = sum(len(r) for r in self._by_host.values()) + len(self._failed)
+        if self._lines <= self.COMPACT_FACTOR * max(kept, self.MAX_PER_HOST):
+            return
+        assert self.path is not None and self._locked
+        lines = [(host, r) for host, readings in self._by_host.items() for r in readings]
+        lines += list(self._failed.items())
+        data = _lines(lines)
+        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        tmp.write_bytes(data)
+        os.replace(tmp, self.path)
+        self._file_id, self._offset, self._lines = _file_id(os.stat(self.path)), len(data), len(lines)
+        self.bytes_written += len(data)
 
     def readings(self, host: str) -> list[Reading]:
         return list(self._by_host.get(host, []))
 
+    def latest(self, host: str) -> Taken | None:
+        """The newest reading or failed read of the host."""
+        kept = self._by_host.get(host)
+        newest = kept[-1] if kept else None
+        failed = self._failed.get(host)
+        if failed is not None and (newest is None or failed.at > newest.at):
+            return failed
+        return newest
+
     def nearest(self, host: str, at: float, tolerance: float) -> Reading | None:
-        candidates = [r for r in self.readings(host) if abs(r.at - at) <= tolerance]
+        candidates = [r for r in self._by_host.get(host, ()) if abs(r.at - at) <= tolerance]
         return min(candidates, key=lambda r: abs(r.at - at), default=None)
 
-    def _load(self) -> None:
-        assert self.path is not None
-        try:
-            data = json.loads(self.path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            return  # missing or unreadable: start afresh (readings are only a cache of the hosts)
-        self._by_host = {host: [_decode(r) for r in readings] for host, readings in data.items()}
 
-    def _save(self) -> None:
-        assert self.path is not None
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-        data = {host: [_encode(r) for r in readings] for host, readings in self._by_host.items()}
-        tmp.write_text(json.dumps(data), encoding="utf-8")
-        os.replace(tmp, self.path)
+def _lines(items: Iterable[tuple[str, Taken]]) -> bytes:
+    return "".join(json.dumps(_encode(host, r), separators=(",", ":")) + "\n" for host, r in items).encode("utf-8")
 
 
-def _encode(reading: Reading) -> dict[str, Any]:
-    return {"at": reading.at, "start_time": reading.start_time,
-            "counters": [[name, [list(p) for p in labels], value] for (name, labels), value in reading.counters.items()]}
+def _file_id(st: os.stat_result) -> tuple[int, int]:
+    return st.st_dev, st.st_ino
 
 
-def _decode(data: Mapping[str, Any]) -> Reading:
+def _encode(host: str, taken: Taken) -> dict[str, Any]:
+    if isinstance(taken, Failure):
+        return {"host": host, "at": taken.at, "failed": taken.kind, "message": taken.message}
+    return {"host": host, "at": taken.at, "start_time": taken.start_time,
+            "counters": [[name, [list(p) for p in labels], value] for (name, labels), value in taken.counters.items()]}
+
+
+def _decode(data: Mapping[str, Any]) -> Taken:
+    if "failed" in data:
+        return Failure(float(data["at"]), str(data["failed"]), str(data["message"]))
     counters = {(name, tuple((k, v) for k, v in labels)): float(value) for name, labels, value in data["counters"]}
     return Reading(float(data["at"]), data.get("start_time"), counters)
 
@@ -236,6 +374,8 @@ class ScrapeProvider:
         self._get = get or self._http_get
         self._http: Http | None = None
         self.sample_seconds = settings.sample_seconds
+        self._used: dict[str, float] = {}  # host -> when the reading this provider last used was taken
+        self.scrapes = 0  # /metrics pages this provider read (the scale bench reports it)
 
     def _http_get(self, url: str) -> Reply:
         if self._http is None:
@@ -253,17 +393,38 @@ class ScrapeProvider:
                                 f"{snippet(reply.body)}", status=reply.status)
         return reading_from(parse(reply.body, reply.content_type), self.settings, at)
 
+    def _take(self, hosts: Sequence[HostRef], newer_than: Mapping[str, float] | None = None) -> dict[str, Taken]:
+        """A reading (or a failed read) of each host for this moment, one per host per look for
+        all the gate tasks of a wave: under the store's lock, a host another task read at most
+        ``tolerance`` seconds ago (and after this task's previous reading of it, and after
+        ``newer_than``) is not read again; the others are read now and appended, failures
+        included, so the tasks of one look report a host that cannot be read all alike."""
+        newer_than = newer_than or {}
+        out: dict[str, Taken] = {}
+        with self.store.locked():
+            now = self._clock()
+            fresh: dict[str, Taken] = {}
+            for host in hosts:
+                shared = self.store.latest(host.name)
+                floor = max(self._used.get(host.name, -math.inf), newer_than.get(host.name, -math.inf))
+                if shared is not None and floor < shared.at and now - shared.at <= self.settings.tolerance:
+                    out[host.name] = shared
+                    continue
+                try:
+                    taken: Taken = self._read(host)
+                except (ProviderError, ExpositionError) as exc:
+                    taken = Failure.of(self._clock(), exc)
+                out[host.name] = fresh[host.name] = taken
+            if fresh:
+                self.store.add_many(fresh)
+        self.scrapes += len(fresh)
+        self._used.update((name, taken.at) for name, taken in out.items())
+        return out
+
     def mark(self, hosts: Sequence[HostRef]) -> None:
         """Take and keep a reading of each reachable host now (a host that does not answer is
-        skipped: its next fetch reports it)."""
-        taken = {}
-        for host in hosts:
-            try:
-                taken[host.name] = self._read(host)
-            except (ProviderError, ExpositionError):
-                continue
-        if taken:
-            self.store.add_many(taken)
+        kept as such: its next fetch reports it)."""
+        self._take(hosts)
 
     def continuable(self, hosts: Sequence[HostRef], since: float) -> str | None:
         """Why a judgement whose readings go back to ``since`` cannot go on from them, or None
@@ -272,25 +433,18 @@ class ScrapeProvider:
         would leave the kept reading without a counter to take a difference from. The readings
         taken now are kept."""
         self.store.refresh()
-        taken: dict[str, Reading] = {}
-        why = None
         for host in hosts:
+            if self.store.nearest(host.name, since, self.settings.tolerance) is None:
+                return f"no reading of {host.name} was kept from the start of that judgement"
+        taken = self._take(hosts)
+        for host in hosts:
+            now = taken[host.name]
+            if isinstance(now, Failure):
+                return f"{host.name} cannot be read now ({now.message})"
             base = self.store.nearest(host.name, since, self.settings.tolerance)
-            if base is None:
-                why = f"no reading of {host.name} was kept from the start of that judgement"
-                break
-            try:
-                now = self._read(host)
-            except (ProviderError, ExpositionError) as exc:
-                why = f"{host.name} cannot be read now ({exc})"
-                break
-            taken[host.name] = now
-            if restarted_between(base, now):
-                why = f"{host.name}'s app restarted since (its counters start again from zero)"
-                break
-        if taken:
-            self.store.add_many(taken)
-        return why
+            if base is not None and restarted_between(base, now):
+                return f"{host.name}'s app restarted since (its counters start again from zero)"
+        return None
 
     def slices(self, hosts: Sequence[HostRef], window: Window, count: int) -> list[Window]:
         """Consecutive spans of the past ``window`` between readings this provider kept (of the
@@ -318,41 +472,32 @@ class ScrapeProvider:
         now = self._clock()
         tolerance = max(self.settings.tolerance, 0.05 * window.seconds)
         self.store.refresh()
-        taken: dict[str, Reading] = {}
-        out = {host.name: self._fetch_one(host, window, now, tolerance, taken) for host in hosts}
-        if taken:
-            self.store.add_many(taken)
-        return out
-
-    def _fetch_one(self, host: HostRef, window: Window, now: float, tolerance: float,
-                   taken: dict[str, Reading]) -> HostMetrics:
         if window.end < now - tolerance:
-            # A past window (a baseline slice) is answered from stored readings, taken whenever
-            # this host was looked at; rates, not exact edges, matter, so the nearest readings
-            # within half the window on either side will do (the time covered is reported).
-            loose = max(tolerance, window.seconds / 2.0)
-            base = self.store.nearest(host.name, window.start, loose)
-            end = self.store.nearest(host.name, window.end, loose)
-            if end is None:
-                return no_data(host.name, "no stored reading near the end of this past window")
-        else:
-            base = self.store.nearest(host.name, window.start, tolerance)
-            try:
-                end = self._read(host)
-            except Unreachable as exc:
-                return HostMetrics(host=host.name, reachable=False, no_data=True, detail=str(exc))
-            except ProviderError as exc:  # it answered, but not with metrics: nothing to judge
-                return no_data(host.name, str(exc))
-            except ExpositionError as exc:
-                return no_data(host.name, f"/metrics is not valid exposition format: {exc}")
-            taken[host.name] = end  # kept for the next look (all hosts in one write)
+            return {host.name: self._fetch_past(host, window, tolerance) for host in hosts}
+        bases = {host.name: self.store.nearest(host.name, window.start, tolerance) for host in hosts}
+        ends = self._take(hosts, {name: base.at for name, base in bases.items() if base is not None})
+        return {host.name: self._difference(host.name, bases[host.name], ends[host.name]) for host in hosts}
+
+    def _fetch_past(self, host: HostRef, window: Window, tolerance: float) -> HostMetrics:
+        # A past window (a baseline slice) is answered from stored readings, taken whenever
+        # this host was looked at; rates, not exact edges, matter, so the nearest readings
+        # within half the window on either side will do (the time covered is reported).
+        loose = max(tolerance, window.seconds / 2.0)
+        end = self.store.nearest(host.name, window.end, loose)
+        if end is None:
+            return no_data(host.name, "no stored reading near the end of this past window")
+        return self._difference(host.name, self.store.nearest(host.name, window.start, loose), end)
+
+    def _difference(self, host: str, base: Reading | None, end: Taken) -> HostMetrics:
+        if isinstance(end, Failure):
+            return end.metrics(host)
         if base is None or base.at >= end.at:
-            return no_data(host.name, "no earlier reading near the window's start to take a difference from "
-                                      "(this reading is kept for the next look)")
+            return no_data(host, "no earlier reading near the window's start to take a difference from "
+                                 "(this reading is kept for the next look)")
         covered_from = base.at
         if end.start_time is not None and base.start_time is not None and end.start_time != base.start_time:
             covered_from = max(base.at, end.start_time)
-        return summarize(host.name, increase(base, end), self.settings, end.at - covered_from)
+        return summarize(host, increase(base, end), self.settings, end.at - covered_from)
 
 
 def from_settings(data: Mapping[str, Any], where: str, env: Mapping[str, str]) -> ScrapeProvider:
