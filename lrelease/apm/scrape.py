@@ -38,6 +38,8 @@ from lrelease.apm.latency import Latency
 from lrelease.apm.transport import Http, Reply, Settings, Unreachable, snippet
 
 Key = tuple[str, Labels]
+REQUEST, ERROR = "request", "error"  # roles of a request counter series (ScrapeSettings.role)
+Role = str | float | None
 
 
 @dataclass(frozen=True)
@@ -56,6 +58,33 @@ class ScrapeSettings:
     sample_seconds: float = 10.0  # during a bake, read every host this often (0: only at looks)
     state_path: str = ""  # JSON file sharing readings between processes; "" keeps them in memory
     ca_bundle: str = ""  # a CA file to trust for https:// hosts ("": the system's, or REQUESTS_CA_BUNDLE)
+
+    # series -> its role (see ``role``): the same series come back on every host at every look
+    _roles: dict[Key, Role] = field(default_factory=dict, init=False, repr=False, compare=False)
+
+    def role(self, key: Key) -> Role:
+        """What a series counts for: ``REQUEST``, ``ERROR`` (a request whose code is an error),
+        a latency bucket's bound, or None (another series, or one the filters leave out)."""
+        try:
+            return self._roles[key]
+        except KeyError:
+            found = self._roles[key] = self._role(key)
+            return found
+
+    def _role(self, key: Key) -> Role:
+        name, labels = key
+        if name == self.requests_metric:
+            if not self.selected(labels):
+                return None
+            return ERROR if re.fullmatch(self.error_codes, dict(labels).get(self.code_label, "")) else REQUEST
+        if name == self.latency_metric + "_bucket":
+            if not self.selected(tuple(p for p in labels if p[0] != "le")):
+                return None
+            try:
+                return float(dict(labels).get("le", ""))
+            except ValueError:
+                return None
+        return None
 
     def selected(self, labels: Labels) -> bool:
         found = dict(labels)
@@ -106,31 +135,40 @@ def restarted_between(before: Reading, after: Reading) -> bool:
     return any(value < before.counters.get(key, 0.0) for key, value in after.counters.items())
 
 
+def summarize_between(host: str, before: Reading, after: Reading, settings: ScrapeSettings,
+                      seconds: float) -> HostMetrics:
+    """``summarize(host, increase(before, after), ...)`` in one pass over the series: every gate
+    task of a wave does it for every reference host at every look."""
+    restarted = (before.start_time is not None and after.start_time is not None
+                 and after.start_time != before.start_time)
+    old = before.counters
+    role = settings.role
+    deltas: dict[Key, float] = {}
+    for key, value in after.counters.items():
+        if role(key) is None:
+            continue
+        previous = old.get(key)
+        deltas[key] = value if restarted or previous is None or value < previous else value - previous
+    return summarize(host, deltas, settings, seconds)
+
+
 def summarize(host: str, deltas: Mapping[Key, float], settings: ScrapeSettings, seconds: float) -> HostMetrics:
     """Requests, 5xx errors and latency buckets from per-series increases."""
-    errors_re = re.compile(settings.error_codes)
     requests = errors = 0.0
     buckets: dict[float, float] = {}
     seen_requests = False
-    for (name, labels), value in deltas.items():
-        if name == settings.requests_metric:
-            if not settings.selected(labels):
-                continue
+    role = settings.role
+    for key, value in deltas.items():
+        found = role(key)
+        if found is None:
+            continue
+        if found is REQUEST or found is ERROR:
             seen_requests = True
             requests += value
-            code = dict(labels).get(settings.code_label, "")
-            if errors_re.fullmatch(code):
+            if found is ERROR:
                 errors += value
-        elif name == settings.latency_metric + "_bucket":
-            plain = tuple(p for p in labels if p[0] != "le")
-            if not settings.selected(plain):
-                continue
-            le = dict(labels).get("le", "")
-            try:
-                bound = float(le)
-            except ValueError:
-                continue
-            buckets[bound] = buckets.get(bound, 0.0) + value
+        else:
+            buckets[found] = buckets.get(found, 0.0) + value
     if not seen_requests:
         return no_data(host, f"no {settings.requests_metric} series (after filters) in {settings.metrics_path} "
                              "(an app with its own metric names sets requests_metric, latency_metric, code_label)",
@@ -197,6 +235,7 @@ class ReadingStore:
         self.path = Path(path) if path else None
         self._by_host: dict[str, list[Reading]] = {}
         self._failed: dict[str, Failure] = {}  # the newest failed read of each host
+        self._pending: dict[str, list[bytes]] = {}  # lines read but not decoded yet, per host
         self._offset = 0  # bytes of the file taken in (complete lines)
         self._file_id: tuple[int, int] | None = None  # (st_dev, st_ino) of the file read
         self._lines = 0  # lines taken in from the file (compaction counts them)
@@ -260,6 +299,29 @@ class ReadingStore:
         self.bytes_written += len(data)
         self._maybe_compact()
 
+    def _take_in_lines(self, chunk: bytes) -> None:
+        """Complete lines read from the file: a host's lines are only decoded when its readings
+        are asked for (a gate task needs its canary and the reference hosts, not the others)."""
+        for line in chunk.splitlines():
+            self._lines += 1
+            found = _HOST_RE.match(line)
+            if found is None:  # not a line of ours as written: decode it now (or skip it)
+                self._take_in(self._decode_lines([line]))
+                continue
+            try:
+                host = json.loads(found.group(1))
+            except ValueError:
+                continue
+            pending = self._pending.setdefault(host, [])
+            pending.append(line)
+            if len(pending) > 2 * self.MAX_PER_HOST:  # bounded like the decoded ones
+                del pending[:-self.MAX_PER_HOST]
+
+    def _settle(self, host: str) -> None:
+        pending = self._pending.pop(host, None)
+        if pending:
+            self._take_in(self._decode_lines(pending))
+
     def _take_in(self, items: Iterable[tuple[str, Taken]]) -> None:
         for host, taken in items:
             if isinstance(taken, Failure):
@@ -280,7 +342,7 @@ class ReadingStore:
             with open(self.path, "rb") as f:
                 found = _file_id(os.fstat(f.fileno()))
                 if found != self._file_id:  # a new file (compacted, or replaced): read it all
-                    self._by_host, self._failed, self._offset, self._lines = {}, {}, 0, 0
+                    self._by_host, self._failed, self._pending, self._offset, self._lines = {}, {}, {}, 0, 0
                     self._file_id = found
                 f.seek(self._offset)
                 chunk = f.read()
@@ -292,11 +354,11 @@ class ReadingStore:
         if not complete:
             return
         self._offset += complete
-        self._take_in(self._decode_lines(chunk[:complete]))
+        self._take_in_lines(chunk[:complete])
 
-    def _decode_lines(self, chunk: bytes) -> Iterator[tuple[str, Taken]]:
-        for line in chunk.splitlines():
-            self._lines += 1
+    @staticmethod
+    def _decode_lines(lines: Iterable[bytes]) -> Iterator[tuple[str, Taken]]:
+        for line in lines:
             try:
                 data = json.loads(line)
                 if "host" in data:
@@ -308,10 +370,12 @@ class ReadingStore:
                 continue  # a broken line (a killed writer's) or not a reading: skip it
 
     def _maybe_compact(self) -> None:
-        kept = sum(len(r) for r in self._by_host.values()) + len(self._failed)
+        kept = sum(map(len, self._by_host.values())) + sum(map(len, self._pending.values())) + len(self._failed)
         if self._lines <= self.COMPACT_FACTOR * max(kept, self.MAX_PER_HOST):
             return
         assert self.path is not None and self._locked
+        for host in list(self._pending):
+            self._settle(host)
         lines = [(host, r) for host, readings in self._by_host.items() for r in readings]
         lines += list(self._failed.items())
         data = _lines(lines)
@@ -322,10 +386,12 @@ class ReadingStore:
         self.bytes_written += len(data)
 
     def readings(self, host: str) -> list[Reading]:
+        self._settle(host)
         return list(self._by_host.get(host, []))
 
     def latest(self, host: str) -> Taken | None:
         """The newest reading or failed read of the host."""
+        self._settle(host)
         kept = self._by_host.get(host)
         newest = kept[-1] if kept else None
         failed = self._failed.get(host)
@@ -334,12 +400,16 @@ class ReadingStore:
         return newest
 
     def nearest(self, host: str, at: float, tolerance: float) -> Reading | None:
+        self._settle(host)
         candidates = [r for r in self._by_host.get(host, ()) if abs(r.at - at) <= tolerance]
         return min(candidates, key=lambda r: abs(r.at - at), default=None)
 
 
 def _lines(items: Iterable[tuple[str, Taken]]) -> bytes:
     return "".join(json.dumps(_encode(host, r), separators=(",", ":")) + "\n" for host, r in items).encode("utf-8")
+
+
+_HOST_RE = re.compile(rb'\{"host":("(?:[^"\\]|\\.)*"),')  # the start of a line as _lines writes it
 
 
 def _file_id(st: os.stat_result) -> tuple[int, int]:
@@ -356,7 +426,7 @@ def _encode(host: str, taken: Taken) -> dict[str, Any]:
 def _decode(data: Mapping[str, Any]) -> Taken:
     if "failed" in data:
         return Failure(float(data["at"]), str(data["failed"]), str(data["message"]))
-    counters = {(name, tuple((k, v) for k, v in labels)): float(value) for name, labels, value in data["counters"]}
+    counters = {(name, tuple(map(tuple, labels))): float(value) for name, labels, value in data["counters"]}
     return Reading(float(data["at"]), data.get("start_time"), counters)
 
 
@@ -497,7 +567,7 @@ class ScrapeProvider:
         covered_from = base.at
         if end.start_time is not None and base.start_time is not None and end.start_time != base.start_time:
             covered_from = max(base.at, end.start_time)
-        return summarize(host, increase(base, end), self.settings, end.at - covered_from)
+        return summarize_between(host, base, end, self.settings, end.at - covered_from)
 
 
 def from_settings(data: Mapping[str, Any], where: str, env: Mapping[str, str]) -> ScrapeProvider:
