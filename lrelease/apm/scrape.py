@@ -3,9 +3,16 @@
 Counters only go up, so the traffic in a window is the difference between two readings: one
 taken at (or near) the window's start, one at its end. ``mark(hosts)`` takes a reading now
 (the gate marks hosts at the switch); ``fetch`` reads again and subtracts. Readings are kept in
-a :class:`ReadingStore` (in memory, or a JSON file so that separate processes, e.g. one Ansible
-task per wave, share them) and a past window, such as the last wave's "before the switch"
-baseline, is answered from stored readings.
+a :class:`ReadingStore` (in memory, or an append-only JSON lines file so that separate
+processes — the gate tasks of a wave, one per host — share them) and a past window, such as
+the last wave's "before the switch" baseline, is answered from stored readings.
+
+One reading per host per look for the whole wave: a task reads a host only under the store's
+lock, after taking in what the others appended, and uses instead a reading (or a failed read,
+reported alike) another task took at most ``tolerance`` seconds ago and after the one this task
+used last. A wave of k canaries against r reference hosts reads k + r pages per look, not
+k x (r + 1), and appends them, instead of rewriting the whole file k times (docs/apm-gate.md,
+"The scrape provider's readings").
 
 A counter that went down, or a changed ``process_start_time_seconds``, means the process
 restarted (it does, at a switch): the new value then counts from zero, as PromQL's
