@@ -285,9 +285,9 @@ class ReadingStore:
     def add_many(self, readings: Mapping[str, Taken]) -> None:
         """Keep one reading (or failed read) per host, all in one append."""
         with self.locked():
+            self._take_in(readings.items())  # first: a compaction after the append keeps them
             if self.path is not None:
                 self._append(readings)
-            self._take_in(readings.items())
 
     def _append(self, readings: Mapping[str, Taken]) -> None:
         assert self.path is not None and self._locked

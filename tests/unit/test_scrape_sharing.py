@@ -103,6 +103,10 @@ def test_the_file_is_compacted_rarely_and_readers_follow_it(tmp_path, monkeypatc
     # And the reader, whose offset pointed into the old file, reads the new one afresh
     reader.refresh()
     assert [x.at for x in reader.readings("n1")] == [35.0, 36.0, 37.0, 38.0, 39.0]
+    # And a compaction keeps the reading whose append set it off
+    for i in range(40, 100):
+        writer.add("n1", r(float(i)))
+        assert ReadingStore(str(path)).latest("n1").at == float(i)
 
 
 def test_the_whole_file_format_of_earlier_versions_is_still_read(tmp_path):
