@@ -196,7 +196,8 @@ def main() -> int:
         for version in versions:
             a, b = (statistics.median(r[key] for r in runs[(version, w)]) for w in (small, large))
             ratio = b / a if a else float("inf")
-            target = f"<= {TARGET:g}: {'met' if ratio <= TARGET else 'missed'}" if key == "cpu" else ""
+            judged = key == "cpu" and (small, large) == (5, 50)  # the target is for these waves
+            target = f"<= {TARGET:g}: {'met' if ratio <= TARGET else 'missed'}" if judged else ""
             fmt = (lambda x: f"{x:.3f}{unit}") if unit == "s" else (lambda x: f"{x:,.0f}{unit}")
             print(f"| {key} | {version} | {fmt(a)} | {fmt(b)} | {ratio:.2f} | {target} |")
     if args.old_ref:
