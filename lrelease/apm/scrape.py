@@ -3,9 +3,16 @@
 Counters only go up, so the traffic in a window is the difference between two readings: one
 taken at (or near) the window's start, one at its end. ``mark(hosts)`` takes a reading now
 (the gate marks hosts at the switch); ``fetch`` reads again and subtracts. Readings are kept in
-a :class:`ReadingStore` (in memory, or a JSON file so that separate processes, e.g. one Ansible
-task per wave, share them) and a past window, such as the last wave's "before the switch"
-baseline, is answered from stored readings.
+a :class:`ReadingStore` (in memory, or an append-only JSON lines file so that separate
+processes — the gate tasks of a wave, one per host — share them) and a past window, such as
+the last wave's "before the switch" baseline, is answered from stored readings.
+
+One reading per host per look for the whole wave: a task reads a host only under the store's
+lock, after taking in what the others appended, and uses instead a reading (or a failed read,
+reported alike) another task took at most ``tolerance`` seconds ago and after the one this task
+used last. A wave of k canaries against r reference hosts reads k + r pages per look, not
+k x (r + 1), and appends them, instead of rewriting the whole file k times (docs/apm-gate.md,
+"The scrape provider's readings").
 
 A counter that went down, or a changed ``process_start_time_seconds``, means the process
 restarted (it does, at a switch): the new value then counts from zero, as PromQL's
@@ -20,12 +27,14 @@ shows them (``http.server.request.duration`` in seconds: the histogram
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
+import math
 import os
 import re
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,6 +45,8 @@ from lrelease.apm.latency import Latency
 from lrelease.apm.transport import Http, Reply, Settings, Unreachable, snippet
 
 Key = tuple[str, Labels]
+REQUEST, ERROR = "request", "error"  # roles of a request counter series (ScrapeSettings.role)
+Role = str | float | None
 
 
 @dataclass(frozen=True)
@@ -54,6 +65,33 @@ class ScrapeSettings:
     sample_seconds: float = 10.0  # during a bake, read every host this often (0: only at looks)
     state_path: str = ""  # JSON file sharing readings between processes; "" keeps them in memory
     ca_bundle: str = ""  # a CA file to trust for https:// hosts ("": the system's, or REQUESTS_CA_BUNDLE)
+
+    # series -> its role (see ``role``): the same series come back on every host at every look
+    _roles: dict[Key, Role] = field(default_factory=dict, init=False, repr=False, compare=False)
+
+    def role(self, key: Key) -> Role:
+        """What a series counts for: ``REQUEST``, ``ERROR`` (a request whose code is an error),
+        a latency bucket's bound, or None (another series, or one the filters leave out)."""
+        try:
+            return self._roles[key]
+        except KeyError:
+            found = self._roles[key] = self._role(key)
+            return found
+
+    def _role(self, key: Key) -> Role:
+        name, labels = key
+        if name == self.requests_metric:
+            if not self.selected(labels):
+                return None
+            return ERROR if re.fullmatch(self.error_codes, dict(labels).get(self.code_label, "")) else REQUEST
+        if name == self.latency_metric + "_bucket":
+            if not self.selected(tuple(p for p in labels if p[0] != "le")):
+                return None
+            try:
+                return float(dict(labels).get("le", ""))
+            except ValueError:
+                return None
+        return None
 
     def selected(self, labels: Labels) -> bool:
         found = dict(labels)
@@ -104,31 +142,40 @@ def restarted_between(before: Reading, after: Reading) -> bool:
     return any(value < before.counters.get(key, 0.0) for key, value in after.counters.items())
 
 
+def summarize_between(host: str, before: Reading, after: Reading, settings: ScrapeSettings,
+                      seconds: float) -> HostMetrics:
+    """``summarize(host, increase(before, after), ...)`` in one pass over the series: every gate
+    task of a wave does it for every reference host at every look."""
+    restarted = (before.start_time is not None and after.start_time is not None
+                 and after.start_time != before.start_time)
+    old = before.counters
+    role = settings.role
+    deltas: dict[Key, float] = {}
+    for key, value in after.counters.items():
+        if role(key) is None:
+            continue
+        previous = old.get(key)
+        deltas[key] = value if restarted or previous is None or value < previous else value - previous
+    return summarize(host, deltas, settings, seconds)
+
+
 def summarize(host: str, deltas: Mapping[Key, float], settings: ScrapeSettings, seconds: float) -> HostMetrics:
     """Requests, 5xx errors and latency buckets from per-series increases."""
-    errors_re = re.compile(settings.error_codes)
     requests = errors = 0.0
     buckets: dict[float, float] = {}
     seen_requests = False
-    for (name, labels), value in deltas.items():
-        if name == settings.requests_metric:
-            if not settings.selected(labels):
-                continue
+    role = settings.role
+    for key, value in deltas.items():
+        found = role(key)
+        if found is None:
+            continue
+        if found is REQUEST or found is ERROR:
             seen_requests = True
             requests += value
-            code = dict(labels).get(settings.code_label, "")
-            if errors_re.fullmatch(code):
+            if found is ERROR:
                 errors += value
-        elif name == settings.latency_metric + "_bucket":
-            plain = tuple(p for p in labels if p[0] != "le")
-            if not settings.selected(plain):
-                continue
-            le = dict(labels).get("le", "")
-            try:
-                bound = float(le)
-            except ValueError:
-                continue
-            buckets[bound] = buckets.get(bound, 0.0) + value
+        else:
+            buckets[found] = buckets.get(found, 0.0) + value
     if not seen_requests:
         return no_data(host, f"no {settings.requests_metric} series (after filters) in {settings.metrics_path} "
                              "(an app with its own metric names sets requests_metric, latency_metric, code_label)",
@@ -137,19 +184,72 @@ def summarize(host: str, deltas: Mapping[Key, float], settings: ScrapeSettings, 
     return HostMetrics(host=host, requests=requests, errors=errors, latency=latency, seconds=seconds)
 
 
+class Failure:
+    """A host that could not be read at a moment: kept beside the readings so that the other
+    gate tasks of the same look report it exactly as the task that tried did, without trying
+    again (a dead host costs a timeout per try)."""
+
+    UNREACHABLE, ERROR, FORMAT = "unreachable", "error", "format"
+
+    def __init__(self, at: float, kind: str, message: str) -> None:
+        self.at, self.kind, self.message = at, kind, message
+
+    @classmethod
+    def of(cls, at: float, exc: Exception) -> Failure:
+        kind = (cls.UNREACHABLE if isinstance(exc, Unreachable)
+                else cls.ERROR if isinstance(exc, ProviderError) else cls.FORMAT)
+        return cls(at, kind, str(exc))
+
+    def metrics(self, host: str) -> HostMetrics:
+        """What a look reports for the host (the same as when its own scrape failed)."""
+        if self.kind == self.UNREACHABLE:
+            return HostMetrics(host=host, reachable=False, no_data=True, detail=self.message)
+        if self.kind == self.ERROR:  # it answered, but not with metrics: nothing to judge
+            return no_data(host, self.message)
+        return no_data(host, f"/metrics is not valid exposition format: {self.message}")
+
+
+Taken = Reading | Failure
+
+
 class ReadingStore:
-    """Readings per host, oldest first; optionally persisted to a JSON file shared by processes
-    (the gate tasks of one wave run side by side): every change is a read-modify-write under an
-    exclusive lock on a sidecar file, then an atomic rename, so no process loses another's
-    readings and no reader sees half a file."""
+    """Readings per host, oldest first (at most ``MAX_PER_HOST`` in memory); optionally
+    persisted to a JSON lines file shared by processes (the gate tasks of one wave run side by
+    side, each its own process).
+
+    The file is append-only: one reading (or one failed read) per line, appended with a single
+    ``O_APPEND`` write under an exclusive ``flock`` on a sidecar lock file; no fsync (the file
+    is a cache of what the hosts said). A store remembers the byte offset it has read up to and
+    takes in only the complete lines appended since; a last line without its newline (a writer
+    killed mid-write, or one still writing) is left for later, and a writer that finds one
+    ends it first so the next line starts clean (the broken line is skipped as unreadable).
+    A line that is not a reading is skipped; a pre-JSON-lines file (one JSON object of
+    ``{host: [readings]}``) is read as such.
+
+    Size: one line per host per reading (~2.5 KB for a demo app page; the counters of the
+    request and latency series only). A bake reads every host every ``sample_seconds`` (10)
+    once for the whole wave, so an hour of a 100-host roll-out appends 360 x 100 lines, ~90 MB.
+    When the file holds more than ``COMPACT_FACTOR`` times the lines the stores keep in memory
+    (``MAX_PER_HOST`` per host), the writer that notices rewrites it with only those (an atomic
+    rename; readers see the new file by its inode and read it afresh) — at most once every
+    ``MAX_PER_HOST`` readings of each host, so the file stays within twice what the old
+    whole-file store rewrote at every write."""
 
     MAX_PER_HOST = 400
+    COMPACT_FACTOR = 2
 
     def __init__(self, path: str = "") -> None:
         self.path = Path(path) if path else None
         self._by_host: dict[str, list[Reading]] = {}
-        if self.path is not None and self.path.exists():
-            self._load()
+        self._failed: dict[str, Failure] = {}  # the newest failed read of each host
+        self._pending: dict[str, list[bytes]] = {}  # lines read but not decoded yet, per host
+        self._offset = 0  # bytes of the file taken in (complete lines)
+        self._file_id: tuple[int, int] | None = None  # (st_dev, st_ino) of the file read
+        self._lines = 0  # lines taken in from the file (compaction counts them)
+        self._locked = False
+        self.bytes_written = 0  # by this store (the scale bench reports it)
+        if self.path is not None:
+            self.refresh()
 
     @staticmethod
     def lock_path(path: Path) -> Path:
@@ -161,64 +261,179 @@ class ReadingStore:
         path.unlink(missing_ok=True)
         cls.lock_path(path).unlink(missing_ok=True)
 
-    def add(self, host: str, reading: Reading) -> None:
-        self.add_many({host: reading})
-
-    def add_many(self, readings: Mapping[str, Reading]) -> None:
-        """Keep one reading per host, all in one write (a look or a sample reads every host)."""
-        if self.path is None:
-            self._add(readings)
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        """Hold the file's lock (nothing for an in-memory store) with every line appended so far
+        taken in: what is decided inside (which hosts another task already read) stays true
+        until the lock is released."""
+        if self.path is None or self._locked:
+            yield
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.lock_path(self.path), "a", encoding="utf-8") as held:
             fcntl.flock(held, fcntl.LOCK_EX)  # released when the file closes
-            self._load()  # another process may have added readings since
-            self._add(readings)
-            self._save()
+            self._locked = True
+            try:
+                self.refresh()
+                yield
+            finally:
+                self._locked = False
 
-    def _add(self, readings: Mapping[str, Reading]) -> None:
-        for host, reading in readings.items():
+    def add(self, host: str, reading: Reading) -> None:
+        self.add_many({host: reading})
+
+    def add_many(self, readings: Mapping[str, Taken]) -> None:
+        """Keep one reading (or failed read) per host, all in one append."""
+        with self.locked():
+            self._take_in(readings.items())  # first: a compaction after the append keeps them
+            if self.path is not None:
+                self._append(readings)
+
+    def _append(self, readings: Mapping[str, Taken]) -> None:
+        assert self.path is not None and self._locked
+        data = _lines(readings.items())
+        fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
+        try:
+            size = os.fstat(fd).st_size
+            if size and os.pread(fd, 1, size - 1) != b"\n":  # a partial line (a writer killed mid-line): end it
+                data = b"\n" + data
+            os.write(fd, data)
+            self._file_id = _file_id(os.fstat(fd))
+        finally:
+            os.close(fd)
+        self._offset = size + len(data)
+        self._lines += len(readings)
+        self.bytes_written += len(data)
+        self._maybe_compact()
+
+    def _take_in_lines(self, chunk: bytes) -> None:
+        """Complete lines read from the file: a host's lines are only decoded when its readings
+        are asked for (a gate task needs its canary and the reference hosts, not the others)."""
+        for line in chunk.splitlines():
+            self._lines += 1
+            found = _HOST_RE.match(line)
+            if found is None:  # not a line of ours as written: decode it now (or skip it)
+                self._take_in(self._decode_lines([line]))
+                continue
+            try:
+                host = json.loads(found.group(1))
+            except ValueError:
+                continue
+            pending = self._pending.setdefault(host, [])
+            pending.append(line)
+            if len(pending) > 2 * self.MAX_PER_HOST:  # bounded like the decoded ones
+                del pending[:-self.MAX_PER_HOST]
+
+    def _settle(self, host: str) -> None:
+        pending = self._pending.pop(host, None)
+        if pending:
+            self._take_in(self._decode_lines(pending))
+
+    def _take_in(self, items: Iterable[tuple[str, Taken]]) -> None:
+        for host, taken in items:
+            if isinstance(taken, Failure):
+                if host not in self._failed or self._failed[host].at <= taken.at:
+                    self._failed[host] = taken
+                continue
             kept = self._by_host.setdefault(host, [])
-            kept.append(reading)
-            kept.sort(key=lambda r: r.at)
+            kept.append(taken)
+            if len(kept) > 1 and kept[-2].at > taken.at:
+                kept.sort(key=lambda r: r.at)
             del kept[:-self.MAX_PER_HOST]
 
     def refresh(self) -> None:
-        """Take in what other processes added since (once per look, not once per host)."""
-        if self.path is not None:
-            self._load()
+        """Take in what other processes appended since (once per look, not once per host)."""
+        if self.path is None:
+            return
+        try:
+            with open(self.path, "rb") as f:
+                found = _file_id(os.fstat(f.fileno()))
+                if found != self._file_id:  # a new file (compacted, or replaced): read it all
+                    self._by_host, self._failed, self._pending, self._offset, self._lines = {}, {}, {}, 0, 0
+                    self._file_id = found
+                f.seek(self._offset)
+                chunk = f.read()
+        except OSError:
+            return  # missing: nothing kept yet (readings are only a cache of the hosts)
+        complete = chunk.rfind(b"\n") + 1
+        if not complete and self._offset == 0 and chunk.startswith(b"{") and not chunk.startswith(b'{"host"'):
+            complete = len(chunk)  # perhaps the whole-file format of lrelease before JSON lines
+        if not complete:
+            return
+        self._offset += complete
+        self._take_in_lines(chunk[:complete])
+
+    @staticmethod
+    def _decode_lines(lines: Iterable[bytes]) -> Iterator[tuple[str, Taken]]:
+        for line in lines:
+            try:
+                data = json.loads(line)
+                if "host" in data:
+                    yield str(data["host"]), _decode(data)
+                else:  # the whole-file format of lrelease before JSON lines
+                    for host, readings in data.items():
+                        yield from ((str(host), _decode(r)) for r in readings)
+            except (ValueError, TypeError, KeyError, AttributeError):
+                continue  # a broken line (a killed writer's) or not a reading: skip it
+
+    def _maybe_compact(self) -> None:
+        kept = sum(map(len, self._by_host.values())) + sum(map(len, self._pending.values())) + len(self._failed)
+        if self._lines <= self.COMPACT_FACTOR * max(kept, self.MAX_PER_HOST):
+            return
+        assert self.path is not None and self._locked
+        for host in list(self._pending):
+            self._settle(host)
+        lines = [(host, r) for host, readings in self._by_host.items() for r in readings]
+        lines += list(self._failed.items())
+        data = _lines(lines)
+        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        tmp.write_bytes(data)
+        os.replace(tmp, self.path)
+        self._file_id, self._offset, self._lines = _file_id(os.stat(self.path)), len(data), len(lines)
+        self.bytes_written += len(data)
 
     def readings(self, host: str) -> list[Reading]:
+        self._settle(host)
         return list(self._by_host.get(host, []))
 
+    def latest(self, host: str) -> Taken | None:
+        """The newest reading or failed read of the host."""
+        self._settle(host)
+        kept = self._by_host.get(host)
+        newest = kept[-1] if kept else None
+        failed = self._failed.get(host)
+        if failed is not None and (newest is None or failed.at > newest.at):
+            return failed
+        return newest
+
     def nearest(self, host: str, at: float, tolerance: float) -> Reading | None:
-        candidates = [r for r in self.readings(host) if abs(r.at - at) <= tolerance]
+        self._settle(host)
+        candidates = [r for r in self._by_host.get(host, ()) if abs(r.at - at) <= tolerance]
         return min(candidates, key=lambda r: abs(r.at - at), default=None)
 
-    def _load(self) -> None:
-        assert self.path is not None
-        try:
-            data = json.loads(self.path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            return  # missing or unreadable: start afresh (readings are only a cache of the hosts)
-        self._by_host = {host: [_decode(r) for r in readings] for host, readings in data.items()}
 
-    def _save(self) -> None:
-        assert self.path is not None
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-        data = {host: [_encode(r) for r in readings] for host, readings in self._by_host.items()}
-        tmp.write_text(json.dumps(data), encoding="utf-8")
-        os.replace(tmp, self.path)
+def _lines(items: Iterable[tuple[str, Taken]]) -> bytes:
+    return "".join(json.dumps(_encode(host, r), separators=(",", ":")) + "\n" for host, r in items).encode("utf-8")
 
 
-def _encode(reading: Reading) -> dict[str, Any]:
-    return {"at": reading.at, "start_time": reading.start_time,
-            "counters": [[name, [list(p) for p in labels], value] for (name, labels), value in reading.counters.items()]}
+_HOST_RE = re.compile(rb'\{"host":("(?:[^"\\]|\\.)*"),')  # the start of a line as _lines writes it
 
 
-def _decode(data: Mapping[str, Any]) -> Reading:
-    counters = {(name, tuple((k, v) for k, v in labels)): float(value) for name, labels, value in data["counters"]}
+def _file_id(st: os.stat_result) -> tuple[int, int]:
+    return st.st_dev, st.st_ino
+
+
+def _encode(host: str, taken: Taken) -> dict[str, Any]:
+    if isinstance(taken, Failure):
+        return {"host": host, "at": taken.at, "failed": taken.kind, "message": taken.message}
+    return {"host": host, "at": taken.at, "start_time": taken.start_time,
+            "counters": [[name, [list(p) for p in labels], value] for (name, labels), value in taken.counters.items()]}
+
+
+def _decode(data: Mapping[str, Any]) -> Taken:
+    if "failed" in data:
+        return Failure(float(data["at"]), str(data["failed"]), str(data["message"]))
+    counters = {(name, tuple(map(tuple, labels))): float(value) for name, labels, value in data["counters"]}
     return Reading(float(data["at"]), data.get("start_time"), counters)
 
 
@@ -236,6 +451,8 @@ class ScrapeProvider:
         self._get = get or self._http_get
         self._http: Http | None = None
         self.sample_seconds = settings.sample_seconds
+        self._used: dict[str, float] = {}  # host -> when the reading this provider last used was taken
+        self.scrapes = 0  # /metrics pages this provider read (the scale bench reports it)
 
     def _http_get(self, url: str) -> Reply:
         if self._http is None:
@@ -253,17 +470,38 @@ class ScrapeProvider:
                                 f"{snippet(reply.body)}", status=reply.status)
         return reading_from(parse(reply.body, reply.content_type), self.settings, at)
 
+    def _take(self, hosts: Sequence[HostRef], newer_than: Mapping[str, float] | None = None) -> dict[str, Taken]:
+        """A reading (or a failed read) of each host for this moment, one per host per look for
+        all the gate tasks of a wave: under the store's lock, a host another task read at most
+        ``tolerance`` seconds ago (and after this task's previous reading of it, and after
+        ``newer_than``) is not read again; the others are read now and appended, failures
+        included, so the tasks of one look report a host that cannot be read all alike."""
+        newer_than = newer_than or {}
+        out: dict[str, Taken] = {}
+        with self.store.locked():
+            now = self._clock()
+            fresh: dict[str, Taken] = {}
+            for host in hosts:
+                shared = self.store.latest(host.name)
+                floor = max(self._used.get(host.name, -math.inf), newer_than.get(host.name, -math.inf))
+                if shared is not None and floor < shared.at and now - shared.at <= self.settings.tolerance:
+                    out[host.name] = shared
+                    continue
+                try:
+                    taken: Taken = self._read(host)
+                except (ProviderError, ExpositionError) as exc:
+                    taken = Failure.of(self._clock(), exc)
+                out[host.name] = fresh[host.name] = taken
+            if fresh:
+                self.store.add_many(fresh)
+        self.scrapes += len(fresh)
+        self._used.update((name, taken.at) for name, taken in out.items())
+        return out
+
     def mark(self, hosts: Sequence[HostRef]) -> None:
         """Take and keep a reading of each reachable host now (a host that does not answer is
-        skipped: its next fetch reports it)."""
-        taken = {}
-        for host in hosts:
-            try:
-                taken[host.name] = self._read(host)
-            except (ProviderError, ExpositionError):
-                continue
-        if taken:
-            self.store.add_many(taken)
+        kept as such: its next fetch reports it)."""
+        self._take(hosts)
 
     def continuable(self, hosts: Sequence[HostRef], since: float) -> str | None:
         """Why a judgement whose readings go back to ``since`` cannot go on from them, or None
@@ -272,25 +510,18 @@ class ScrapeProvider:
         would leave the kept reading without a counter to take a difference from. The readings
         taken now are kept."""
         self.store.refresh()
-        taken: dict[str, Reading] = {}
-        why = None
         for host in hosts:
+            if self.store.nearest(host.name, since, self.settings.tolerance) is None:
+                return f"no reading of {host.name} was kept from the start of that judgement"
+        taken = self._take(hosts)
+        for host in hosts:
+            now = taken[host.name]
+            if isinstance(now, Failure):
+                return f"{host.name} cannot be read now ({now.message})"
             base = self.store.nearest(host.name, since, self.settings.tolerance)
-            if base is None:
-                why = f"no reading of {host.name} was kept from the start of that judgement"
-                break
-            try:
-                now = self._read(host)
-            except (ProviderError, ExpositionError) as exc:
-                why = f"{host.name} cannot be read now ({exc})"
-                break
-            taken[host.name] = now
-            if restarted_between(base, now):
-                why = f"{host.name}'s app restarted since (its counters start again from zero)"
-                break
-        if taken:
-            self.store.add_many(taken)
-        return why
+            if base is not None and restarted_between(base, now):
+                return f"{host.name}'s app restarted since (its counters start again from zero)"
+        return None
 
     def slices(self, hosts: Sequence[HostRef], window: Window, count: int) -> list[Window]:
         """Consecutive spans of the past ``window`` between readings this provider kept (of the
@@ -318,41 +549,32 @@ class ScrapeProvider:
         now = self._clock()
         tolerance = max(self.settings.tolerance, 0.05 * window.seconds)
         self.store.refresh()
-        taken: dict[str, Reading] = {}
-        out = {host.name: self._fetch_one(host, window, now, tolerance, taken) for host in hosts}
-        if taken:
-            self.store.add_many(taken)
-        return out
-
-    def _fetch_one(self, host: HostRef, window: Window, now: float, tolerance: float,
-                   taken: dict[str, Reading]) -> HostMetrics:
         if window.end < now - tolerance:
-            # A past window (a baseline slice) is answered from stored readings, taken whenever
-            # this host was looked at; rates, not exact edges, matter, so the nearest readings
-            # within half the window on either side will do (the time covered is reported).
-            loose = max(tolerance, window.seconds / 2.0)
-            base = self.store.nearest(host.name, window.start, loose)
-            end = self.store.nearest(host.name, window.end, loose)
-            if end is None:
-                return no_data(host.name, "no stored reading near the end of this past window")
-        else:
-            base = self.store.nearest(host.name, window.start, tolerance)
-            try:
-                end = self._read(host)
-            except Unreachable as exc:
-                return HostMetrics(host=host.name, reachable=False, no_data=True, detail=str(exc))
-            except ProviderError as exc:  # it answered, but not with metrics: nothing to judge
-                return no_data(host.name, str(exc))
-            except ExpositionError as exc:
-                return no_data(host.name, f"/metrics is not valid exposition format: {exc}")
-            taken[host.name] = end  # kept for the next look (all hosts in one write)
+            return {host.name: self._fetch_past(host, window, tolerance) for host in hosts}
+        bases = {host.name: self.store.nearest(host.name, window.start, tolerance) for host in hosts}
+        ends = self._take(hosts, {name: base.at for name, base in bases.items() if base is not None})
+        return {host.name: self._difference(host.name, bases[host.name], ends[host.name]) for host in hosts}
+
+    def _fetch_past(self, host: HostRef, window: Window, tolerance: float) -> HostMetrics:
+        # A past window (a baseline slice) is answered from stored readings, taken whenever
+        # this host was looked at; rates, not exact edges, matter, so the nearest readings
+        # within half the window on either side will do (the time covered is reported).
+        loose = max(tolerance, window.seconds / 2.0)
+        end = self.store.nearest(host.name, window.end, loose)
+        if end is None:
+            return no_data(host.name, "no stored reading near the end of this past window")
+        return self._difference(host.name, self.store.nearest(host.name, window.start, loose), end)
+
+    def _difference(self, host: str, base: Reading | None, end: Taken) -> HostMetrics:
+        if isinstance(end, Failure):
+            return end.metrics(host)
         if base is None or base.at >= end.at:
-            return no_data(host.name, "no earlier reading near the window's start to take a difference from "
-                                      "(this reading is kept for the next look)")
+            return no_data(host, "no earlier reading near the window's start to take a difference from "
+                                 "(this reading is kept for the next look)")
         covered_from = base.at
         if end.start_time is not None and base.start_time is not None and end.start_time != base.start_time:
             covered_from = max(base.at, end.start_time)
-        return summarize(host.name, increase(base, end), self.settings, end.at - covered_from)
+        return summarize_between(host, base, end, self.settings, end.at - covered_from)
 
 
 def from_settings(data: Mapping[str, Any], where: str, env: Mapping[str, str]) -> ScrapeProvider:

@@ -212,9 +212,10 @@ def test_readings_persist_in_a_json_file_shared_between_providers(tmp_path):
     second = ScrapeProvider(ScrapeSettings(**demo_gate.SCRAPE, state_path=str(path)), get=pages("demoapp_t1.txt"),
                             clock=Clock(1060.0))
     metrics = second.fetch([HostRef("node1", url="http://x")], Window(1000.0, 1060.0))["node1"]
-    # Then the first reading was found in the file
+    # Then the first reading was found in the file, and each reading is one JSON line of it
     assert metrics.requests == 610
-    assert len(json.loads(path.read_text())["node1"]) == 2
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    assert [(line["host"], line["at"]) for line in lines] == [("node1", 1000.0), ("node1", 1060.0)]
 
 
 def _add_readings(path: str, host: str, count: int) -> None:
@@ -236,7 +237,9 @@ def test_processes_adding_readings_side_by_side_lose_none(tmp_path):
         w.join(timeout=60)
     # Then every reading of every process is in the file
     assert [w.exitcode for w in workers] == [0] * 4
-    assert {h: len(r) for h, r in json.loads(Path(path).read_text()).items()} == {f"node{i}": 40 for i in range(4)}
+    store = ReadingStore(path)
+    assert {f"node{i}": len(store.readings(f"node{i}")) for i in range(4)} == {f"node{i}": 40 for i in range(4)}
+    assert len(Path(path).read_text().splitlines()) == 160  # every line whole
 
 
 def test_a_past_window_is_sliced_at_the_readings_kept():
