@@ -12,6 +12,7 @@ workflow shows red. Three hosts of the session fleet (a launch-time limit), no b
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import ansible_runner
@@ -65,7 +66,8 @@ class Awx:
                      "awx_job_id": self.job, "awx_user_name": "alice"}
         env = {k: v for k, v in os.environ.items() if not k.startswith(("LRELEASE_", "ANSIBLE_"))}
         # the credential type's injector: LRELEASE_STATE_URL in the job's environment
-        env.update({"LRELEASE_STATE_URL": f"sqlite:///{self.db}", "ANSIBLE_NOCOLOR": "1"})
+        env.update({"LRELEASE_STATE_URL": f"sqlite:///{self.db}", "ANSIBLE_NOCOLOR": "1",
+                    "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '/usr/bin:/bin')}"})
         stats: dict = {}
 
         def on_event(event: dict) -> bool:
