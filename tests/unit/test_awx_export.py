@@ -127,7 +127,9 @@ def test_every_module_and_argument_exists_in_awx_awx(project):
     # Given a project with two environments
     # When it is exported
     tasks, files = exported(project)
-    # Then the playbook is one play on localhost whose every task is an awx.awx module with known arguments
+    # Then the playbook reads without anchors or aliases (every value written out, for a review)
+    assert not re.search(r"[&*]id\d+", files[awxexport.PLAYBOOK])
+    # and it is one play on localhost whose every task is an awx.awx module with known arguments
     for task in tasks:
         (module,) = [k for k in task if k != "name"]
         assert module in AWX_ARGS, module
