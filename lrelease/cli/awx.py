@@ -39,10 +39,11 @@ def _pairs(values: tuple[str, ...]) -> dict[str, str]:
 
 
 @click.group(epilog=epilog(["lrelease awx launch lrelease-deploy --build 1.4.0 --env production",
-                            "lrelease awx launch --help      # what each exit code means for a launch"], CODES))
+                            "lrelease awx launch --help      # what each exit code means for a launch",
+                            "lrelease awx export --out awx/  # the templates, surveys and workflow to apply"], CODES))
 def awx() -> None:
-    """AWX (and Ansible Automation Platform): launch lrelease's job templates and workflows and
-    follow them. Settings from the environment: LRELEASE_AWX_URL, LRELEASE_AWX_TOKEN (or
+    """AWX (and Ansible Automation Platform): export lrelease's job templates and workflow (a
+    playbook of awx.awx modules), launch them and follow them. Settings from the environment: LRELEASE_AWX_URL, LRELEASE_AWX_TOKEN (or
     LRELEASE_AWX_TOKEN_FILE), LRELEASE_AWX_CA_BUNDLE; docs/awx.md."""
 
 

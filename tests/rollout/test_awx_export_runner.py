@@ -109,7 +109,18 @@ def test_exported_templates_roll_out_a_good_build_and_roll_back_a_bad_one_red(aw
         assert status == "failed" and f"locked by roll-out {holder}" in out
         assert {n: awx.project.current(n) for n in awx.hosts} == {n: BASE for n in awx.hosts}
 
-    # When the deploy template runs a good build (the lock free)
+    # Given production paused (a release policy) with the lock free
+    with StateStore(awx.db) as st:
+        st.pause_env("production", paused_by="bob", reason="INC-42")
+    # When the deploy template runs
+    status, _, out = awx.run("lrelease deploy production", answers(awx, "1.1.0"))
+    # Then the policy refuses it, before any host changed
+    assert status == "failed" and "environment production is paused by bob" in out
+    assert {n: awx.project.current(n) for n in awx.hosts} == {n: BASE for n in awx.hosts}
+    with StateStore(awx.db) as st:
+        st.unpause_env("production", unpaused_by="bob")
+
+    # When the deploy template runs a good build (the lock free, nothing paused)
     status, _, out = awx.run("lrelease deploy production", answers(awx, "1.1.0"))
     # Then every host is on it, and the run is recorded as AWX's job
     assert status == "successful", out[-3000:]
