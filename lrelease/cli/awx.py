@@ -4,15 +4,17 @@ its end in the same progress view as a local run (lrelease/awx.py does the talki
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import click
 from rich.markup import escape
 from rich.text import Text
 
 from lrelease import awx as client
+from lrelease import awxexport
 from lrelease.cli.helptext import epilog
 from lrelease.cli.progress import ProgressView
-from lrelease.cli.release import _emit, console, json_option, lines, out
+from lrelease.cli.release import _emit, _project, config_option, console, json_option, lines, out
 from lrelease.config import BUILD_RE
 from lrelease.errors import ConfigError, ExitCode, LreleaseError
 
@@ -37,10 +39,11 @@ def _pairs(values: tuple[str, ...]) -> dict[str, str]:
 
 
 @click.group(epilog=epilog(["lrelease awx launch lrelease-deploy --build 1.4.0 --env production",
-                            "lrelease awx launch --help      # what each exit code means for a launch"], CODES))
+                            "lrelease awx launch --help      # what each exit code means for a launch",
+                            "lrelease awx export --out awx/  # the templates, surveys and workflow to apply"], CODES))
 def awx() -> None:
-    """AWX (and Ansible Automation Platform): launch lrelease's job templates and workflows and
-    follow them. Settings from the environment: LRELEASE_AWX_URL, LRELEASE_AWX_TOKEN (or
+    """AWX (and Ansible Automation Platform): export lrelease's job templates and workflow (a
+    playbook of awx.awx modules), launch them and follow them. Settings from the environment: LRELEASE_AWX_URL, LRELEASE_AWX_TOKEN (or
     LRELEASE_AWX_TOKEN_FILE), LRELEASE_AWX_CA_BUNDLE; docs/awx.md."""
 
 
@@ -107,6 +110,24 @@ def launch(ctx: click.Context, template: str, build: str, env: str | None, reaso
         console.print(f"[{style}]{escape(outcome.message)}[/] (exit {int(outcome.exit_code)})", highlight=False,
                       soft_wrap=True)  # one line in a log
     ctx.exit(int(outcome.exit_code))
+
+
+@awx.command("export", epilog=epilog([
+    "lrelease awx export --out awx/                      # every environment",
+    "lrelease awx export --out awx/ --env production     # then: ansible-playbook awx/awx-lrelease.yml ...",
+], (ExitCode.OK, ExitCode.USAGE, ExitCode.INTERNAL)))
+@config_option
+@click.option("--out", "-o", "out_dir", type=click.Path(path_type=Path, file_okay=False), default=Path("awx"),
+              show_default=True, help="Directory to write the files into (created).")
+@click.option("--env", "-e", "envs", multiple=True, help="Only this environment (repeatable; default: all).")
+def export(config_path: Path, out_dir: Path, envs: tuple[str, ...]) -> None:
+    """Write lrelease's AWX objects as a playbook of awx.awx modules (awx-lrelease.yml: credential
+    type, credential, execution environment, project, inventory sources, job templates deploy /
+    rollback / status with surveys, and a workflow that turns red after a rollback) plus the
+    inventory source files the project must carry. Apply it with ansible-playbook; docs/awx.md."""
+    made = awxexport.build_export(_project(config_path), envs)
+    for path in awxexport.write_export(made, out_dir):
+        lines.print(f"wrote {path}")
 
 
 COMMANDS = (awx,)
