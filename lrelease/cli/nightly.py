@@ -16,6 +16,7 @@ from lrelease import nightly as automation
 from lrelease import policies, secrets, statedb
 from lrelease.cli.helptext import epilog
 from lrelease.cli.release import _emit, _Interrupt, _project, config_option
+from lrelease.config import EnvironmentConfig, ProjectConfig
 from lrelease.errors import ExitCode, LreleaseError
 from lrelease.rollout import Outcome, Releaser
 from lrelease.runner import ProgressEvent
@@ -94,7 +95,12 @@ def nightly(ctx: click.Context, envs: tuple[str, ...], dry_run: bool, config_pat
                     results.append(_skipped(env.name, "interrupted", "not started: nightly was interrupted"))
                     log(logging.WARNING, env.name, "skip", results[-1]["detail"], reason="interrupted")
                     continue
-                results.append(_one(project, env, actor, dry_run, interrupt, log))
+                releaser = Releaser(project, actor=actor, cancel=interrupt.request,
+                                    on_event=lambda e, name=env.name: _progress(log, name, e))
+                try:
+                    results.append(_one(project, env, releaser, dry_run, log))
+                finally:
+                    releaser.store.close()
         code = worst([r["exit_code"] for r in results])
         log(logging.INFO if code == ExitCode.OK else logging.WARNING, None, "end", f"exit {int(code)}",
             exit_code=int(code))
@@ -110,11 +116,10 @@ def _skipped(env: str, reason: str, detail: str) -> dict[str, Any]:
             "status": None, "exit_code": 0}
 
 
-def _one(project, env, actor: str, dry_run: bool, interrupt: _Interrupt, log: _Log) -> dict[str, Any]:
+def _one(project: ProjectConfig, env: EnvironmentConfig, releaser: Releaser, dry_run: bool,
+         log: _Log) -> dict[str, Any]:
     """Decide for ``env`` now (after the environments before it ran) and, unless a dry run, act."""
-    releaser = Releaser(project, actor=actor, cancel=interrupt.request,
-                        on_event=lambda e: _progress(log, env.name, e))
-    store = releaser.store
+    store, actor = releaser.store, releaser.actor
     now = store.clock()
     try:
         step = automation.decide(project, store, env, now, automation.builds(project))
