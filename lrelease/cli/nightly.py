@@ -64,7 +64,9 @@ class _Log:
     "lrelease nightly --dry-run                        # what it would do now, changing nothing",
     "lrelease nightly --env next --env production      # only these (required ones first)",
     "LRELEASE_USER=alice lrelease nightly 2>>/var/log/lrelease-nightly.jsonl   # as the release captain",
-]))
+    "*/30 22-23,0-5 * * *  cd /srv/release && LRELEASE_USER=nightly .venv/bin/lrelease nightly   # crontab; "
+    "systemd: docs/nightly.md",
+], OK="success: every environment done, up to date or skipped (paused, window closed, automation off)"))
 @click.option("--env", "-e", "envs", multiple=True, help="Only this environment (repeatable) [default: all].")
 @click.option("--dry-run", is_flag=True, help="Decide and report (would-be refusals included); change nothing.")
 @config_option
