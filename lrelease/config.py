@@ -42,6 +42,7 @@ Schema (version 1; ``lrelease.example.yml`` at the repository root is the commen
                                       # required: none starts without one (lrelease.policies)
         requires: {env: next, soak: 30m}   # optional: a build must first be proven on that other
                                       # environment (soak default 30m; d/h/m/s); lrelease.policies
+        nightly: false                # default false; true: `lrelease nightly` acts here (lrelease.nightly)
 
 ``health.port`` becomes the extra var ``lrelease_app_port``, which wins over every host var;
 leave it out when the port differs per host (``vars: {lrelease_app_port: ...}`` in the fleet).
@@ -194,6 +195,7 @@ class EnvironmentConfig:
     requires: Requirement | None = None  # the environment a build must be proven on first
     window: Window | None = None  # the deploy window: None, always open
     pauses: tuple[int, ...] = ()  # waves after which a roll-out awaits promotion (`pause` in waves, pause_after_canary)
+    nightly: bool = False  # `lrelease nightly` acts here (lrelease/nightly.py); False: it leaves it alone
 
     def playbook_vars(self) -> dict[str, Any]:
         """The extra vars of docs/design.md that come from this environment's settings."""
@@ -496,7 +498,7 @@ def _url_template_ok(url: str) -> bool:
 
 _ENV_KEYS = ("waves", "bake_seconds", "gate_timeout_seconds", "deploy_root", "service", "health",
              "keep_releases", "lb", "rollback", "inventory", "gate", "shared", "hooks", "captain", "requires",
-             "window", "pause_after_canary")
+             "window", "pause_after_canary", "nightly")
 
 
 def _environment(check: Checker, name: str, value: Any, root: Path) -> EnvironmentConfig:
@@ -534,6 +536,7 @@ def _environment(check: Checker, name: str, value: Any, root: Path) -> Environme
         check.fail(join(key, "captain"), f"optional or required, got {show(captain)}")
     requires = _requires(check, env["requires"], join(key, "requires")) if env.get("requires") is not None else None
     window = _window(check, env["window"], join(key, "window")) if env.get("window") is not None else None
+    nightly = check.boolean(env.get("nightly", False), join(key, "nightly"))
     return EnvironmentConfig(
         name=name, waves=waves, bake_seconds=bake, gate_timeout_seconds=gate_timeout,
         deploy_root=_deploy_root(deploy_root), service_command=command, service_systemd=systemd,
@@ -541,7 +544,7 @@ def _environment(check: Checker, name: str, value: Any, root: Path) -> Environme
         health_path=health_path, health_port=health_port, keep_releases=keep, lb=lb,
         rollback_serial=rollback_serial, inventory=inventory, gate=gate, rollback_min_in_service=min_in_service,
         shared_dirs=shared_dirs, shared_files=shared_files, hooks=hooks, health_check=health_check,
-        captain=captain, requires=requires, window=window, pauses=pauses)
+        captain=captain, requires=requires, window=window, pauses=pauses, nightly=nightly)
 
 
 def _requires(check: Checker, value: Any, key: str) -> Requirement:
