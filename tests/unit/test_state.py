@@ -277,30 +277,43 @@ def test_the_heartbeat_thread_keeps_a_long_rollout_alive(state_db):
 
 
 def test_racing_processes_get_the_lock_exactly_once(tmp_path, state_db):
-    # Given eight processes that try to take the same lock at the same moment
+    # Given eight live processes, all started and ready, that try to take the same lock at the
+    # same moment; the winner holds it until every one has tried (a winner that exited before a
+    # slow starter tried would rightly be taken over: its process is gone)
     path = state_db
     StateStore(path).close()
-    go = tmp_path / "go"
+    go, release = tmp_path / "go", tmp_path / "release"
     code = textwrap.dedent("""
         import os, sys, time
         from lrelease.state import LockHeld, StateStore
         store = StateStore(sys.argv[1])
-        while not os.path.exists(sys.argv[2]):
+        open(os.path.join(sys.argv[3], "ready-%d" % os.getpid()), "w").close()
+        deadline = time.monotonic() + 60
+        while not os.path.exists(sys.argv[2]) and time.monotonic() < deadline:
             time.sleep(0.005)
         try:
             store.take_lock("production", "r%d" % os.getpid(), ttl=60)
             print("won", flush=True)
-            time.sleep(1.5)
+            while not os.path.exists(sys.argv[4]) and time.monotonic() < deadline:
+                time.sleep(0.01)
         except LockHeld:
             print("held", flush=True)
     """)
-    procs = [subprocess.Popen([sys.executable, "-c", code, str(path), str(go)], stdout=subprocess.PIPE,
-                              text=True, cwd=ROOT) for _ in range(8)]
-    time.sleep(0.5)
+    ready = tmp_path / "ready"
+    ready.mkdir()
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(path), str(go), str(ready), str(release)],
+                              stdout=subprocess.PIPE, text=True, cwd=ROOT) for _ in range(8)]
+    deadline = time.monotonic() + 60
+    while len(list(ready.iterdir())) < 8 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    # When they all try at once
     go.touch()
-    results = sorted(p.communicate(timeout=60)[0].strip() for p in procs)
+    answers = sorted(p.stdout.readline().strip() for p in procs)  # each answers once, winner still holding
+    release.touch()
+    for p in procs:
+        p.communicate(timeout=60)
     # Then exactly one wins
-    assert results == ["held"] * 7 + ["won"]
+    assert answers == ["held"] * 7 + ["won"]
 
 
 def test_a_write_waits_for_another_processs_write_transaction_to_end(state_db):
