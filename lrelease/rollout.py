@@ -169,7 +169,9 @@ class FleetStatus:
 
 
 def default_actor() -> str:
-    return os.environ.get("LRELEASE_ACTOR") or getpass.getuser()
+    """Who runs it: $LRELEASE_ACTOR, else $LRELEASE_USER (the name the playbooks' policy step and
+    `lrelease nightly` read too), else the login name."""
+    return os.environ.get("LRELEASE_ACTOR") or os.environ.get("LRELEASE_USER") or getpass.getuser()
 
 
 def sha256_of(path: Path) -> str:

@@ -281,3 +281,14 @@ def test_the_placeholder_policies_refuse_nothing(tmp_path):
     with StateStore(tmp_path / "state.db") as st:
         assert policies.check_start(st, "production", actor="a", action="deploy") is None
 
+
+
+def test_the_wrapper_reads_the_same_user_variable_as_the_policy_step(monkeypatch):
+    # Given LRELEASE_USER set (what the policy step and nightly read) and no LRELEASE_ACTOR
+    from lrelease.rollout import default_actor
+    monkeypatch.delenv("LRELEASE_ACTOR", raising=False)
+    monkeypatch.setenv("LRELEASE_USER", "dora")
+    # Then the wrapper acts as that user too, and LRELEASE_ACTOR still wins when set
+    assert default_actor() == "dora" == policystep.actor({}, {"LRELEASE_USER": "dora"})
+    monkeypatch.setenv("LRELEASE_ACTOR", "eve")
+    assert default_actor() == "eve"
