@@ -27,7 +27,8 @@ def test_the_tarball_carries_the_content_and_none_of_the_checkout_tooling(instal
                  "plugins/modules", "plugins/action", "plugins/inventory", "plugins/lookup"):
         assert must in names, must
     # and none of the tests, benchmarks, venv or the checkout's self-link
-    for never in ("tests", "bench", ".venv", "collections", "molecule", "lrelease.egg-info"):
+    for never in ("tests", "bench", ".venv", "collections", "molecule", "lrelease.egg-info", ".hypothesis",
+                  ".pytest_cache", ".lrelease"):
         assert not any(n == never or n.startswith(never + "/") for n in names), never
 
 
