@@ -22,7 +22,7 @@ def test_the_installed_collection_deploys_a_good_build_and_catches_a_bad_one(san
     # Given a good build
     good = fleet.artifact("1.1.0")
     # When the installed collection's deploy playbook runs by FQCN outside the checkout
-    run = fleet.play_installed(f"{NS}.deploy", fleet.deploy_vars(good), installed.work, installed.env)
+    run = fleet.play_installed(f"{NS}.deploy", fleet.deploy_vars(good, lrelease_rollout_id="collection-good"), installed.work, installed.env)
     # Then every node serves it, through the installed copy (no ansible.cfg anywhere)
     assert run.rc == 0, run.out
     assert all(fleet.current(n) == "1.1.0" and fleet.version(n) == "1.1.0" for n in fleet.names)
@@ -31,7 +31,7 @@ def test_the_installed_collection_deploys_a_good_build_and_catches_a_bad_one(san
     # Given a build that fails its health check
     bad = fleet.artifact("1.2.0", health_fail=True)
     # When the same playbook deploys it
-    run = fleet.play_installed(f"{NS}.deploy", fleet.deploy_vars(bad, lrelease_gate_timeout=2),
+    run = fleet.play_installed(f"{NS}.deploy", fleet.deploy_vars(bad, lrelease_gate_timeout=2, lrelease_rollout_id="collection-bad"),
                                installed.work, installed.env)
     # Then the gate stops it at the canary and the other nodes stay on the good build
     assert run.rc != 0
@@ -40,6 +40,7 @@ def test_the_installed_collection_deploys_a_good_build_and_catches_a_bad_one(san
     assert all(fleet.current(n) == "1.1.0" and fleet.version(n) == "1.1.0" for n in OTHERS)
     stats = run.custom_stats()
     assert stats["lrelease_failed_hosts"] == ["node1"] and stats["lrelease_rollback_build"] == "1.2.0"
+    assert stats["lrelease_rollback_undo"] == ["collection-bad"]
 
     # When the installed rollback playbook runs with what set_stats handed on (an AWX workflow's step)
     back = fleet.play_installed(f"{NS}.rollback", {
