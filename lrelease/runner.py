@@ -166,7 +166,10 @@ class _EventTranslator:
 
     @staticmethod
     def _key(data: dict[str, Any]) -> tuple[str, str]:
-        return (data.get("role") or "", data.get("task") or "")
+        # A role the playbooks name by FQCN reports as "lrelease.release.lrelease_stage": the
+        # contract is the role's own name, whichever collection (or roles path) it came from.
+        role = (data.get("role") or "").rsplit(".", 1)[-1]
+        return (role, data.get("task") or "")
 
     def _on_playbook_on_play_start(self, data: dict[str, Any]) -> None:
         self._emit(EventKind.PLAY_STARTED, None, {"play": data.get("play", "")})

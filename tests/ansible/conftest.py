@@ -77,6 +77,16 @@ class Fleet:
         return self._run([str(ROOT / ".venv" / "bin" / "ansible-playbook"), "-i", str(self.cfg.inventory_path),
                           f"playbooks/{playbook}", "-e", f"@{vars_file}"])
 
+    def play_installed(self, fqcn: str, extravars: dict, cwd: Path, env: dict[str, str]) -> Run:
+        """ansible-playbook -i <inventory> <fqcn> -e @vars.json from ``cwd`` with ``env`` (an
+        installed collection: no checkout, no ansible.cfg)."""
+        vars_file = cwd / f"vars-{len(list(cwd.iterdir()))}.json"
+        vars_file.write_text(json.dumps({"lrelease_state_db": str(self.tmp / "state.db"), **extravars}))
+        proc = subprocess.run([str(ROOT / ".venv" / "bin" / "ansible-playbook"), "-i", str(self.cfg.inventory_path),
+                               fqcn, "-e", f"@{vars_file}"], cwd=cwd, capture_output=True, text=True, timeout=300,
+                              env={**env, "ANSIBLE_SHOW_CUSTOM_STATS": "1", "ANSIBLE_DEPRECATION_WARNINGS": "0"})
+        return Run(proc.returncode, proc.stdout + proc.stderr)
+
     def adhoc(self, module: str, args: str, extravars: dict) -> Run:
         vars_file = self.tmp / "adhoc-vars.json"
         vars_file.write_text(json.dumps(extravars))

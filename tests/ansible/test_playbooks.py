@@ -59,7 +59,7 @@ def test_a_good_build_reaches_every_node_wave_by_wave(sandbox_fleet):
     assert again.rc == 0, again.out
     assert {name: fleet.app_pid(name) for name in fleet.names} == pids
     assert all(len(fleet.ledger(name)) == 1 for name in fleet.names)
-    assert "changed: [node1]\n" not in again.out.split("TASK [lrelease_switch : switched]")[1].split("TASK")[0]
+    assert "changed: [node1]\n" not in again.out.split("TASK [lrelease.release.lrelease_switch : switched]")[1].split("TASK")[0]
 
 
 def test_a_bad_build_stops_after_the_canary_and_rollback_brings_it_back(sandbox_fleet):
@@ -126,7 +126,7 @@ def test_a_rollback_whose_restart_fails_needs_a_human_and_a_hook_gets_a_restart_
     # (`rolled back` changed, ledger line), the switch is still pending and the host stays drained
     assert run.rc != 0
     assert "rolled back to 1.0.0, but '/bin/false restart' exited 1" in run.out
-    assert "changed: [node1]" in run.out.split("TASK [lrelease_rollback : rolled back]")[1].split("TASK")[0]
+    assert "changed: [node1]" in run.out.split("TASK [lrelease.release.lrelease_rollback : rolled back]")[1].split("TASK")[0]
     assert fleet.current("node1") == BASE and fleet.ledger("node1")[-1]["event"] == "rollback"
     assert json.loads((fleet.root("node1") / ".lrelease" / "pending").read_text())["to"] == BASE
     assert fleet.lb_states()["node1"] == "drain" and fleet.app_pid("node1") == pid
@@ -156,7 +156,7 @@ def test_a_rollback_that_died_before_its_restart_restarts_the_host_when_run_agai
     again = fleet.play("rollback.yml", {**rollback_vars, "lrelease_service_command": "/srv/demoapp/bin/demoapp-service"})
     # Then node1 is restarted on 1.0.0 and settled, without a second ledger line
     assert again.rc == 0, again.out
-    assert "changed: [node1]" in again.out.split("TASK [lrelease_rollback : rolled back]")[1].split("TASK")[0]
+    assert "changed: [node1]" in again.out.split("TASK [lrelease.release.lrelease_rollback : rolled back]")[1].split("TASK")[0]
     assert fleet.app_pid("node1") != pid and fleet.version("node1") == BASE
     assert not (fleet.root("node1") / ".lrelease" / "pending").exists()
     assert fleet.lb_states()["node1"] == "ready" and len(fleet.ledger("node1")) == 2
@@ -242,7 +242,7 @@ def test_a_wrong_input_fails_before_any_task_runs(sandbox_fleet):
     # Then the roles' argument specs refuse it, naming the variable, and no host has the build
     assert run.rc != 0
     assert "argument 'lrelease_switch_app_port' is of type str and we were unable to convert to int" in run.out
-    assert "TASK [lrelease_stage : staged]" not in run.out
+    assert "TASK [lrelease.release.lrelease_stage : staged]" not in run.out
     # When a required value is missing
     missing = fleet.deploy_vars(art)
     del missing["lrelease_build"]
@@ -271,7 +271,7 @@ def test_a_run_that_does_not_say_which_gate_is_refused_before_any_host_changes(s
     # Then it fails loudly at its first check, and no host has the build
     assert run.rc != 0
     assert f"{words}" in run.out and "refused before any host changed" in run.out, run.out[-2000:]
-    assert "TASK [lrelease_stage : staged]" not in run.out
+    assert "TASK [lrelease.release.lrelease_stage : staged]" not in run.out
     for name in fleet.names:
         assert not (fleet.root(name) / "releases" / "1.5.1").exists() and fleet.current(name) == BASE
 
@@ -338,7 +338,7 @@ def test_a_host_that_cannot_stage_stops_the_deploy_before_any_switch(sandbox_fle
     # Then staging fails on node3, no host is switched, and node3 keeps no half-staged files
     assert run.rc != 0
     assert "staging 1.7.0 failed on node3" in run.out and "nothing live changed" in run.out
-    assert "TASK [lrelease_switch : switched]" not in run.out
+    assert "TASK [lrelease.release.lrelease_switch : switched]" not in run.out
     for name in fleet.names:
         assert fleet.current(name) == BASE and fleet.version(name) == BASE and fleet.ledger(name) == []
     releases = fleet.root("node3") / "releases"

@@ -73,7 +73,9 @@ def test_task_names_the_wrapper_follows_exist(role):
 
 
 def test_modules_are_called_by_fully_qualified_names():
-    ours = {"lrelease_release", "lrelease_haproxy", "lrelease_gate"}
+    # Given the collection's own modules and roles, by fully qualified name (lrelease.release.*)
+    ours = {f"lrelease.release.{m}" for m in ("lrelease_release", "lrelease_haproxy", "lrelease_gate", "lrelease_policy")}
+    roles = {f"lrelease.release.{r}" for r in ROLES}
     keywords = {"name", "when", "register", "vars", "loop", "loop_control", "delegate_to", "run_once", "block",
                 "rescue", "always", "tags", "changed_when", "failed_when", "until", "retries", "delay", "delegate_facts",
                 "check_mode", "become", "no_log", "notify", "environment", "ignore_errors", "any_errors_fatal"}
@@ -85,6 +87,8 @@ def test_modules_are_called_by_fully_qualified_names():
             actions = [k for k in task if k not in keywords]
             for action in actions:
                 assert action.startswith("ansible.builtin.") or action in ours, f"{where}: {action}"
+                if action.endswith(("import_role", "include_role")):
+                    assert task[action]["name"] in roles, f"{where}: role {task[action]['name']}"
 
     files = list((ROOT / "roles").glob("*/tasks/*.yml"))
     for path in files:
@@ -106,7 +110,8 @@ def test_plugin_documentation_is_valid_yaml():
 def test_plugin_paths_point_at_the_shipped_plugins_and_roles():
     from lrelease.ansible import plugin_paths
 
-    paths = {key: Path(value) for key, value in plugin_paths().items()}
+    paths = {key: Path(value.split(":")[0]) for key, value in plugin_paths().items()}
+    assert (paths["ANSIBLE_COLLECTIONS_PATH"] / "ansible_collections/lrelease/release/galaxy.yml").is_file()
     assert (paths["ANSIBLE_ACTION_PLUGINS"] / "lrelease_gate.py").is_file()
     assert (paths["ANSIBLE_LIBRARY"] / "lrelease_haproxy.py").is_file()
     assert (paths["ANSIBLE_LIBRARY"] / "lrelease_release.py").is_file()

@@ -92,7 +92,7 @@ def test_the_deploy_scenario_passes_and_leaves_the_reused_fleet_up(fleet, tmp_pa
     # Then every step passed: a second converge changed nothing, verify found the new build served
     assert_every_step_passed(run, "deploy")
     # And the converge switched exactly the scenario's nodes
-    assert changed_hosts(run, "lrelease_switch : switched") == TOUCHED
+    assert changed_hosts(run, "lrelease.release.lrelease_switch : switched") == TOUCHED
     # And destroy only reset the touched nodes: the fleet is up and the others never restarted
     assert_reset_not_torn_down(fleet, pids, "1.1.0-molecule")
 
@@ -105,8 +105,8 @@ def test_the_rollback_scenario_passes_and_leaves_the_reused_fleet_up(fleet, tmp_
     # Then every step passed: a second rollback changed nothing, verify found the baseline served
     assert_every_step_passed(run, "rollback")
     # And prepare switched exactly the scenario's nodes, converge rolled exactly those back
-    assert changed_hosts(run, "lrelease_switch : switched") == TOUCHED
-    assert changed_hosts(run, "lrelease_rollback : rolled back") == TOUCHED
+    assert changed_hosts(run, "lrelease.release.lrelease_switch : switched") == TOUCHED
+    assert changed_hosts(run, "lrelease.release.lrelease_rollback : rolled back") == TOUCHED
     # And destroy only reset the touched nodes
     assert_reset_not_torn_down(fleet, pids, "1.2.0-molecule")
 

@@ -93,7 +93,7 @@ def test_a_plain_run_is_refused_while_the_cli_holds_the_lock_then_an_awx_run_is_
         assert refused.returncode != 0
         assert f"locked by roll-out {cli_rid}" in refused.stdout and f"pid {os.getpid()}" in refused.stdout
         assert {n: awx.project.current(n) for n in awx.hosts} == {n: BASE for n in awx.hosts}
-        assert "lrelease_stage : staged" not in refused.stdout
+        assert "lrelease.release.lrelease_stage : staged" not in refused.stdout
         st.finish_rollout(cli_rid, "succeeded", 0)
 
     # When the lock is free and AWX runs it again
@@ -195,7 +195,7 @@ def test_a_plain_run_checks_the_release_policies_of_the_store_and_of_the_project
         # Then it is refused naming the captain, before any host changed, and recorded as refused
         assert refused.returncode != 0
         assert "production's release captain is carol; alice is not" in refused.stdout
-        assert "lrelease_stage : staged" not in refused.stdout
+        assert "lrelease.release.lrelease_stage : staged" not in refused.stdout
         [row] = [r for r in awx.history() if r["plan"].get("via", {}).get("job_id") == "4250"]
         assert (row["status"], row["exit_code"], row["actor"]) == ("refused", 4, "alice")
         assert row["policy"]["refused"]["policy"] == "captain"

@@ -215,3 +215,17 @@ def test_the_first_signal_says_what_happens_next(capsys):
         # Then one line says what happens and how to cancel at once
         err = " ".join(capsys.readouterr().err.split())
         assert f"SIGTERM: {words}" in err and "press Ctrl-C again to cancel at once" in err, err
+
+
+def test_roles_reported_by_their_collection_name_are_followed_like_short_names():
+    # Given the events of a run whose playbooks name the roles by FQCN (lrelease.release.*)
+    result, seen = translate([
+        ev("runner_on_ok", "node1", "lrelease wave", ansible_play_batch=["node1"]),
+        ev("runner_on_ok", "node1", "staged", "lrelease.release.lrelease_stage", changed=True),
+        ev("runner_on_ok", "node1", "switched", "lrelease.release.lrelease_switch", changed=True),
+        ev("runner_on_ok", "node1", "lrelease gate", verdict="pass", evidence={}),
+        ev("playbook_on_stats", ok={"node1": 4}),
+    ])
+    # Then the host is staged and switched, as with the roles' short names
+    assert result.switched == {"node1"}
+    assert [e.kind for e in seen if e.host == "node1"][:2] == [EventKind.HOST_STAGED, EventKind.HOST_SWITCHED]

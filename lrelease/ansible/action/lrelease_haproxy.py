@@ -29,7 +29,7 @@ class ActionModule(ActionBase):
         result = super().run(tmp, task_vars)
         transport = getattr(self._connection, "transport", "") or getattr(self._connection, "_load_name", "")
         if transport not in _LOCAL:
-            result.update(self._execute_module(module_name="lrelease_haproxy", module_args=self._task.args,
+            result.update(self._execute_module(module_name=self._task.action, module_args=self._task.args,
                                                task_vars=task_vars))
             return result
         module = _module()

@@ -33,5 +33,5 @@ class ActionModule(ActionBase):
                 raise AnsibleActionFail("cannot create %s on the host: %s" % (incoming, mkdir["stderr"].strip()))
             self._transfer_file(artifact, args["src"])
             args["remove_src"] = True
-        result.update(self._execute_module(module_name="lrelease_release", module_args=args, task_vars=task_vars))
+        result.update(self._execute_module(module_name=self._task.action, module_args=args, task_vars=task_vars))
         return result

@@ -30,12 +30,13 @@ DOCUMENTATION = r"""
       - One group per environment, canary-tagged hosts first and then the rest in file order, so
         C(serial) starts with the canary; one group C(tag_<tag>) per tag.
       - C(ansible_host) is the node's address; host vars are C(defaults.vars) overridden by the node's C(vars).
-      - The configuration file is YAML whose C(plugin) key is C(lrelease_fleet).
+      - The configuration file is YAML whose C(plugin) key is C(lrelease.release.lrelease_fleet)
+        (the collection's name) or C(lrelease_fleet) (the plugin on a plugin path).
     options:
       plugin:
         description: Marks the file as a source for this plugin.
         required: true
-        choices: ['lrelease_fleet']
+        choices: ['lrelease.release.lrelease_fleet', 'lrelease_fleet']
         type: str
       fleet:
         description: The fleet file; a relative path starts at the directory of this configuration file.
@@ -49,12 +50,12 @@ DOCUMENTATION = r"""
 
 EXAMPLES = r"""
 # inventories/production.lrelease_fleet.yml
-plugin: lrelease_fleet
+plugin: lrelease.release.lrelease_fleet
 fleet: fleet.yml
 environment: production
 """
 
-_PLUGIN_LINE = re.compile(r"^plugin:\s*['\"]?lrelease_fleet['\"]?\s*(#.*)?$", re.MULTILINE)
+_PLUGIN_LINE = re.compile(r"^plugin:\s*['\"]?(lrelease\.release\.)?lrelease_fleet['\"]?\s*(#.*)?$", re.MULTILINE)
 
 
 class InventoryModule(BaseInventoryPlugin):
@@ -64,7 +65,7 @@ class InventoryModule(BaseInventoryPlugin):
     trusted_by_default = True
 
     def verify_file(self, path: str) -> bool:
-        """Only YAML files that say ``plugin: lrelease_fleet`` (so others go to the next plugin)."""
+        """Only YAML files that say ``plugin: lrelease.release.lrelease_fleet`` or ``lrelease_fleet`` (so others go to the next plugin)."""
         if not super().verify_file(path) or not path.endswith((".yml", ".yaml")):
             return False
         try:

@@ -31,7 +31,7 @@ options:
 
 EXAMPLES = r"""
 - name: Take node1 out of rotation
-  lrelease_haproxy:
+  lrelease.release.lrelease_haproxy:
     socket: /run/haproxy/admin.sock
     backend: be_app
     server: node1

@@ -135,7 +135,7 @@ options:
 
 EXAMPLES = r"""
 - name: lrelease policy
-  lrelease_policy:
+  lrelease.release.lrelease_policy:
     step: begin
     action: deploy
     env: "{{ lrelease_env | default(lrelease_hosts | default('all')) }}"
@@ -146,7 +146,7 @@ EXAMPLES = r"""
   register: __lrelease_policy
 
 - name: lrelease policy record switched
-  lrelease_policy:
+  lrelease.release.lrelease_policy:
     step: record
     policy: "{{ __lrelease_policy }}"
     phase: switched

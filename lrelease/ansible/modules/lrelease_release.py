@@ -116,6 +116,32 @@ options:
     type: dict
 """
 
+EXAMPLES = r"""
+- name: Read the host's releases
+  lrelease.release.lrelease_release:
+    root: /srv/shop
+    build: "2026.11.30-1"
+  register: releases
+
+- name: Stage a build from the controller (sent straight to src, sha256 checked on the host)
+  lrelease.release.lrelease_release:
+    root: /srv/shop
+    state: staged
+    build: "2026.11.30-1"
+    artifact: /builds/shop-2026.11.30-1.tar.gz
+    src: /srv/shop/.lrelease/incoming/shop-2026.11.30-1.tar.gz
+    sha256: "{{ lookup('ansible.builtin.file', '/builds/shop-2026.11.30-1.tar.gz.sha256').split() | first }}"
+
+- name: Switch to it (atomic rename of the current symlink, with a ledger line)
+  lrelease.release.lrelease_release:
+    root: /srv/shop
+    state: current
+    build: "2026.11.30-1"
+    ledger:
+      event: switch
+      who: release-bot
+"""
+
 RETURN = r"""
 current: {description: "Build C(current) points at (after the change), or null.", type: str, returned: always}
 previous: {description: "Content of C(.lrelease/previous), or null.", type: str, returned: always}

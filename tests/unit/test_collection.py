@@ -1,0 +1,58 @@
+"""The repository builds as the collection lrelease.release and works once installed elsewhere:
+`ansible-galaxy collection build` here, `ansible-galaxy collection install` into an empty
+collections path, then ansible-doc and ansible-playbook --syntax-check by fully qualified names
+from a directory outside the checkout with no ANSIBLE_CONFIG (no ansible.cfg anywhere)."""
+
+from __future__ import annotations
+
+import tarfile
+
+import pytest
+
+from tests.collection import BIN, NS, build_and_install, run
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory):
+    return build_and_install(tmp_path_factory.mktemp("collection"))
+
+
+def test_the_tarball_carries_the_content_and_none_of_the_checkout_tooling(installed):
+    # Given the built tarball  Then it has the roles, playbooks, plugins, runtime and changelog
+    with tarfile.open(installed.tarball) as tar:
+        names = set(tar.getnames())
+    for must in ("MANIFEST.json", "meta/runtime.yml", "changelogs/changelog.yaml",
+                 "playbooks/deploy.yml", "playbooks/rollback.yml", "playbooks/status.yml",
+                 "roles/lrelease_switch/meta/argument_specs.yml",
+                 "plugins/modules", "plugins/action", "plugins/inventory", "plugins/lookup"):
+        assert must in names, must
+    # and none of the tests, benchmarks, venv or the checkout's self-link
+    for never in ("tests", "bench", ".venv", "collections", "molecule", "lrelease.egg-info", ".hypothesis",
+                  ".pytest_cache", ".lrelease"):
+        assert not any(n == never or n.startswith(never + "/") for n in names), never
+
+
+def test_installed_plugins_resolve_to_files(installed):
+    # Given the installed collection  Then every plugin directory holds the plugin files
+    root = installed.root
+    for kind, name in (("modules", "lrelease_release.py"), ("modules", "lrelease_gate.py"),
+                       ("action", "lrelease_gate.py"), ("inventory", "lrelease_fleet.py"),
+                       ("lookup", "lrelease_lock.py")):
+        assert (root / "plugins" / kind / name).is_file(), f"{kind}/{name}"
+
+
+def test_ansible_doc_finds_the_installed_module_by_fqcn(installed):
+    # When ansible-doc is asked for the module by FQCN, outside the checkout, without ansible.cfg
+    proc = run([str(BIN / "ansible-doc"), f"{NS}.lrelease_release"], installed.work, installed.env)
+    # Then it shows the module's page
+    assert f"{NS}.lrelease_release" in proc.stdout and "OPTIONS" in proc.stdout
+
+
+@pytest.mark.parametrize("playbook", ["deploy", "rollback", "status"])
+def test_installed_playbooks_parse_by_fqcn_outside_the_checkout(installed, playbook):
+    # When ansible-playbook --syntax-check runs the playbook by its FQCN from an empty directory
+    proc = run([str(BIN / "ansible-playbook"), "--syntax-check", "-i", "localhost,", f"{NS}.{playbook}"],
+               installed.work, installed.env)
+    # Then the installed copy is the one read, and every module, action and role it names resolves
+    assert f"playbook: {installed.root}/playbooks/{playbook}.yml" in proc.stdout
+    assert "[WARNING]" not in proc.stderr and "[ERROR]" not in proc.stderr, proc.stderr
