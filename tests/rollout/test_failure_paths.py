@@ -148,8 +148,11 @@ def test_an_interrupted_automatic_rollback_is_finished_by_resume_never_redeploye
     def rolling_back() -> bool:
         if not db.exists():
             return False
-        with sqlite3.connect(db) as conn:
-            return conn.execute("SELECT 1 FROM rollouts WHERE rollback_started_at IS NOT NULL").fetchone() is not None
+        try:
+            with sqlite3.connect(db) as conn:
+                return conn.execute("SELECT 1 FROM rollouts WHERE rollback_started_at IS NOT NULL").fetchone() is not None
+        except sqlite3.OperationalError:  # the file exists, its tables not yet (the migrations are running)
+            return False
     wait_for(project, proc, rolling_back)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
