@@ -9,39 +9,26 @@ from __future__ import annotations
 
 import hashlib
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
 import yaml
 from click.testing import CliRunner
 
-from lrelease import statedb
 from lrelease.cli.main import cli
 from lrelease.state import StateStore
+from tests.clock import injected
 
 T0 = datetime(2026, 11, 30, 22, 0, 0, tzinfo=timezone.utc)
 def env(**more) -> dict:
     return {"deploy_root": "/srv/shop", "service": {"systemd": "shop"}, "waves": ["100%"], **more}
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = T0
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def tick(self, **delta: float) -> None:
-        self.now += timedelta(**delta)
-
-
 @pytest.fixture
 def clock(monkeypatch):
-    """Every state store the CLI opens reads this clock (StateStore's default looks it up per call)."""
-    c = Clock()
-    monkeypatch.setattr(statedb, "utc_now", c)
-    return c
+    """Every state store the CLI opens reads this clock."""
+    return injected(monkeypatch, T0)
 
 
 @pytest.fixture

@@ -18,10 +18,10 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from lrelease import statedb
 from lrelease.cli.main import cli
 from lrelease.state import StateStore
-from tests.unit.test_cli_policies import Clock, env, one_line, words
+from tests.clock import injected
+from tests.unit.test_cli_policies import env, one_line, words
 
 DAY = datetime(2026, 11, 30, 13, 0, tzinfo=timezone.utc)  # Monday 14:00 in Amsterdam
 WINDOW = {"timezone": "Europe/Amsterdam", "weekly": ["Sun-Thu 22:00-06:00"], "freeze": ["2026-12-24..2026-12-26"]}
@@ -29,10 +29,7 @@ WINDOW = {"timezone": "Europe/Amsterdam", "weekly": ["Sun-Thu 22:00-06:00"], "fr
 
 @pytest.fixture
 def clock(monkeypatch):
-    c = Clock()
-    c.now = DAY
-    monkeypatch.setattr(statedb, "utc_now", c)
-    return c
+    return injected(monkeypatch, DAY)
 
 
 @pytest.fixture

@@ -7,40 +7,28 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
 import yaml
 from click.testing import CliRunner
 
-from lrelease import nightly, statedb
+from lrelease import nightly
 from lrelease.cli.main import cli
 from lrelease.cli.nightly import worst
 from lrelease.config import load_config
 from lrelease.state import StateStore
+from tests.clock import injected
 
 # Tuesday 1 December 2026, 23:00 in Amsterdam (22:00 UTC): production's window (22:00-06:00) is open.
 T0 = datetime(2026, 12, 1, 22, 0, tzinfo=timezone.utc)
 WINDOW = {"timezone": "Europe/Amsterdam", "weekly": ["daily 22:00-06:00"]}
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = T0
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def tick(self, **delta: float) -> None:
-        self.now += timedelta(**delta)
-
-
 @pytest.fixture
 def clock(monkeypatch):
-    c = Clock()
-    monkeypatch.setattr(statedb, "utc_now", c)
-    return c
+    return injected(monkeypatch, T0)
 
 
 def env(**more) -> dict:

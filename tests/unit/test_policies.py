@@ -12,25 +12,15 @@ from lrelease.errors import ExitCode
 from lrelease.policies import PolicyRefused, check_start, decide, next_evidence
 from lrelease.state import StateStore
 from tests.statedbs import raw
+from tests.clock import Clock
 
 T0 = datetime(2026, 11, 30, 22, 0, 0, tzinfo=timezone.utc)
 NEXT = Requirement("next", 30 * 60)
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = T0
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def tick(self, **delta: float) -> None:
-        self.now += timedelta(**delta)
-
-
 @pytest.fixture
 def clock():
-    return Clock()
+    return Clock(T0)
 
 
 @pytest.fixture

@@ -21,19 +21,12 @@ from lrelease.policies import PolicyRefused, check_start, decide, describe, shor
 from lrelease.state import StateStore
 from lrelease.window import parse_window
 from tests.statedbs import raw
+from tests.clock import Clock
 
 # Monday 30 November 2026, 14:00 in Amsterdam: outside Sun-Thu 22:00-06:00
 DAY = datetime(2026, 11, 30, 13, 0, tzinfo=timezone.utc)
 NIGHT = datetime(2026, 11, 30, 21, 30, tzinfo=timezone.utc)  # 22:30 local: inside
 NIGHTS = parse_window("Europe/Amsterdam", ["Sun-Thu 22:00-06:00"])
-
-
-class Clock:
-    def __init__(self, now: datetime) -> None:
-        self.now = now
-
-    def __call__(self) -> datetime:
-        return self.now
 
 
 @pytest.fixture
