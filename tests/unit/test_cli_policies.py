@@ -31,9 +31,9 @@ def clock(monkeypatch):
     return injected(monkeypatch, T0)
 
 
-@pytest.fixture
-def project(tmp_path: Path) -> Path:
-    """next (node1) and production (node2, node3), production requiring next with a 30m soak; build 1.6.0."""
+def shop_project(tmp_path: Path, **production) -> Path:
+    """An lrelease.yml with next (node1) and production (node2, node3; its settings ``production``)
+    and a build 1.6.0 in the artifacts store; no host is ever reached."""
     (tmp_path / "fleet.yml").write_text(yaml.safe_dump({"nodes": {
         "node1": {"environment": "next", "address": "192.0.2.1"},
         "node2": {"environment": "production", "address": "192.0.2.2"},
@@ -43,10 +43,16 @@ def project(tmp_path: Path) -> Path:
     artifact.write_bytes(b"not really a tarball")
     (tmp_path / "artifacts" / "shop-1.6.0.tar.gz.sha256").write_text(hashlib.sha256(artifact.read_bytes()).hexdigest())
     config = {"version": 1, "app": "shop", "fleet": "fleet.yml", "state_dir": "state",
-              "environments": {"next": env(), "production": env(requires={"env": "next", "soak": "30m"})}}
+              "environments": {"next": env(), "production": env(**production)}}
     path = tmp_path / "lrelease.yml"
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     return path
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    """Production requires next with a 30m soak."""
+    return shop_project(tmp_path, requires={"env": "next", "soak": "30m"})
 
 
 def run(project: Path, *args: str, actor: str = "alice"):

@@ -8,20 +8,18 @@ never dialled); tests/rollout/test_windows.py runs the accepted roll-outs."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
-import yaml
 from click.testing import CliRunner
 
 from lrelease.cli.main import cli
 from lrelease.state import StateStore
 from tests.clock import injected
-from tests.unit.test_cli_policies import env, one_line, words
+from tests.unit.test_cli_policies import one_line, shop_project, words
 
 DAY = datetime(2026, 11, 30, 13, 0, tzinfo=timezone.utc)  # Monday 14:00 in Amsterdam
 WINDOW = {"timezone": "Europe/Amsterdam", "weekly": ["Sun-Thu 22:00-06:00"], "freeze": ["2026-12-24..2026-12-26"]}
@@ -34,21 +32,8 @@ def clock(monkeypatch):
 
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
-    """next (node1) and production (node2, node3; waves [1, pause, 100%]), production with a night
-    window; build 1.6.0."""
-    (tmp_path / "fleet.yml").write_text(yaml.safe_dump({"nodes": {
-        "node1": {"environment": "next", "address": "192.0.2.1"},
-        "node2": {"environment": "production", "address": "192.0.2.2"},
-        "node3": {"environment": "production", "address": "192.0.2.3"}}}))
-    (tmp_path / "artifacts").mkdir()
-    artifact = tmp_path / "artifacts" / "shop-1.6.0.tar.gz"
-    artifact.write_bytes(b"not really a tarball")
-    (tmp_path / "artifacts" / "shop-1.6.0.tar.gz.sha256").write_text(hashlib.sha256(artifact.read_bytes()).hexdigest())
-    config = {"version": 1, "app": "shop", "fleet": "fleet.yml", "state_dir": "state", "environments": {
-        "next": env(), "production": env(window=WINDOW, waves=[1, "pause", "100%"], bake_seconds=1)}}
-    path = tmp_path / "lrelease.yml"
-    path.write_text(yaml.safe_dump(config, sort_keys=False))
-    return path
+    """Production (waves [1, pause, 100%]) with a night window."""
+    return shop_project(tmp_path, window=WINDOW, waves=[1, "pause", "100%"], bake_seconds=1)
 
 
 def run(project: Path, *args: str, actor: str = "alice"):
