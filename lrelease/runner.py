@@ -30,6 +30,7 @@ from typing import Any
 import ansible_runner
 
 from lrelease import secrets
+from lrelease.ansible_env import ansible_env
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PLAYBOOKS = REPO_ROOT / "playbooks"
@@ -238,20 +239,9 @@ class _EventTranslator:
         self.result.stats = {k: data.get(k) for k in ("ok", "changed", "failures", "dark", "skipped", "rescued")}
 
 
-def plugin_env() -> dict[str, str]:
-    """Environment that puts the package's Ansible plugins and the repo's roles on the path."""
-    from lrelease.ansible import plugin_paths
-
-    env = dict(plugin_paths())
-    env.update({
-        "ANSIBLE_CONFIG": str(REPO_ROOT / "ansible.cfg"),
-        "ANSIBLE_PIPELINING": "True",
-        "ANSIBLE_SSH_ARGS": "-o ControlMaster=auto -o ControlPersist=60s -o ServerAliveInterval=15",
-        "ANSIBLE_HOST_KEY_CHECKING": "True",
-        "ANSIBLE_FORCE_COLOR": "0",
-        "ANSIBLE_NOCOWS": "1",
-    })
-    return env
+def plugin_env(data_dir: Path) -> dict[str, str]:
+    """The user's Ansible configuration merged with the wrapper's needs (lrelease.ansible_env)."""
+    return ansible_env(data_dir / "ansible.cfg")
 
 
 _LAUNCHER = """#!{python}
@@ -354,7 +344,7 @@ def runner_kwargs(data_dir: Path, playbook: Path, inventory: str | Path, extrava
         extravars=dict(extravars),
         limit=limit,
         binary=str(launcher),
-        envvars={**plugin_env(), **envvars},
+        envvars={**plugin_env(data_dir), **envvars},
         suppress_env_files=True,
         quiet=True,
         verbosity=verbosity or None,
