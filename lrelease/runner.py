@@ -29,7 +29,7 @@ from typing import Any
 
 import ansible_runner
 
-from lrelease import secrets
+from lrelease import failedruns, secrets
 from lrelease.ansible_env import ansible_env
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -80,6 +80,7 @@ class RunResult:
     waves: int = 0
     stopped: bool = False  # ended on a stop request at a safe point (no wave left half-done)
     error: str = ""
+    kept: Path | None = None  # where a failed run's scrubbed output was kept (keep_failed)
 
     @property
     def ok(self) -> bool:
@@ -150,8 +151,9 @@ _STOPPED_TASK = ("", "lrelease stopped")
 class _EventTranslator:
     """ansible-runner event dicts -> ProgressEvents + RunResult. O(1) work per event."""
 
-    def __init__(self, result: RunResult, sink: Callable[[ProgressEvent], None] | None) -> None:
-        self.result, self.sink = result, sink
+    def __init__(self, result: RunResult, sink: Callable[[ProgressEvent], None] | None,
+                 write_events: bool = False) -> None:
+        self.result, self.sink, self.write_events = result, sink, write_events
 
     def __call__(self, event: dict[str, Any]) -> bool:
         kind = event.get("event", "")
@@ -159,7 +161,8 @@ class _EventTranslator:
         handler = getattr(self, f"_on_{kind}", None)
         if handler is not None:
             handler(data)
-        return _keep_dir() is not None  # events are files only in a kept run dir (LRELEASE_KEEP_RUNS)
+        # Events are files only when a run may be kept (LRELEASE_KEEP_RUNS, or keep_failed).
+        return self.write_events
 
     def _emit(self, kind: EventKind, host: str | None, detail: Mapping[str, Any] | None = None) -> None:
         if self.sink is not None:
@@ -281,6 +284,7 @@ def run_playbook(
     cancel: Callable[[], bool] | StopRequest | None = None,
     verbosity: int = 0,
     on_output: Callable[[str], None] | None = None,
+    keep_failed: Path | None = None,
 ) -> RunResult:
     """Run ``playbook`` (a name in playbooks/ or a path) and return what happened.
 
@@ -288,12 +292,15 @@ def run_playbook(
     (what ansible-playbook would print, secrets masked), one event's text at a time.
 
     ``cancel`` is polled about once a second; True kills the run at once. A :class:`StopRequest`
-    first asks the playbook to stop at its next safe point (``lrelease_stop_file``)."""
+    first asks the playbook to stop at its next safe point (``lrelease_stop_file``).
+
+    ``keep_failed``: a directory where a failed run's scrubbed events and output are kept
+    (lrelease.failedruns); a successful run leaves nothing."""
     path = Path(playbook)
     if not path.is_absolute():
         path = PLAYBOOKS / path
     result = RunResult()
-    translator = _EventTranslator(result, on_event)
+    translator = _EventTranslator(result, on_event, write_events=keep_failed is not None or _keep_dir() is not None)
     data_dir = _private_dir()
     launcher = data_dir / "ansible-playbook"
     launcher.write_text(_LAUNCHER.format(python=sys.executable, playbook=str(Path(sys.executable).parent / "ansible-playbook")))
@@ -322,6 +329,8 @@ def run_playbook(
         result.status, result.rc = r.status, r.rc
         if not result.ok and result.stats is None:
             result.error = secrets.scrub(_tail(r))
+        if not result.ok and not result.canceled and keep_failed is not None:
+            result.kept = failedruns.keep(data_dir, keep_failed)
     finally:
         if _keep_dir() is None:
             shutil.rmtree(data_dir, ignore_errors=True)
