@@ -30,9 +30,9 @@ from typing import Any
 import ansible_runner
 
 from lrelease import failedruns, secrets
+from lrelease.ansible import REPO_ROOT  # the checkout, or the installed copy of the collection
 from lrelease.ansible_env import ansible_env
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 PLAYBOOKS = REPO_ROOT / "playbooks"
 
 
