@@ -68,3 +68,14 @@ def test_retention_drops_the_oldest_kept_runs(tmp_path):
     assert sorted(p.parent.name for p in runs.glob("*/*")) == ["r-b", "r-c", "r-d"]
     assert not (runs / "r-a").exists()
     assert (runs / "r-d" / "rollback" / "stdout").read_text() == "out\n"
+
+
+def test_the_failure_message_names_where_the_output_is_kept(tmp_path):
+    # Given a failed run whose output was kept
+    from lrelease.rollout import _failure_summary
+    result = runner.RunResult(status="failed", rc=2, stats={}, failed={"node1"},
+                              failures={"node1": "boom"}, kept=tmp_path / "runs" / "r-9" / "deploy")
+    # When the roll-out describes the failure
+    summary = _failure_summary(result)
+    # Then it names the failure and the directory
+    assert summary == f"failed on node1: boom (Ansible's output is kept in {tmp_path / 'runs' / 'r-9' / 'deploy'})"
