@@ -7,6 +7,7 @@ inventory: they hold inputs, not output, and may hold secrets."""
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -26,10 +27,20 @@ def keep(data_dir: Path, dest: Path, limit: int = KEEP) -> Path:
         for src in (f for f in files if f.is_file()):
             target = dest / src.relative_to(artifact)
             target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-            target.write_text(secrets.scrub(src.read_text(encoding="utf-8", errors="replace")), encoding="utf-8")
+            target.write_text(_scrubbed(src), encoding="utf-8")
     dest.mkdir(mode=0o700, parents=True, exist_ok=True)
     _prune(dest.parent.parent, limit)
     return dest
+
+
+def _scrubbed(src: Path) -> str:
+    text = src.read_text(encoding="utf-8", errors="replace")
+    if src.suffix == ".json":  # JSON escapes (quotes, backslashes) would hide a secret from a text match
+        try:
+            return json.dumps(secrets.scrub_data(json.loads(text)))
+        except ValueError:
+            pass
+    return secrets.scrub(text)
 
 
 def _prune(root: Path, limit: int) -> None:

@@ -330,7 +330,10 @@ def run_playbook(
         if not result.ok and result.stats is None:
             result.error = secrets.scrub(_tail(r))
         if not result.ok and not result.canceled and keep_failed is not None:
-            result.kept = failedruns.keep(data_dir, keep_failed)
+            try:
+                result.kept = failedruns.keep(data_dir, keep_failed)
+            except OSError:
+                pass  # a diagnostic copy that cannot be written must not change the run's outcome
     finally:
         if _keep_dir() is None:
             shutil.rmtree(data_dir, ignore_errors=True)
