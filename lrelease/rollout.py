@@ -294,6 +294,10 @@ class Releaser:
     def readings_path(self, rollout_id: str) -> Path:
         return self.project.state_dir / "gate" / f"readings-{rollout_id}.json"
 
+    def _run_dir(self, rollout_id: str, playbook: str) -> Path:
+        """Where a failed run of ``playbook`` keeps its scrubbed output (lrelease.failedruns)."""
+        return self.project.state_dir / "runs" / rollout_id / playbook
+
     def prune_readings(self) -> list[str]:
         """Remove the gate readings of every roll-out that can no longer be resumed (it ended,
         or a later roll-out or rollback of its environment superseded it); returns their ids."""
@@ -362,7 +366,7 @@ class Releaser:
             record(event)
 
         result = run_playbook("deploy.yml", inventory, extravars, limit=",".join(plan.hosts),
-                              on_event=on_event, cancel=stop, **self.ansible)
+                              on_event=on_event, cancel=stop, keep_failed=self._run_dir(rid, "deploy"), **self.ansible)
         _test_crash("after-deploy-playbook")
         if _still_held(lock) is not None:
             return self._lock_lost(rid, env.name, build, action, lock.lost, result, plan)
@@ -441,7 +445,7 @@ class Releaser:
         rb = run_playbook("rollback.yml", inventory, extravars, limit=",".join(live),
                           on_event=self._recorder(rid, lock),
                           cancel=lambda: isinstance(self.cancel, StopRequest) and self.cancel.cancel_requested,
-                          **self.ansible)
+                          keep_failed=self._run_dir(rid, "rollback"), **self.ansible)
         _test_crash("after-rollback-playbook")
         merged = RunResult(status=result.status, switched=result.switched, reverted=result.reverted,
                            failed=result.failed | rb.failed, unreachable=result.unreachable | rb.unreachable,
@@ -653,7 +657,8 @@ class Releaser:
     def _run_rollback(self, rid: str, env: str, build: str, inventory: Path, extravars: dict[str, Any],
                       undone: Rollout | None, lock: LockHandle) -> Outcome:
         result = run_playbook("rollback.yml", inventory, extravars, on_event=self._recorder(rid, lock),
-                              cancel=_Stop(self.cancel, lock), **self.ansible)
+                              cancel=_Stop(self.cancel, lock), keep_failed=self._run_dir(rid, "rollback"),
+                              **self.ansible)
         _test_crash("after-rollback-playbook")
         if _still_held(lock) is not None:
             return self._lock_lost(rid, env, build, "rollback", lock.lost, result, None)
@@ -814,4 +819,5 @@ def _failure_summary(result: RunResult) -> str:
         parts.append(f"unreachable: {', '.join(sorted(result.unreachable))}")
     if result.stats is None:
         parts.append("the playbook ended without its final stats" + (f": {result.error}" if result.error else ""))
-    return "; ".join(parts) or f"ansible-runner status {result.status}"
+    summary = "; ".join(parts) or f"ansible-runner status {result.status}"
+    return summary + (f" (Ansible's output is kept in {result.kept})" if result.kept is not None else "")

@@ -29,9 +29,10 @@ from typing import Any
 
 import ansible_runner
 
-from lrelease import secrets
+from lrelease import failedruns, secrets
+from lrelease.ansible import REPO_ROOT  # the checkout, or the installed copy of the collection
+from lrelease.ansible_env import ansible_env
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 PLAYBOOKS = REPO_ROOT / "playbooks"
 
 
@@ -79,6 +80,7 @@ class RunResult:
     waves: int = 0
     stopped: bool = False  # ended on a stop request at a safe point (no wave left half-done)
     error: str = ""
+    kept: Path | None = None  # where a failed run's scrubbed output was kept (keep_failed)
 
     @property
     def ok(self) -> bool:
@@ -149,8 +151,9 @@ _STOPPED_TASK = ("", "lrelease stopped")
 class _EventTranslator:
     """ansible-runner event dicts -> ProgressEvents + RunResult. O(1) work per event."""
 
-    def __init__(self, result: RunResult, sink: Callable[[ProgressEvent], None] | None) -> None:
-        self.result, self.sink = result, sink
+    def __init__(self, result: RunResult, sink: Callable[[ProgressEvent], None] | None,
+                 write_events: bool = False) -> None:
+        self.result, self.sink, self.write_events = result, sink, write_events
 
     def __call__(self, event: dict[str, Any]) -> bool:
         kind = event.get("event", "")
@@ -158,7 +161,8 @@ class _EventTranslator:
         handler = getattr(self, f"_on_{kind}", None)
         if handler is not None:
             handler(data)
-        return _keep_dir() is not None  # events are files only in a kept run dir (LRELEASE_KEEP_RUNS)
+        # Events are files only when a run may be kept (LRELEASE_KEEP_RUNS, or keep_failed).
+        return self.write_events
 
     def _emit(self, kind: EventKind, host: str | None, detail: Mapping[str, Any] | None = None) -> None:
         if self.sink is not None:
@@ -238,20 +242,9 @@ class _EventTranslator:
         self.result.stats = {k: data.get(k) for k in ("ok", "changed", "failures", "dark", "skipped", "rescued")}
 
 
-def plugin_env() -> dict[str, str]:
-    """Environment that puts the package's Ansible plugins and the repo's roles on the path."""
-    from lrelease.ansible import plugin_paths
-
-    env = dict(plugin_paths())
-    env.update({
-        "ANSIBLE_CONFIG": str(REPO_ROOT / "ansible.cfg"),
-        "ANSIBLE_PIPELINING": "True",
-        "ANSIBLE_SSH_ARGS": "-o ControlMaster=auto -o ControlPersist=60s -o ServerAliveInterval=15",
-        "ANSIBLE_HOST_KEY_CHECKING": "True",
-        "ANSIBLE_FORCE_COLOR": "0",
-        "ANSIBLE_NOCOWS": "1",
-    })
-    return env
+def plugin_env(data_dir: Path) -> dict[str, str]:
+    """The user's Ansible configuration merged with the wrapper's needs (lrelease.ansible_env)."""
+    return ansible_env(data_dir / "ansible.cfg")
 
 
 _LAUNCHER = """#!{python}
@@ -291,6 +284,7 @@ def run_playbook(
     cancel: Callable[[], bool] | StopRequest | None = None,
     verbosity: int = 0,
     on_output: Callable[[str], None] | None = None,
+    keep_failed: Path | None = None,
 ) -> RunResult:
     """Run ``playbook`` (a name in playbooks/ or a path) and return what happened.
 
@@ -298,12 +292,15 @@ def run_playbook(
     (what ansible-playbook would print, secrets masked), one event's text at a time.
 
     ``cancel`` is polled about once a second; True kills the run at once. A :class:`StopRequest`
-    first asks the playbook to stop at its next safe point (``lrelease_stop_file``)."""
+    first asks the playbook to stop at its next safe point (``lrelease_stop_file``).
+
+    ``keep_failed``: a directory where a failed run's scrubbed events and output are kept
+    (lrelease.failedruns); a successful run leaves nothing."""
     path = Path(playbook)
     if not path.is_absolute():
         path = PLAYBOOKS / path
     result = RunResult()
-    translator = _EventTranslator(result, on_event)
+    translator = _EventTranslator(result, on_event, write_events=keep_failed is not None or _keep_dir() is not None)
     data_dir = _private_dir()
     launcher = data_dir / "ansible-playbook"
     launcher.write_text(_LAUNCHER.format(python=sys.executable, playbook=str(Path(sys.executable).parent / "ansible-playbook")))
@@ -332,6 +329,11 @@ def run_playbook(
         result.status, result.rc = r.status, r.rc
         if not result.ok and result.stats is None:
             result.error = secrets.scrub(_tail(r))
+        if not result.ok and not result.canceled and keep_failed is not None:
+            try:
+                result.kept = failedruns.keep(data_dir, keep_failed)
+            except OSError:
+                pass  # a diagnostic copy that cannot be written must not change the run's outcome
     finally:
         if _keep_dir() is None:
             shutil.rmtree(data_dir, ignore_errors=True)
@@ -354,7 +356,7 @@ def runner_kwargs(data_dir: Path, playbook: Path, inventory: str | Path, extrava
         extravars=dict(extravars),
         limit=limit,
         binary=str(launcher),
-        envvars={**plugin_env(), **envvars},
+        envvars={**plugin_env(data_dir), **envvars},
         suppress_env_files=True,
         quiet=True,
         verbosity=verbosity or None,
