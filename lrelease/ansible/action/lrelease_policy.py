@@ -73,7 +73,8 @@ class ActionModule(ActionBase):
         if args["lock"] is not None:  # the wrapper runs us: it holds the lock and records
             policystep.verify(args["lock"])
             return {"record": False, "msg": "run by the lrelease wrapper: lock of %s verified" % env}
-        where = policystep.locate(args["state_db"], self._playbooks_dir(task_vars))
+        playbooks = self._playbooks_dir(task_vars)
+        where = policystep.locate(args["state_db"], playbooks)
         extra = {"lrelease_actor": args["actor"], "awx_user_name": args["awx_user"], "awx_job_id": args["job_id"]}
         start = policystep.Start(
             env=env, action=args["action"], build=args["build"], actor=policystep.actor(extra),
@@ -81,7 +82,7 @@ class ActionModule(ActionBase):
             reason=args["reason"], force_reason=args["force_reason"], ledger_id=args["rollout_id"],
             via=policystep.via(extra), undo=args["undo"], hosts=args["hosts"], serial=args["serial"],
             skip_next_reason=args["skip_next_reason"],
-            environment=policystep.environment_settings(args["config"], env, self._playbooks_dir(task_vars)))
+            environment=policystep.environment_settings(args["config"], env, playbooks))
         with StateStore(where.target) as store:
             began = policystep.begin(store, start)
             try:
