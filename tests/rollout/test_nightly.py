@@ -49,7 +49,10 @@ def two_envs(fleet, tmp_path) -> Project:
     config = project_config(fleet.config, waves=[1, "100%"], bake_seconds=1, gate_timeout_seconds=10)
     base = config["environments"]["production"]
     config["environments"] = {
-        "production": {**copy.deepcopy(base), "nightly": True, "window": WINDOW,
+        # production bakes 4 s: the wrapper polls its stop request about once a second, so the
+        # window closing as the first host switches is seen before the next wave's boundary,
+        # also on a loaded machine (with a 1 s bake it once slipped past: both waves ran)
+        "production": {**copy.deepcopy(base), "nightly": True, "window": WINDOW, "bake_seconds": 4,
                        "requires": {"env": "next", "soak": "30m"}},
         "next": {**copy.deepcopy(base), "waves": ["100%"], "nightly": True},
         "spare": copy.deepcopy(base)}

@@ -71,7 +71,7 @@ def production(fleet, tmp_path, **env) -> Project:
     for name, node in nodes["nodes"].items():
         node["environment"] = "production" if name in PROD else "spare"
     (tmp_path / "fleet.yml").write_text(yaml.safe_dump(nodes, sort_keys=False))
-    config = project_config(fleet.config, bake_seconds=2, gate_timeout_seconds=10, window=WINDOW, **env)
+    config = project_config(fleet.config, **{"bake_seconds": 2, "gate_timeout_seconds": 10, "window": WINDOW, **env})
     config["environments"]["spare"] = copy.deepcopy(config["environments"]["production"])
     config.update(fleet=str(tmp_path / "fleet.yml"), state_dir=str(tmp_path / "state"))
     project.path.write_text(yaml.safe_dump(config, sort_keys=False))
@@ -93,7 +93,9 @@ def waves(project: Project) -> list[list[str]]:
 
 
 def test_a_window_closing_mid_roll_out_pauses_it_and_resume_finishes_in_the_next_window(fleet, tmp_path, clock):
-    project = production(fleet, tmp_path, waves=[1, "100%"])
+    # (a 4 s bake: the wrapper polls its stop request about once a second, so the window's close
+    # is seen before the next wave's boundary also on a loaded machine)
+    project = production(fleet, tmp_path, waves=[1, "100%"], bake_seconds=4)
     project.build("1.6.0")
     first, second = waves(project)
     # Given Tuesday 05:58 in Amsterdam (window open until 06:00), and the clock jumping to 06:00:30
