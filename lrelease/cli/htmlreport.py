@@ -30,9 +30,13 @@ import click
 from lrelease import policies, series
 from lrelease.cli import report
 from lrelease.cli.helptext import read_epilog
+from lrelease.cli.release import _project, config_option
 from lrelease.cli.tables import when
+from lrelease.config import ProjectConfig
 from lrelease.errors import InternalError, LreleaseError
+from lrelease.rollout import Releaser
 from lrelease.state import GateOutcome, HostEvent, Rollout
+from lrelease.statedb import iso, utc_now
 
 CSP = ("default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; img-src data:; "
        "font-src data:; connect-src 'none'; form-action 'none'; base-uri 'none'")
@@ -193,7 +197,7 @@ def wave_table(rollout: Rollout, events: Sequence[HostEvent], gates: Sequence[Ga
         pending = reasons.get((gate.host, gate.wave)) or [""]
         reason = pending.pop(0)
         lines = report.gate_block(gate, reason)
-        evidence = "\n".join(" " * line.indent + line.text.plain for line in lines[2:])
+        evidence = "\n".join(" " * line.indent + line.text.plain for line in lines[1:])
         rows.append((str(gate.wave), gate.host, gate.verdict.upper(), when(gate.at, seconds=True),
                      reason or "-", phases.get(gate.host, "-").replace("_", " "),
                      _Raw(f"<pre>{_e(evidence)}</pre><details><summary>evidence as recorded (JSON)</summary>"
@@ -321,7 +325,7 @@ pre { margin: 0; white-space: pre-wrap; font-size: .85em; } .generated, .legend 
 
 
 # -- the command ------------------------------------------------------------------------------------------
-def gate_description(project: Any, env: str) -> tuple[str, Any]:
+def gate_description(project: ProjectConfig, env: str) -> tuple[str, Any]:
     """How the environment's waves are judged ("health", "apm (scrape)", ...) and, for the scrape
     provider, its settings (to read a readings file still kept for a resume)."""
     try:
@@ -333,12 +337,11 @@ def gate_description(project: Any, env: str) -> tuple[str, Any]:
     return f"apm ({gate.provider})", series.settings_for(gate)
 
 
-def collect(project: Any, store: Any, rollout: Rollout, provenance: Mapping[str, Any] | None = None) -> ReportData:
-    from lrelease.rollout import Releaser
-
-    kind, settings = gate_description(project, rollout.env)
-    readings = Releaser(project).readings_path(rollout.id)
-    kept = series.load(project.state_dir, rollout.id, readings, settings)
+def collect(releaser: Releaser, rollout: Rollout, provenance: Mapping[str, Any] | None = None) -> ReportData:
+    """What the page shows of a stored roll-out: its record, its series, how it was judged."""
+    kind, settings = gate_description(releaser.project, rollout.env)
+    kept = series.load(releaser.project.state_dir, rollout.id, releaser.readings_path(rollout.id), settings)
+    store = releaser.store
     return ReportData(rollout, store.host_events(rollout.id), store.gates(rollout.id), kept, kind, provenance)
 
 
@@ -357,8 +360,7 @@ def write(text: str, out: Path) -> Path:
 @click.option("--env", "-e", "env", default=None, help="Only look among this environment's roll-outs.")
 @click.option("--out", "out", default=None, help="The file to write ('-': stdout) "
               "[default: reports/<rollout-id>.html under the state dir].")
-@click.option("--config", "-c", "config_path", type=click.Path(path_type=Path), envvar="LRELEASE_CONFIG",
-              default="lrelease.yml", show_default=True, help="The project config file.")
+@config_option
 def report_command(rollout_id: str, env: str | None, out: str | None, config_path: Path) -> None:
     """One roll-out as a self-contained HTML page (no network fetches; the chart code inlined):
     who, when, why and how it ended; the build's provenance; per host, the error rate and the
@@ -367,14 +369,10 @@ def report_command(rollout_id: str, env: str | None, out: str | None, config_pat
     every gate's verdict and evidence.
 
     ROLLOUT_ID may be shortened to any prefix that names one roll-out (as `history` shows)."""
-    from lrelease.cli.release import _project
-    from lrelease.rollout import Releaser
-    from lrelease.statedb import iso, utc_now
-
     project = _project(config_path)
-    store = Releaser(project).store
-    found = store.find_rollout(rollout_id, env)
-    text = page(collect(project, store, found), iso(utc_now()))
+    releaser = Releaser(project)
+    found = releaser.store.find_rollout(rollout_id, env)
+    text = page(collect(releaser, found), iso(utc_now()))
     if out == "-":
         click.echo(text, nl=False)
         return
