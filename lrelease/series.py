@@ -120,10 +120,29 @@ def load(state_dir: Path, rollout_id: str, readings: Path | None = None,
         except ValueError:
             return None
         hosts = data.get("hosts") if isinstance(data, Mapping) else None
-        return {str(h): list(p) for h, p in hosts.items() if isinstance(p, list)} if isinstance(hosts, Mapping) else None
+        if not isinstance(hosts, Mapping):
+            return None
+        return {str(h): [_point(p) for p in points if _is_point(p)] for h, points in hosts.items()
+                if isinstance(points, list)}
     if readings is not None and readings.exists() and settings is not None:
         return from_readings(ReadingStore(str(readings)), settings) or None
     return None
+
+
+_FIELDS = ("rps", "error_rate", "p50_ms", "p95_ms")
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _is_point(value: Any) -> bool:
+    return isinstance(value, Mapping) and _is_number(value.get("at"))
+
+
+def _point(value: Mapping[str, Any]) -> Point:
+    """A point read back from a file, as written or with its odd values left out (None)."""
+    return {"at": value["at"], **{k: value.get(k) if _is_number(value.get(k)) else None for k in _FIELDS}}
 
 
 def _prune(root: Path, limit: int) -> None:

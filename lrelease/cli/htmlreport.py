@@ -67,10 +67,10 @@ def plotly_js() -> str:
 
 
 # -- the page --------------------------------------------------------------------------------------
-def page(data: ReportData, generated_at: str, *, chart_code: str | None = None) -> str:
-    """The whole HTML document. ``chart_code``: plotly.js (default: the installed package's)."""
+def page(data: ReportData, generated_at: str) -> str:
+    """The whole HTML document."""
     rollout, events, gates = report.scrubbed(data.rollout, data.events, data.gates)
-    hosts = host_order(rollout, events, gates)
+    hosts = list(dict.fromkeys([*host_order(rollout, events, gates), *(data.series or {})]))
     figures: dict[str, Any] = {}
     charts = []
     for number, host in enumerate(hosts, 1):
@@ -80,7 +80,7 @@ def page(data: ReportData, generated_at: str, *, chart_code: str | None = None) 
             figures[chart_id] = figure(points, marks(host, rollout, events, gates))
             body = f'<div class="chart" id="{chart_id}" data-host="{_e(host)}"></div>'
         else:
-            body = f'<p class="no-series">{_e(no_series(data, host))}</p>'
+            body = f'<p class="no-series">{_e(no_series(data))}</p>'
         charts.append(f'<section class="host"><h3>{_e(host)}</h3>{body}</section>')
     title = f"lrelease roll-out {rollout.id}: {rollout.action} {rollout.build} to {rollout.env}"
     parts = [
@@ -102,7 +102,7 @@ def page(data: ReportData, generated_at: str, *, chart_code: str | None = None) 
         "<h2>Waves and gates</h2>", wave_table(rollout, events, gates),
     ]
     if figures:
-        parts += [f'<script id="plotly-js">{chart_code if chart_code is not None else plotly_js()}</script>',
+        parts += [f'<script id="plotly-js">{plotly_js()}</script>',
                   f'<script id="figures" type="application/json">{script_json(figures)}</script>',
                   f"<script>{DRAW}</script>"]
     else:
@@ -122,9 +122,11 @@ def script_json(value: Any) -> str:
 
 
 def host_order(rollout: Rollout, events: Sequence[HostEvent], gates: Sequence[GateOutcome]) -> list[str]:
-    """The planned hosts in wave order, then any other host a record names."""
+    """The hosts a resume found done, the planned hosts in wave order, then any other host a
+    record names."""
     plan = rollout.plan if isinstance(rollout.plan, Mapping) else {}
-    named: list[str] = []
+    done = plan.get("done")
+    named: list[str] = [str(h) for h in done] if isinstance(done, list) else []
     for wave in plan.get("waves") or []:
         hosts = wave.get("hosts") if isinstance(wave, Mapping) else None
         named += [str(h) for h in hosts or []]
@@ -132,7 +134,7 @@ def host_order(rollout: Rollout, events: Sequence[HostEvent], gates: Sequence[Ga
     return list(dict.fromkeys(named))
 
 
-def no_series(data: ReportData, host: str) -> str:
+def no_series(data: ReportData) -> str:
     if data.gate == "health":
         return "No error-rate or latency series: this roll-out was judged by the /health gate, which reads none."
     if data.series is None:

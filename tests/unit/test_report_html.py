@@ -220,6 +220,17 @@ def test_kept_series_hold_numbers_and_hosts_only_and_the_oldest_are_pruned(tmp_p
     assert sorted(p.stem for p in (tmp_path / "series").glob("*.json")) == ["r2", "r3"]
 
 
+def test_a_kept_series_file_with_odd_values_is_read_with_them_left_out(tmp_path):
+    # Given a series file edited by hand: a string, a NaN, a point without its time
+    (tmp_path / "series").mkdir()
+    (tmp_path / "series" / "r1.json").write_text(
+        '{"hosts": {"node1": [{"at": 1.0, "rps": "</script>", "error_rate": NaN, "p95_ms": 4}, {"rps": 1}, 7]}}')
+    # When it is read back
+    # Then only the point with a time is left, its odd values None
+    assert series.load(tmp_path, "r1") == {
+        "node1": [{"at": 1.0, "rps": None, "error_rate": None, "p50_ms": None, "p95_ms": 4}]}
+
+
 def test_a_finished_rollouts_readings_leave_its_series_when_they_are_removed(tmp_path):
     # Given a finished roll-out whose scrape readings are still in the state dir
     config = load_config(example_project(tmp_path))
