@@ -137,6 +137,9 @@ def host_order(rollout: Rollout, events: Sequence[HostEvent], gates: Sequence[Ga
 def no_series(data: ReportData) -> str:
     if data.gate == "health":
         return "No error-rate or latency series: this roll-out was judged by the /health gate, which reads none."
+    if data.series is None and data.gate == "apm (scrape)":
+        return ("No error-rate or latency series kept for this roll-out: a plain ansible-playbook or AWX run, a "
+                "roll-out older than the last 50 kept, or one a resume continued (the resume's report has them).")
     if data.series is None:
         return (f"No error-rate or latency series kept for this roll-out: its gate ({data.gate}) keeps its readings "
                 "in the provider's own store, not in lrelease's.")

@@ -121,9 +121,13 @@ def test_a_health_gated_rollout_says_per_host_that_it_has_no_series_and_inlines_
     assert len(html) < 50_000
 
 
-def test_an_apm_gate_without_kept_series_names_its_provider():
+def test_an_apm_gate_without_kept_series_says_why_per_host():
     html = built(series=None, gate="apm (prometheus)")
     assert html.count("its gate (apm (prometheus)) keeps its readings in the provider&#x27;s own store") == 3
+    html = built(series=None, gate="apm (scrape)")
+    assert html.count("or one a resume continued (the resume&#x27;s report has them)") == 3
+    html = built(series={"node1": POINTS})
+    assert html.count("the gate took no two readings of it with traffic between") == 2  # node2, node3
 
 
 def test_a_hosts_chart_is_marked_with_its_switch_gate_and_rollback():
