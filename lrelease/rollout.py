@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import getpass
 import hashlib
+import logging
 import os
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -19,8 +20,8 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from lrelease import policies
-from lrelease.apm.scrape import ReadingStore
+from lrelease import policies, series
+from lrelease.apm.scrape import ReadingStore, ScrapeSettings
 from lrelease.config import BUILD_RE, ArtifactRef, EnvironmentConfig, ProjectConfig
 from lrelease.errors import ConfigError, ExitCode, InternalError, LreleaseError
 from lrelease.fleet import write_inventories
@@ -31,6 +32,7 @@ from lrelease.state import LockHandle, LockLost, Rollout, StateStore, new_rollou
 from lrelease.statedb import StateError
 
 EventSink = Callable[[ProgressEvent], None]
+log = logging.getLogger(__name__)
 
 # Host phase recorded in the state database for each progress event.
 _PHASES = {
@@ -310,9 +312,20 @@ class Releaser:
                 env = None
             current = self.store.resumable(env) if env else None
             if current is None or current.id != rid:
+                if env:
+                    self._keep_series(env, rid, path)
                 ReadingStore.discard(path)
                 gone.append(rid)
         return gone
+
+    def _keep_series(self, env: str, rollout_id: str, readings: Path) -> None:
+        """Keep the roll-out's series for its report (lrelease/series.py) before its readings go;
+        a report's data never fails a roll-out: what cannot be kept is logged and left out."""
+        try:
+            settings = series.settings_for(self.project.environment(env).gate) or ScrapeSettings()
+            series.keep(readings, self.project.state_dir, rollout_id, settings)
+        except (LreleaseError, OSError, ValueError) as exc:
+            log.warning("the series of roll-out %s were not kept: %s", rollout_id, exc)
 
     def _deploy(self, env_name: str, build: str, rid: str, *, reason: str, sha256: str | None,
                 resumes: str | None, done: tuple[str, ...], readings: Path,

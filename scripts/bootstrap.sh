@@ -14,6 +14,7 @@ APT_PACKAGES=(
   postgresql                      # the state suite's PostgreSQL backend: the tests run a throwaway cluster of their
                                   # own; the package's default cluster (15/main) is left stopped (policy-rc.d below)
   git curl make python3 python3-venv
+  chromium chromium-driver        # the `lrelease report` test opens the HTML report in headless Chromium (selenium)
 )
 
 missing=()

@@ -392,6 +392,10 @@ class ReadingStore:
         self._file_id, self._offset, self._lines = _file_id(os.stat(self.path)), len(data), len(lines)
         self.bytes_written += len(data)
 
+    def hosts(self) -> list[str]:
+        """Every host with a reading kept (decoded or not yet), in name order."""
+        return sorted({*self._by_host, *self._pending})
+
     def readings(self, host: str) -> list[Reading]:
         self._settle(host)
         return list(self._by_host.get(host, []))
