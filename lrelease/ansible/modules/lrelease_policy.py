@@ -131,6 +131,11 @@ options:
     description: "O(step=end): the run stopped at a safe point (ends C(interrupted))."
     type: bool
     default: false
+  window_closed:
+    description: "O(step=end): the run stopped at a wave boundary because its deploy window closed (ends
+      C(paused), exit code 5, when no host failed)."
+    type: bool
+    default: false
 """
 
 EXAMPLES = r"""
