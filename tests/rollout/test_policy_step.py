@@ -151,6 +151,24 @@ def test_a_failed_awx_run_is_ended_by_its_guardian_and_frees_the_lock(awx):
         assert st.to_undo("production").id == row["id"]
 
 
+def test_an_awx_run_whose_staging_fails_is_recorded_as_the_wrapper_records_it(fleet, tmp_path):
+    # Given a before_stage hook that fails on every host (staging fails before any host moved)
+    awx = Awx(Project(fleet, tmp_path, waves=[1, "100%"], bake_seconds=0, gate_timeout_seconds=4,
+                      hooks={"before_stage": [{"shell": "echo no space left >&2; exit 3"}]}))
+    # When AWX runs deploy.yml with plain ansible-playbook
+    bad = awx.play("deploy.yml", awx.extravars("1.5.0", awx_job_id=4255))
+    # Then the play fails, and the record says what the wrapper says for it: rolled_back (exit 1:
+    # failed, nothing moved, nothing to undo), each host failed (not an interrupted run), lock free
+    assert bad.returncode != 0
+    [row] = [r for r in awx.history() if r["plan"].get("via", {}).get("job_id") == "4255"]
+    row = awx.wait_ended(row["id"])
+    assert (row["status"], row["exit_code"]) == ("rolled_back", 1)
+    assert row["plan"]["ended_by"]["failed_hosts"] == sorted(awx.hosts)
+    with awx.store() as st:
+        assert st.host_phases(row["id"]) == {h: "failed" for h in awx.hosts}
+    assert {n: awx.project.current(n) for n in awx.hosts} == {n: BASE for n in awx.hosts}
+
+
 def test_an_awx_run_killed_mid_run_leaves_a_lock_the_next_run_takes(awx):
     # Given an AWX run in its bake on the canary
     argv = awx.argv("deploy.yml", {**awx.extravars("1.3.0", awx_job_id=4260), "lrelease_bake_seconds": 60})
