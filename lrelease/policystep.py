@@ -328,9 +328,10 @@ def _ending(store: StateStore, rid: str, action: str, *, ended: bool, stopped: b
 
 
 # Test-only: a file holding an ISO 8601 time that the wave-boundary window check reads as "now"
-# once it exists (tests/rollout/test_plain_window.py moves a plain run's clock between two waves
+# once it exists (tests/rollout/test_policy_step.py moves a plain run's clock between two waves
 # with it: ansible-playbook is another process, whose clock a test cannot patch). Never set it in use.
 TEST_NOW_FILE = "LRELEASE_TEST_NOW_FILE"
+WINDOW_CLOSED = "window closed"  # how the check's line starts (deploy.yml matches it)
 
 
 def _boundary_now() -> datetime:
@@ -351,8 +352,6 @@ def window_check(env: str, closes_at: str, now: datetime | None = None) -> str:
         return ""
     return f"{WINDOW_CLOSED}: the deploy window of {env} closed at {closes_at}"
 
-
-WINDOW_CLOSED = "window closed"
 
 
 def wave_of(host: str, hosts: Sequence[str], serial: Sequence[Any]) -> int:
