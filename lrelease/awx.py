@@ -44,6 +44,8 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
+import yaml
+
 from lrelease import secrets
 from lrelease.apm import ProviderError
 from lrelease.apm.transport import Http, Secret, safe_url, snippet
@@ -610,5 +612,29 @@ def extra_vars(build: str, env: str | None, reason: str, more: Mapping[str, str]
         if key in values:
             raise ConfigError("--extra-var", key, "not one of lrelease_build, lrelease_env, lrelease_reason "
                                                   "(give --build, --env, --reason)")
-        values[key] = value
+        values[key] = extra_value(key, value)
     return values
+
+
+def extra_value(key: str, text: str) -> Any:
+    """An ``--extra-var`` value, typed as the playbooks expect it: a flow list or mapping
+    (``[1, "50%"]``, ``{a: 1}``) is read as YAML; a JSON scalar that reads back as written (``60``,
+    ``0.5``, ``true``, ``null``, ``"1.10"`` quoted) is that scalar; anything else is the string as
+    given (``1.10`` stays a string: as a number it would read back as ``1.1``). AWX gets them in
+    its ``extra_vars`` JSON object, so the template's playbook sees them typed."""
+    if text.lstrip()[:1] in ("[", "{"):
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError:
+            raise ConfigError("--extra-var", key, f"a YAML/JSON list or mapping, got {text!r}") from None
+        if not isinstance(value, (list, dict)):
+            raise ConfigError("--extra-var", key, f"a YAML/JSON list or mapping, got {text!r}")
+        return value
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return text
+    if isinstance(value, (bool, int, float, str)) or value is None:
+        if json.dumps(value) == text.strip():
+            return value
+    return text

@@ -22,6 +22,7 @@ import os
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -30,8 +31,12 @@ from lrelease.errors import ExitCode, LreleaseError
 from lrelease.state import LockHandle, LockHeld, LockLost, StateError, StateStore, lock_check, new_rollout_id
 
 # Where a plain run's SQLite state lives when neither lrelease_state_db nor LRELEASE_STATE_URL(_FILE)
-# says: the checkout's own state_dir (lrelease.yml's default), next to the playbooks' directory.
+# nor lrelease_config says: run from a checkout, the checkout's own state_dir (lrelease.yml's
+# default), next to the playbooks' directory; run from an installed collection (a wheel's
+# lrelease/_content, ansible-galaxy's collections path: never written into), the user's XDG state
+# directory.
 DEFAULT_DB = Path(".lrelease") / "lrelease.db"
+XDG_DB = Path("lrelease") / "lrelease.db"  # under $XDG_STATE_HOME, default ~/.local/state
 
 # How long a plain run waits for a lock that its holder's guardian is about to release.
 LOCK_WAIT_SECONDS = 3.0
@@ -64,9 +69,12 @@ class Store:
     shown: str
 
 
-def locate(state_db: str = "", playbook_dir: str = "") -> Store:
-    """``lrelease_state_db`` (a SQLite file) if given; else LRELEASE_STATE_URL / _FILE; else
-    the checkout's ``.lrelease/lrelease.db`` (the directory above the playbooks')."""
+def locate(state_db: str = "", playbook_dir: str = "", config: str = "",
+           environ: Mapping[str, str] | None = None) -> Store:
+    """``lrelease_state_db`` (a SQLite file) if given; else LRELEASE_STATE_URL / _FILE; else the
+    state_dir of ``lrelease_config`` (the project's lrelease.yml) when given; else, for playbooks
+    of a checkout, its ``.lrelease/lrelease.db`` (the directory above the playbooks'), and for
+    those of an installed collection ``$XDG_STATE_HOME/lrelease/lrelease.db``."""
     if state_db:
         where = statedb.locate(state_db, "lrelease_state_db")
         if where.path is None:
@@ -76,7 +84,17 @@ def locate(state_db: str = "", playbook_dir: str = "") -> Store:
     where = statedb.configured()
     if where is not None:
         return Store(where.target, "" if where.path is None else str(where.path), where.shown)
-    path = (Path(playbook_dir or ".").resolve().parent / DEFAULT_DB)
+    if config:
+        from lrelease.config import load_config  # only plain runs with a file pay for it
+
+        path = load_config(Path(config)).db_path
+        return Store(str(path), str(path), str(path))
+    above = Path(playbook_dir or ".").resolve().parent
+    if "ansible_collections" in above.parts:  # an installed copy: site-packages or a collections path
+        env = os.environ if environ is None else environ
+        path = Path(env.get("XDG_STATE_HOME") or Path.home() / ".local" / "state") / XDG_DB
+    else:
+        path = above / DEFAULT_DB
     return Store(str(path), str(path), str(path))
 
 
@@ -184,6 +202,12 @@ def begin(store: StateStore, start: Start) -> dict[str, Any]:
             store.finish_rollout(rid, "refused", int(ExitCode.REFUSED))
             raise policies.PolicyRefused(decision.refused, decision.policy)
         row["policy"] = decision.record or None
+        # The window this run started in closes then: the wave-boundary check (lookup lrelease_lock
+        # with closes_at) stops the run there, recorded `paused` (none: no window, or a hot-fix).
+        closes = (policies.window_closes(start.environment, store.clock())
+                  if start.environment is not None and start.action == "deploy" else None)
+        if closes is not None:
+            plan["window_closes_at"] = statedb.iso(closes)
         if start.action == "rollback":
             undone = _undone(store, start.env, start.undo)
             store.start_rollout(start.env, start.build, "rollback", start.actor, undoes=undone.id if undone else None,
@@ -195,7 +219,8 @@ def begin(store: StateStore, start: Start) -> dict[str, Any]:
     except BaseException:
         handle.release()
         raise
-    return {"rollout_id": rid, "ledger_id": ledger_id, "token": handle.row.token}
+    return {"rollout_id": rid, "ledger_id": ledger_id, "token": handle.row.token,
+            "closes_at": plan.get("window_closes_at", "")}
 
 
 def _take(store: StateStore, env: str, rid: str, owner: int, *, wait: float = LOCK_WAIT_SECONDS) -> LockHandle:
@@ -245,8 +270,11 @@ def record(store: StateStore, rid: str, host: str, phase: str, detail: Mapping[s
     store.record_host(rid, host, phase, dict(detail or {}))
 
 
-def end(store: StateStore, env: str, rid: str, *, failed: Sequence[str] = (), stopped: bool = False) -> tuple[str, int]:
-    """The playbook reached its end: record how, release the lock. Returns (status, exit code)."""
+def end(store: StateStore, env: str, rid: str, *, failed: Sequence[str] = (), stopped: bool = False,
+        window_closed: bool = False) -> tuple[str, int]:
+    """The playbook reached its end: record how, release the lock. Returns (status, exit code).
+    ``window_closed``: it stopped at a wave boundary because its deploy window closed (``paused``,
+    exit 5, as the wrapper records it; ``resume`` in the next window)."""
     row = store.rollout(rid)
     if row.status != "running":  # the guardian (or a takeover) ended it already
         store.release_lock(env, rid)
@@ -254,7 +282,9 @@ def end(store: StateStore, env: str, rid: str, *, failed: Sequence[str] = (), st
     try:
         for host in failed:
             store.record_host(rid, host, "failed", {"msg": "failed in this run (see its output)"})
-        status, code = _ending(store, rid, row.action, ended=True, stopped=stopped)
+        status, code = _ending(store, rid, row.action, ended=True, stopped=stopped or window_closed)
+        if window_closed and status == "interrupted":
+            status, code = "paused", int(ExitCode.HALTED)
         store.finish_rollout(rid, status, code)
     except LockLost:  # another roll-out took the lock over: say so on our row only
         store.finish_rollout(rid, "lock_lost", int(ExitCode.REFUSED))
@@ -295,6 +325,33 @@ def _ending(store: StateStore, rid: str, action: str, *, ended: bool, stopped: b
     if ended and not stopped:
         return "succeeded", int(ExitCode.OK)
     return "interrupted", int(ExitCode.INTERRUPTED)
+
+
+# Test-only: a file holding an ISO 8601 time that the wave-boundary window check reads as "now"
+# once it exists (tests/rollout/test_policy_step.py moves a plain run's clock between two waves
+# with it: ansible-playbook is another process, whose clock a test cannot patch). Never set it in use.
+TEST_NOW_FILE = "LRELEASE_TEST_NOW_FILE"
+WINDOW_CLOSED = "window closed"  # how the check's line starts (deploy.yml matches it)
+
+
+def _boundary_now() -> datetime:
+    path = os.environ.get(TEST_NOW_FILE, "")
+    if path and Path(path).is_file():
+        return datetime.fromisoformat(Path(path).read_text().strip())
+    return statedb.utc_now()
+
+
+def window_check(env: str, closes_at: str, now: datetime | None = None) -> str:
+    """The wave-boundary check of a plain run's deploy window: "" while the window it started in
+    is open (or it has none: ``closes_at`` empty), else one line saying it closed. deploy.yml
+    then starts no further wave and the end step records ``paused`` (lookup lrelease_lock)."""
+    if not closes_at:
+        return ""
+    closes = datetime.fromisoformat(closes_at)
+    if (now or _boundary_now()) < closes:
+        return ""
+    return f"{WINDOW_CLOSED}: the deploy window of {env} closed at {closes_at}"
+
 
 
 def wave_of(host: str, hosts: Sequence[str], serial: Sequence[Any]) -> int:

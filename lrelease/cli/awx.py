@@ -62,7 +62,7 @@ def awx() -> None:
 @click.option("--env", "-e", "env", default=None, help="Environment (extra var lrelease_env).")
 @click.option("--reason", default="", help="Why (extra var lrelease_reason; recorded with the roll-out).")
 @click.option("--workflow", is_flag=True, help="TEMPLATE is a workflow job template.")
-@click.option("--extra-var", "extra", multiple=True, metavar="KEY=VALUE", help="Another extra var (repeatable).")
+@click.option("--extra-var", "extra", multiple=True, metavar="KEY=VALUE", help="Another extra var (repeatable); typed: [1, \"50%\"], 60, true (docs/awx.md).")
 @click.option("--no-wait", is_flag=True, help="Launch, print the job's id and URL, and exit 0.")
 @json_option
 @click.pass_context

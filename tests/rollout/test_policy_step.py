@@ -13,10 +13,12 @@ import os
 import signal
 import subprocess
 import time
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
 
+from lrelease import policystep, statedb
 from lrelease.config import load_config
 from lrelease.rollout import Releaser
 from lrelease.state import StateStore, new_rollout_id
@@ -149,6 +151,24 @@ def test_a_failed_awx_run_is_ended_by_its_guardian_and_frees_the_lock(awx):
         assert st.to_undo("production").id == row["id"]
 
 
+def test_an_awx_run_whose_staging_fails_is_recorded_as_the_wrapper_records_it(fleet, tmp_path):
+    # Given a before_stage hook that fails on every host (staging fails before any host moved)
+    awx = Awx(Project(fleet, tmp_path, waves=[1, "100%"], bake_seconds=0, gate_timeout_seconds=4,
+                      hooks={"before_stage": [{"shell": "echo no space left >&2; exit 3"}]}))
+    # When AWX runs deploy.yml with plain ansible-playbook
+    bad = awx.play("deploy.yml", awx.extravars("1.5.0", awx_job_id=4255))
+    # Then the play fails, and the record says what the wrapper says for it: rolled_back (exit 1:
+    # failed, nothing moved, nothing to undo), each host failed (not an interrupted run), lock free
+    assert bad.returncode != 0
+    [row] = [r for r in awx.history() if r["plan"].get("via", {}).get("job_id") == "4255"]
+    row = awx.wait_ended(row["id"])
+    assert (row["status"], row["exit_code"]) == ("rolled_back", 1)
+    assert row["plan"]["ended_by"]["failed_hosts"] == sorted(awx.hosts)
+    with awx.store() as st:
+        assert st.host_phases(row["id"]) == {h: "failed" for h in awx.hosts}
+    assert {n: awx.project.current(n) for n in awx.hosts} == {n: BASE for n in awx.hosts}
+
+
 def test_an_awx_run_killed_mid_run_leaves_a_lock_the_next_run_takes(awx):
     # Given an AWX run in its bake on the canary
     argv = awx.argv("deploy.yml", {**awx.extravars("1.3.0", awx_job_id=4260), "lrelease_bake_seconds": 60})
@@ -210,3 +230,41 @@ def test_a_plain_run_checks_the_release_policies_of_the_store_and_of_the_project
     assert {n: awx.project.current(n) for n in awx.hosts} == {n: BASE for n in awx.hosts}
     with awx.store() as st:
         assert st.lock_holder("prod") is None and st.lock_holder("production") is None
+
+
+def test_a_plain_run_whose_window_closes_stops_at_the_next_wave_boundary_paused(fleet, tmp_path):
+    # Given production's deploy window open now (UTC, from an hour ago to two hours on), a plain
+    # run that names the project's lrelease.yml, and a controller hook after the canary's gate
+    # that moves the wave-boundary check's clock past the close (the test-only clock file:
+    # ansible-playbook is another process)
+    now = datetime.now(timezone.utc)
+    rule = f"daily {(now - timedelta(hours=1)):%H:%M}-{(now + timedelta(hours=2)):%H:%M}"
+    clock_file = tmp_path / "boundary-now"
+    hook = {"shell": f"echo 2099-01-01T00:00:00+00:00 > {clock_file}", "run_on": "controller"}
+    awx = Awx(Project(fleet, tmp_path, waves=[1, "100%"], bake_seconds=0, gate_timeout_seconds=4,
+                      window={"timezone": "UTC", "weekly": [rule]}, hooks={"after_gate": [hook]}))
+    canary, rest = awx.hosts[0], awx.hosts[1:]
+
+    # When AWX runs deploy.yml with plain ansible-playbook
+    argv = awx.argv("deploy.yml", awx.extravars("1.4.0", awx_job_id=4270, lrelease_config=str(awx.project.path)))
+    run = subprocess.run(argv, cwd=ROOT, env=awx.environ(**{policystep.TEST_NOW_FILE: str(clock_file)}),
+                         capture_output=True, text=True, timeout=300)
+
+    # Then it stopped at the boundary after the canary's wave: recorded paused (exit 5), nothing
+    # rolled back, the canary on the new build and the others on theirs, each serving its build
+    assert run.returncode != 0 and clock_file.exists(), run.stdout[-3000:]
+    assert "window closed: the deploy window of production closed at" in run.stdout
+    [row] = [r for r in awx.history() if r["plan"].get("via", {}).get("job_id") == "4270"]
+    row = awx.wait_ended(row["id"])
+    assert (row["status"], row["exit_code"]) == ("paused", 5)
+    assert row["plan"]["window_closes_at"] == statedb.iso((now + timedelta(hours=2)).replace(second=0, microsecond=0))
+    with awx.store() as st:
+        assert st.host_phases(row["id"]) == {canary: "gate_passed"} | {h: "staged" for h in rest}
+    assert {n: awx.project.current(n) for n in awx.hosts} == {canary: "1.4.0"} | {h: BASE for h in rest}
+    assert {n: awx.project.serving(n) for n in awx.hosts} == {n: awx.project.current(n) for n in awx.hosts}
+
+    # When `lrelease resume` runs inside the window (the real clock: it is open)
+    resumed = awx.project.cli("resume", "--env", "production", "--yes")
+    # Then the roll-out is finished on every host
+    assert resumed.exit_code == 0, resumed.stdout + resumed.stderr
+    assert {n: awx.project.serving(n) for n in awx.hosts} == {n: "1.4.0" for n in awx.hosts}

@@ -402,6 +402,38 @@ def test_bad_options_are_one_line_and_send_nothing():
     assert not fake.requests
 
 
+def test_extra_var_values_arrive_typed_in_the_launch():
+    # Given a deploy template that prompts for extra vars
+    fake = FakeAwx(TOKEN)
+    fake.add(Template(7, "lrelease-deploy", script=Script(statuses=["successful"], events=[stats()])))
+    with fake.running():
+        # When it is launched with lists, numbers, booleans and build-like strings as --extra-var
+        result = run_cli(fake, "7", "--build", "1.4.0", "--no-wait",
+                         "--extra-var", 'lrelease_waves=[1, "50%", "100%"]',
+                         "--extra-var", "lrelease_bake_seconds=60", "--extra-var", "lrelease_gate_interval=0.5",
+                         "--extra-var", "lrelease_cleanup=false", "--extra-var", "lrelease_health_body_json={status: ok}",
+                         "--extra-var", "lrelease_previous_build=1.10", "--extra-var", 'lrelease_note="42"',
+                         "--extra-var", "lrelease_actor=ops team")
+    # Then AWX got them typed in its extra_vars object, as ansible-playbook -e '{...}' would:
+    # lists, mappings, numbers and booleans as such; a version stays the string given
+    assert result.exit_code == 0, result.stderr
+    post = next(r for r in fake.requests if r.method == "POST")
+    assert json.loads(post.body)["extra_vars"] == {
+        "lrelease_build": "1.4.0", "lrelease_waves": [1, "50%", "100%"], "lrelease_bake_seconds": 60,
+        "lrelease_gate_interval": 0.5, "lrelease_cleanup": False, "lrelease_health_body_json": {"status": "ok"},
+        "lrelease_previous_build": "1.10", "lrelease_note": "42", "lrelease_actor": "ops team"}
+
+
+def test_a_malformed_list_extra_var_is_one_line_and_launches_nothing():
+    fake = FakeAwx(TOKEN)
+    with fake.running():
+        result = run_cli(fake, "7", "--build", "1.4.0", "--extra-var", "lrelease_waves=[1, '50%'")
+    assert result.exit_code == 2
+    assert result.stderr.splitlines() == ["lrelease: error: --extra-var: lrelease_waves: a YAML/JSON list or "
+                                          "mapping, got \"[1, '50%'\""]
+    assert not fake.requests
+
+
 # -- end to end: the installed command, a real process, the fake AWX ---------------------------------
 def test_end_to_end_cli_process_against_the_fake_awx():
     # Given a fake AWX with a deploy template whose job succeeds

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
 import subprocess
 import sys
 import tarfile
@@ -17,6 +16,8 @@ import zipfile
 from pathlib import Path
 
 import pytest
+
+from tests.wheel import build_wheel
 
 ROOT = Path(__file__).resolve().parents[2]
 COLLECTION = "lrelease/_content/ansible_collections/lrelease/release"
@@ -44,16 +45,8 @@ def installed(tmp_path_factory) -> tuple[Path, Path, dict[str, float]]:
     tmp = tmp_path_factory.mktemp("install")
     times = {}
     start = time.monotonic()
-    # Built from a copy of the sources: an in-tree build would leave build/ (a second copy of the
-    # roles and playbooks) in the checkout, for ansible-lint and `ansible-galaxy collection build`.
-    src = tmp / "src"
-    shutil.copytree(ROOT, src, symlinks=True, ignore=shutil.ignore_patterns(
-        ".git", ".venv", "build", "dist", "*.egg-info", ".lrelease", ".pytest_cache", ".hypothesis",
-        "__pycache__", "tests", "molecule", "bench"))
-    built = _run([sys.executable, "-m", "pip", "wheel", str(src), "--no-deps", "-q", "-w", str(tmp / "wheels")])
-    assert built.returncode == 0, built.stderr
+    wheel = build_wheel(tmp)
     times["wheel"] = time.monotonic() - start
-    wheel = next((tmp / "wheels").glob("lrelease-*.whl"))
     venv = tmp / "venv"
     start = time.monotonic()
     made = _run([sys.executable, "-m", "venv", str(venv)])

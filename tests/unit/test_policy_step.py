@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from dataclasses import replace
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,7 @@ import yaml
 from lrelease import guardian, policies, policystep
 from lrelease.errors import ExitCode, LreleaseError
 from lrelease.state import LockHeld, StateStore, new_rollout_id
+from lrelease.window import parse_window
 from tests.unit.playbook import ANSIBLE_PLAYBOOK, ENV, ROOT
 
 
@@ -275,6 +277,60 @@ def test_where_the_state_is(tmp_path, monkeypatch):
     assert where.db == "" and "secret" not in where.shown  # the URL never travels as an extra var
     with pytest.raises(LreleaseError, match="lrelease_state_db: expected the path of a SQLite file"):
         policystep.locate("postgresql://u:secret@db.example/lr")
+
+
+def test_an_installed_collection_keeps_its_state_out_of_the_package(tmp_path, monkeypatch):
+    monkeypatch.delenv("LRELEASE_STATE_URL", raising=False)
+    monkeypatch.delenv("LRELEASE_STATE_URL_FILE", raising=False)
+    # Given the playbooks of an installed copy (a wheel's site-packages/lrelease/_content, or an
+    # ansible-galaxy collections path): Then the state goes to the user's XDG state directory
+    site = tmp_path / "site-packages" / "lrelease" / "_content" / "ansible_collections" / "lrelease" / "release"
+    where = policystep.locate("", str(site / "playbooks"), environ={"XDG_STATE_HOME": str(tmp_path / "xdg")})
+    assert where.target == str(tmp_path / "xdg" / "lrelease" / "lrelease.db")
+    home = policystep.locate("", str(site / "playbooks"), environ={})
+    assert home.target == str(Path.home() / ".local" / "state" / "lrelease" / "lrelease.db")
+    # Given lrelease_config (the project's lrelease.yml): Then its state_dir, wherever the playbooks are
+    project = tmp_path / "project"
+    project.mkdir()
+    _environment(project, state_dir="st")
+    assert policystep.locate("", str(site / "playbooks"), str(project / "lrelease.yml")).target == \
+        str(project / "st" / "lrelease.db")
+
+
+def test_a_plain_run_learns_when_its_window_closes_and_ends_paused_past_it(tmp_path, owner):
+    # Given production's window (nightly 22:00-06:00 UTC) and a plain run starting inside it at 23:00
+    env = replace(_environment(tmp_path), window=parse_window("UTC", ["daily 22:00-06:00"]))
+    night = datetime(2026, 11, 30, 23, 0, tzinfo=timezone.utc)
+    with StateStore(tmp_path / "state.db", clock=lambda: night) as st:
+        began = policystep.begin(st, _start(owner.pid, environment=env))
+        # Then the policy step hands the wave-boundary check the window's close, and records it
+        assert began["closes_at"] == "2026-12-01T06:00:00.000Z"
+        assert st.rollout(began["rollout_id"]).plan["window_closes_at"] == began["closes_at"]
+        # And the check passes before the close and stops the run after it
+        assert policystep.window_check("production", began["closes_at"], night) == ""
+        closed = policystep.window_check("production", began["closes_at"], datetime(2026, 12, 1, 6, 0, 1,
+                                                                                     tzinfo=timezone.utc))
+        assert closed == "window closed: the deploy window of production closed at 2026-12-01T06:00:00.000Z"
+        # When the playbook ends stopped there (one wave done, no host failed)
+        st.record_host(began["rollout_id"], "n1", "gate_passed", {})
+        ended = policystep.end(st, "production", began["rollout_id"], stopped=True, window_closed=True)
+        # Then it is recorded paused (exit 5), as the wrapper records it, and the lock is free
+        assert ended == ("paused", int(ExitCode.HALTED))
+        assert st.rollout(began["rollout_id"]).status == "paused" and st.lock_holder("production") is None
+    # And a run without a window (or a rollback) gets no close to check
+    with StateStore(tmp_path / "other.db", clock=lambda: night) as st:
+        assert policystep.begin(st, _start(owner.pid, environment=_environment(tmp_path)))["closes_at"] == ""
+    assert policystep.window_check("production", "") == ""
+
+
+def _environment(tmp_path: Path, **top):
+    """Production's settings from a minimal lrelease.yml in ``tmp_path``."""
+    from lrelease.config import load_config
+
+    path = tmp_path / "lrelease.yml"
+    production = {"deploy_root": "/srv/demo", "service": {"command": "/srv/demo/bin/demo-service"}}
+    path.write_text(yaml.safe_dump({"version": 1, "app": "demo", **top, "environments": {"production": production}}))
+    return load_config(path).environment("production")
 
 
 def test_the_placeholder_policies_refuse_nothing(tmp_path):

@@ -215,3 +215,77 @@ def test_a_state_dir_that_is_a_file_is_one_line(tmp_path):
         StateStore(tmp_path / "state" / "lrelease.db")
 
 
+
+
+# A process that opens the database and is SIGKILLed right after one statement of a migration ran
+# (before the migration's transaction could commit).
+KILLED_AFTER = textwrap.dedent("""
+    import os, re, signal, sys
+    import sqlalchemy as sa
+    from sqlalchemy.engine import Engine
+    from lrelease.state import StateStore
+
+    @sa.event.listens_for(Engine, "after_cursor_execute")
+    def _kill(conn, cursor, statement, *args):
+        if re.match(sys.argv[2], statement.strip(), re.IGNORECASE):
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    StateStore(sys.argv[1]).close()
+    print("not killed")
+""")
+
+
+def _at_revision(state_db, revision: str) -> None:
+    """A database migrated up to ``revision`` only (what an older lrelease left), with a roll-out."""
+    from alembic import command
+    from alembic.config import Config
+
+    where = statedb.locate(str(state_db))
+    if where.path is not None:
+        where.path.parent.mkdir(parents=True, exist_ok=True)
+    db = statedb.connect(where)
+    try:
+        with statedb.write(db):
+            config = Config()
+            config.set_main_option("script_location", str(ROOT / "lrelease" / "migrations"))
+            config.attributes["connection"] = db
+            command.upgrade(config, revision)
+            db.exec_driver_sql(
+                "INSERT INTO rollouts (id, env, build, action, status, actor, started_at, pid, hostname, lock_token)"
+                " VALUES ('kept00000001', 'production', '1.1.0', 'deploy', 'halted', 'ann',"
+                " '2026-01-01T00:00:00.000Z', 1, 'h', 3)")
+    finally:
+        db.close()
+
+
+@pytest.mark.parametrize("killed_in, statement", [
+    ("0003_release_policies", r"CREATE TABLE env_pauses"),  # captains made, rollouts.policy not yet
+    ("0004_rollout_pauses", r"DROP TABLE rollouts|ALTER TABLE rollouts DROP CONSTRAINT"),  # the table rebuilt halfway
+])
+def test_a_migration_killed_halfway_leaves_the_old_schema_and_the_next_open_upgrades(state_db, killed_in, statement):
+    # Given a database at the revision before 0003 (an lrelease before the release policies), with
+    # a roll-out in it
+    _at_revision(state_db, "0002_rollout_seq")
+    # When the process upgrading it is SIGKILLed right after a statement inside migration `killed_in`
+    killed = subprocess.run([sys.executable, "-c", KILLED_AFTER, str(state_db), statement], cwd=ROOT,
+                            capture_output=True, text=True, timeout=120)
+    assert killed.returncode == -9, killed.stdout + killed.stderr
+    # Then nothing of the upgrade stayed: the database is still at its old revision, not half-way
+    where = statedb.locate(str(state_db))
+    db = statedb.connect(where)
+    try:
+        assert statedb.versions(db) == ("0002_rollout_seq", 3)
+        assert not sa.inspect(db).has_table("captains")
+    finally:
+        db.close()
+    # When it is opened again
+    with StateStore(state_db) as store:
+        # Then it is upgraded to the newest schema, its history kept, and what 0003 and 0004 add works
+        assert store.schema_version() == statedb.SCHEMA_VERSION
+        assert [(r.id, r.status) for r in store.history()] == [("kept00000001", "halted")]
+        store.set_captain("production", "carol", set_by="carol")
+        assert store.captain("production").name == "carol"
+        with store.acquire_lock("production", "next00000001", heartbeat_every=0) as lock:
+            store.start_rollout("production", "1.2.0", "deploy", "bob", rollout_id="next00000001", lock=lock)
+            store.finish_rollout("next00000001", "paused", int(ExitCode.HALTED))
+        assert store.rollout("next00000001").status == "paused"

@@ -48,6 +48,7 @@ ARGUMENT_SPEC = {
     "gate": {"type": "dict"},
     "failed": {"type": "list", "elements": "str", "default": []},
     "stopped": {"type": "bool", "default": False},
+    "window_closed": {"type": "bool", "default": False},
 }
 
 
@@ -74,7 +75,7 @@ class ActionModule(ActionBase):
             policystep.verify(args["lock"])
             return {"record": False, "msg": "run by the lrelease wrapper: lock of %s verified" % env}
         playbooks = self._playbooks_dir(task_vars)
-        where = policystep.locate(args["state_db"], playbooks)
+        where = policystep.locate(args["state_db"], playbooks, args["config"])
         extra = {"lrelease_actor": args["actor"], "awx_user_name": args["awx_user"], "awx_job_id": args["job_id"]}
         start = policystep.Start(
             env=env, action=args["action"], build=args["build"], actor=policystep.actor(extra),
@@ -91,7 +92,7 @@ class ActionModule(ActionBase):
                 store.finish_rollout(began["rollout_id"], "crashed", int(ExitCode.INTERNAL))
                 store.release_lock(env, began["rollout_id"])
                 raise LreleaseError("cannot start the run's guardian (%s); nothing changed" % exc) from None
-        lock = {"db": where.db, "env": env, "token": began["token"]}
+        lock = {"db": where.db, "env": env, "token": began["token"], "closes_at": began["closes_at"]}
         return {"record": True, "env": env, "lock": lock, "rollout_id": began["rollout_id"],
                 "ledger_id": began["ledger_id"], "actor": start.actor, "via": start.via, "guardian": pid,
                 "hosts": list(start.hosts), "serial": list(start.serial),
@@ -130,7 +131,7 @@ class ActionModule(ActionBase):
             except LockLost:
                 pass  # end() records lock_lost on our row only
             status, code = policystep.end(store, policy["env"], policy["rollout_id"], failed=args["failed"],
-                                          stopped=args["stopped"])
+                                          stopped=args["stopped"], window_closed=args["window_closed"])
         return {"status": status, "exit_code": code, "failed": code not in (0,),
                 "msg": "roll-out %s ended %s (exit code %d); lock released" % (policy["rollout_id"], status, code)}
 

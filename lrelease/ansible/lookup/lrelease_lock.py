@@ -11,10 +11,12 @@ from ansible.errors import AnsibleError
 from ansible.plugins.lookup import LookupBase
 
 try:
+    from lrelease.policystep import window_check
     from lrelease.secrets import scrub
     from lrelease.state import lock_check
 except ImportError:  # run from a checkout whose package is not installed (AWX project sync)
     sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
+    from lrelease.policystep import window_check
     from lrelease.secrets import scrub
     from lrelease.state import lock_check
 
@@ -26,6 +28,9 @@ description:
     still carries O(token), else one line naming the holder that took it over (or C(released)).
     deploy.yml asks before each wave when the wrapper passes C(lrelease_lock): a roll-out whose lock
     was taken over while it was paused starts no further wave."
+  - "With O(closes_at) (a plain or AWX run's policy step sets it from the environment's deploy
+    window), a held lock whose window has closed answers one line starting C(window closed): the
+    run stops at this wave boundary and is recorded C(paused)."
 options:
   db:
     description: "Path of the state database (SQLite) on the controller; empty: the PostgreSQL URL in
@@ -35,6 +40,10 @@ options:
     default: ""
   env: {description: Environment name., type: str, required: true}
   token: {description: The fencing token the lock was granted with., type: int, required: true}
+  closes_at:
+    description: "When the deploy window the run started in closes (ISO 8601, UTC); empty: no window."
+    type: str
+    default: ""
 """
 
 EXAMPLES = r"""
@@ -55,6 +64,10 @@ class LookupModule(LookupBase):
     def run(self, terms, variables=None, **kwargs):
         self.set_options(var_options=variables, direct=kwargs)
         try:
-            return [lock_check(self.get_option("db"), self.get_option("env"), int(self.get_option("token")))]
+            env = self.get_option("env")
+            state = lock_check(self.get_option("db"), env, int(self.get_option("token")))
+            if state == "held":
+                state = window_check(env, self.get_option("closes_at")) or state
+            return [state]
         except Exception as exc:  # the database cannot be read: the run cannot prove it holds the lock
             raise AnsibleError(f"lrelease_lock: {scrub(str(exc))}") from None

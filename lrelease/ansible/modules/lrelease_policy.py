@@ -26,7 +26,7 @@ description:
     C(failed), C(rolled_back)...; the wrapper's vocabulary) and, with O(gate), the gate's verdict.
     Never fails the host: a write that cannot be made is reported as a warning."
   - "O(step=end): records how the run ended (C(succeeded), C(rollback_failed) for failed hosts, C(interrupted)
-    when O(stopped)) and releases the lock."
+    when O(stopped), C(paused) when O(window_closed)) and releases the lock."
 options:
   step:
     description: Which part of the policy step.
@@ -131,6 +131,11 @@ options:
     description: "O(step=end): the run stopped at a safe point (ends C(interrupted))."
     type: bool
     default: false
+  window_closed:
+    description: "O(step=end): the run stopped at a wave boundary because its deploy window closed (ends
+      C(paused), exit code 5, when no host failed)."
+    type: bool
+    default: false
 """
 
 EXAMPLES = r"""
@@ -161,7 +166,8 @@ record:
 rollout_id: {description: The roll-out's id in the state database., type: str, returned: step=begin}
 ledger_id: {description: The id the hosts' ledgers carry (lrelease_rollout_id)., type: str, returned: step=begin}
 lock:
-  description: "C({db, env, token}): what the fencing check before each wave reads (as C(lrelease_lock))."
+  description: "C({db, env, token, closes_at}): what the fencing check before each wave reads (as C(lrelease_lock));
+    C(closes_at) is when the deploy window the run started in closes (ISO 8601; empty: no window)."
   type: dict
   returned: step=begin
 status: {description: How the run was recorded as ended., type: str, returned: step=end}
