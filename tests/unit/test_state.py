@@ -359,3 +359,31 @@ def test_resumable_is_the_newest_unfinished_deploy_not_hidden_by_refusals(state_
 
 def test_lock_errors_are_lrelease_errors():
     assert issubclass(LockHeld, LreleaseError) and issubclass(LockLost, LreleaseError)
+
+
+# -- build records (lrelease build) -------------------------------------------------------------
+def test_a_build_is_recorded_once_with_its_provenance_and_listed_newest_first(store):
+    from lrelease.statebuilds import BuildRecord
+
+    # Given two builds recorded, the second with a pick and a revert
+    first = BuildRecord(version="1.0.0", sha256="a" * 64, artifact="shop-1.0.0.tar.gz", repository="/src/shop",
+                        branch="release/1.0.0", commit="c" * 40, tags=("v1.0.0",), branch_point="c" * 40,
+                        built_by="alice")
+    second = BuildRecord(version="1.0.0+2", sha256="b" * 64, artifact="shop-1.0.0+2.tar.gz", repository="/src/shop",
+                         branch="release/1.0.0", commit="d" * 40, branch_point="c" * 40,
+                         picks=({"commit": "d" * 40, "from": "e" * 40, "subject": "revert it"},),
+                         reverts=({"commit": "d" * 40, "reverts": "f" * 40, "subject": "revert it"},),
+                         built_by="bob")
+    store.record_build(first)
+    got = store.record_build(second)
+    # Then each reads back as recorded, with when it was built
+    assert got.to_dict() | {"built_at": ""} == second.to_dict()
+    assert got.built_at.endswith("Z")
+    assert store.build_record("1.0.0").tags == ("v1.0.0",)
+    assert [b.version for b in store.build_records()] == ["1.0.0+2", "1.0.0"]
+    assert store.build_record("2.0.0") is None
+    # And the same build id again is refused (one line, exit 2), the first record unchanged
+    with pytest.raises(StateError, match="build 1.0.0 is recorded already") as err:
+        store.record_build(second.__class__(**{**second.__dict__, "version": "1.0.0"}))
+    assert err.value.exit_code == ExitCode.USAGE
+    assert store.build_record("1.0.0").commit == "c" * 40
