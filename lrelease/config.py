@@ -43,6 +43,15 @@ Schema (version 1; ``lrelease.example.yml`` at the repository root is the commen
         requires: {env: next, soak: 30m}   # optional: a build must first be proven on that other
                                       # environment (soak default 30m; d/h/m/s); lrelease.policies
         nightly: false                # default false; true: `lrelease nightly` acts here (lrelease.nightly)
+        kind: release                 # default release; development: also takes feature branches' builds
+                                      # (`deploy --branch`); no window, requires: or required captain there
+    git:                              # default {}: release branches and builds (lrelease.branches, .builds)
+      repository: .                   # default: the directory of lrelease.yml
+      integration_branch: main        # default main
+      release_branch: "release/{version}"   # default; tag: "v{version}", remote: origin
+      build_command: [make, dist]     # default none: an argv list ({version}, {app} replaced)
+      build_artifact: "dist/{app}-{version}.tar.gz"   # default; build_timeout_seconds: 1800
+      feature_version: "0.0.0-{branch}.{short}"   # default: `deploy --branch`'s build id
 
 ``health.port`` becomes the extra var ``lrelease_app_port``, which wins over every host var;
 leave it out when the port differs per host (``vars: {lrelease_app_port: ...}`` in the fleet).

@@ -374,3 +374,21 @@ def test_the_git_commands_show_examples_and_their_exit_codes(command):
     result = CliRunner().invoke(cli, [*command, "--help"])
     assert result.exit_code == 0
     assert "Examples:" in result.output and "Exit codes:" in result.output
+
+
+def test_the_schema_defaults_of_git_and_kind_are_the_codes_defaults(tmp_path):
+    from lrelease.schema_doc import schema_keys
+
+    # Given a config without git: and without kind
+    path = tmp_path / "lrelease.yml"
+    path.write_text("version: 1\napp: demoapp\nenvironments:\n  dev:\n    deploy_root: /srv/demoapp\n"
+                    "    service: {systemd: demoapp}\n")
+    cfg = load_config(path)
+    nodes = {key.path: key.node for key in schema_keys("lrelease")}
+    # Then what the loader fills in is what the schema (and so docs/reference.md) says
+    assert cfg.environment("dev").kind == nodes["environments.<name>.kind"]["default"]
+    assert cfg.git is not None and cfg.git.repository == tmp_path
+    for name in ("integration_branch", "release_branch", "tag", "remote", "build_artifact", "build_timeout_seconds",
+                 "feature_version"):
+        assert getattr(cfg.git, name) == nodes[f"git.{name}"]["default"], name
+    assert cfg.git.build_command == () and "default" not in nodes["git.build_command"]
