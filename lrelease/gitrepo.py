@@ -184,6 +184,8 @@ class Repo:
         self.call(verb, "--abort", cwd=tree)
         if files:
             raise Conflict(f"{what}: conflict in {', '.join(files)}; aborted, nothing changed", files)
+        if "now empty" in f"{proc.stdout}\n{proc.stderr}":
+            raise GitError(f"{what}: a change is there already (its {verb} would be empty); aborted, nothing changed")
         raise GitError(f"{what}: git {verb} failed ({_last_words(proc)}); aborted, nothing changed")
 
 

@@ -174,6 +174,19 @@ def test_a_pick_goes_to_the_newest_release_branch_with_its_origin_recorded(proje
     assert git(repo, "show", "release/1.9.0:login.txt") == "ok"
 
 
+def test_picking_a_fix_the_release_has_already_is_one_line_exit_2(project, repo):
+    assert run(project, "branch", "cut", "1.0.0").exit_code == 0
+    fix = commit(repo, "fix", **{"fix.txt": "fixed\n"})
+    assert run(project, "hotfix", "pick", fix).exit_code == 0
+    head = git(repo, "rev-parse", "release/1.0.0")
+    # When it is picked again
+    again = run(project, "hotfix", "pick", fix)
+    # Then one line says it is there already; nothing changed, no work tree left behind
+    assert again.exit_code == 2 and "there already" in one_line(again)
+    assert git(repo, "rev-parse", "release/1.0.0") == head
+    assert len(git(repo, "worktree", "list").splitlines()) == 1
+
+
 def test_without_a_release_branch_a_pick_is_one_line_exit_2(project, repo):
     result = run(project, "hotfix", "pick", git(repo, "rev-parse", "HEAD"))
     assert result.exit_code == 2 and "no release branch" in one_line(result) and "branch cut" in result.output
