@@ -37,11 +37,11 @@ def deploy(store: StateStore, env: str = "production", build: str = "1.1.0", **k
 # -- schema -------------------------------------------------------------------------------
 def test_a_new_sqlite_database_is_versioned_and_in_wal_mode(tmp_path):
     with StateStore(tmp_path / ".lrelease" / "lrelease.db") as store:
-        assert store.path.exists() and store.schema_version() == statedb.SCHEMA_VERSION == 5
+        assert store.path.exists() and store.schema_version() == statedb.SCHEMA_VERSION == 6
         db = sqlite3.connect(store.path)
         assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         assert {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")} >= {
-            "meta", "rollouts", "host_events", "gates", "locks", "captains", "env_pauses", "alembic_version"}
+            "meta", "rollouts", "host_events", "gates", "locks", "captains", "env_pauses", "builds", "alembic_version"}
 
 
 def test_a_new_database_is_at_the_newest_revision(store, state_db):
