@@ -43,6 +43,15 @@ Schema (version 1; ``lrelease.example.yml`` at the repository root is the commen
         requires: {env: next, soak: 30m}   # optional: a build must first be proven on that other
                                       # environment (soak default 30m; d/h/m/s); lrelease.policies
         nightly: false                # default false; true: `lrelease nightly` acts here (lrelease.nightly)
+        kind: release                 # default release; development: also takes feature branches' builds
+                                      # (`deploy --branch`); no window, requires: or required captain there
+    git:                              # default {}: release branches and builds (lrelease.branches, .builds)
+      repository: .                   # default: the directory of lrelease.yml
+      integration_branch: main        # default main
+      release_branch: "release/{version}"   # default; tag: "v{version}", remote: origin
+      build_command: [make, dist]     # default none: an argv list ({version}, {app} replaced)
+      build_artifact: "dist/{app}-{version}.tar.gz"   # default; build_timeout_seconds: 1800
+      feature_version: "0.0.0-{branch}.{short}"   # default: `deploy --branch`'s build id
 
 ``health.port`` becomes the extra var ``lrelease_app_port``, which wins over every host var;
 leave it out when the port differs per host (``vars: {lrelease_app_port: ...}`` in the fleet).
@@ -57,7 +66,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lrelease import schema_check, secrets, window
 from lrelease.errors import ConfigError, ExitCode, LreleaseError, raise_all
@@ -71,6 +80,9 @@ from lrelease.plan import PAUSE, WaveSpec, check_wave, split_pauses
 from lrelease.schema import (ENV_NAME_EXPECTED, ENV_NAME_RE, SAFE_PATH_EXPECTED, Checker, join, load_yaml_mapping,
                              plain_text, safe_path, show, url_problem)
 from lrelease.window import Window
+
+if TYPE_CHECKING:
+    from lrelease.branches import GitSettings
 
 CONFIG_NAME = "lrelease.yml"
 SCHEMA_VERSION = 1
@@ -86,6 +98,9 @@ _DURATION_RE = re.compile(r"(?=\d)(?:(\d{1,3})d)?(?:(\d{1,4})h)?(?:(\d{1,6})m)?(
 DURATION_EXPECTED = "a duration such as 30m, 1h30m, 45s or 2d (d, h, m, s; at most 30 days)"
 MAX_DURATION = 30 * 86400
 CAPTAIN_MODES = ("optional", "required")
+# kind: release (the default) takes builds of release branches; development also takes builds of
+# feature branches (`deploy --branch`) and may have no window, no requires: and no required captain.
+ENV_KINDS = ("release", "development")
 SECRET_HINT = "name an environment variable that holds it instead, e.g. {key}_env: MYAPP_{KEY}"
 
 
@@ -196,6 +211,7 @@ class EnvironmentConfig:
     window: Window | None = None  # the deploy window: None, always open
     pauses: tuple[int, ...] = ()  # waves after which a roll-out awaits promotion (`pause` in waves, pause_after_canary)
     nightly: bool = False  # `lrelease nightly` acts here (lrelease/nightly.py); False: it leaves it alone
+    kind: str = "release"  # ENV_KINDS: development also takes feature branches (`deploy --branch`)
 
     def playbook_vars(self) -> dict[str, Any]:
         """The extra vars of docs/design.md that come from this environment's settings."""
@@ -246,6 +262,7 @@ class ProjectConfig:
     artifacts: ArtifactSource
     environments: tuple[EnvironmentConfig, ...]
     notifications: tuple[ChannelConfig, ...] = ()  # lrelease.notify: where roll-out events go
+    git: GitSettings | None = None  # lrelease.branches: the `git:` section (None: its defaults)
 
     @property
     def root(self) -> Path:
@@ -341,7 +358,7 @@ def load_config(path: str | Path) -> ProjectConfig:
     raise_all(renamed_keys(data, str(path)))  # a hook's `on:`, now run_on (YAML 1.1 reads a bare on as true)
     schema_check.check(data, "lrelease", str(path))
     check.mapping(data, "", required=("version", "app", "environments"),
-                  optional=("fleet", "state_dir", "artifacts", "notifications"))
+                  optional=("fleet", "state_dir", "artifacts", "notifications", "git"))
     version = data["version"]
     if version != SCHEMA_VERSION or isinstance(version, bool):
         check.fail("version", f"{SCHEMA_VERSION} (the schema version this lrelease reads), got {show(version)}")
@@ -359,8 +376,11 @@ def load_config(path: str | Path) -> ProjectConfig:
     environments = tuple(_environment(check, name, value, root) for name, value in envs.items())
     _check_requires(check, environments)
     notifications = _notifications(check, data.get("notifications", []), tuple(envs))
+    from lrelease.branches import parse_git  # it imports this module
+
+    git = parse_git(check, data.get("git", {}), root)
     return ProjectConfig(path=path, version=version, app=app, fleet=fleet, state_dir=state_dir,
-                         artifacts=artifacts, environments=environments, notifications=notifications)
+                         artifacts=artifacts, environments=environments, notifications=notifications, git=git)
 
 
 _ENV_VAR_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}\Z")
@@ -498,7 +518,7 @@ def _url_template_ok(url: str) -> bool:
 
 _ENV_KEYS = ("waves", "bake_seconds", "gate_timeout_seconds", "deploy_root", "service", "health",
              "keep_releases", "lb", "rollback", "inventory", "gate", "shared", "hooks", "captain", "requires",
-             "window", "pause_after_canary", "nightly")
+             "window", "pause_after_canary", "nightly", "kind")
 
 
 def _environment(check: Checker, name: str, value: Any, root: Path) -> EnvironmentConfig:
@@ -537,6 +557,15 @@ def _environment(check: Checker, name: str, value: Any, root: Path) -> Environme
     requires = _requires(check, env["requires"], join(key, "requires")) if env.get("requires") is not None else None
     window = _window(check, env["window"], join(key, "window")) if env.get("window") is not None else None
     nightly = check.boolean(env.get("nightly", False), join(key, "nightly"))
+    kind = env.get("kind", "release")
+    if kind not in ENV_KINDS:
+        check.fail(join(key, "kind"), f"release or development, got {show(kind)}")
+    if kind == "development":
+        for policy, present in (("window", window is not None), ("requires", requires is not None),
+                                ("captain", captain == "required")):
+            if present:
+                check.fail(join(key, policy), "nothing with kind: development (a development environment takes "
+                                              "feature branches: no window, no requires:, no required captain)")
     return EnvironmentConfig(
         name=name, waves=waves, bake_seconds=bake, gate_timeout_seconds=gate_timeout,
         deploy_root=_deploy_root(deploy_root), service_command=command, service_systemd=systemd,
@@ -544,7 +573,7 @@ def _environment(check: Checker, name: str, value: Any, root: Path) -> Environme
         health_path=health_path, health_port=health_port, keep_releases=keep, lb=lb,
         rollback_serial=rollback_serial, inventory=inventory, gate=gate, rollback_min_in_service=min_in_service,
         shared_dirs=shared_dirs, shared_files=shared_files, hooks=hooks, health_check=health_check,
-        captain=captain, requires=requires, window=window, pauses=pauses, nightly=nightly)
+        captain=captain, requires=requires, window=window, pauses=pauses, nightly=nightly, kind=kind)
 
 
 def _requires(check: Checker, value: Any, key: str) -> Requirement:

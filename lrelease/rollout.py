@@ -20,7 +20,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from lrelease import policies, series
+from lrelease import builds, policies, series
 from lrelease.apm.scrape import ReadingStore, ScrapeSettings
 from lrelease.config import BUILD_RE, ArtifactRef, EnvironmentConfig, ProjectConfig
 from lrelease.errors import ConfigError, ExitCode, InternalError, LreleaseError
@@ -267,13 +267,21 @@ class Releaser:
         return plan, estimate(plan, gate, Pace.from_runs(store.recent_runs(env.name) if store else []))
 
     def artifact(self, build: str, sha256: str | None = None) -> ArtifactRef:
-        """The build's artifact, its checksum verified on the controller before anything runs."""
+        """The build's artifact, its checksum verified on the controller before anything runs:
+        against its ``.sha256`` (or ``sha256``), and against the record `lrelease build` made of it."""
         ref = self.project.artifact_for(build, sha256)
+        actual = ref.sha256
         if ref.path is not None:
             actual = sha256_of(ref.path)
             if actual != ref.sha256:
                 raise ChecksumMismatch(f"{ref.path}: sha256 is {actual}, expected {ref.sha256}; "
                                        "refused before any host changed")
+        store = self.readable_store()  # (a dry run goes on without it; a deploy stops when it opens it)
+        record = store.build_record(build) if store is not None else None
+        if record is not None and record.sha256 != actual:
+            raise ChecksumMismatch(f"{ref.path or ref.url}: sha256 is {actual}, but build {build} was recorded with "
+                                   f"{record.sha256} (commit {record.commit[:12]}, built by {record.built_by} at "
+                                   f"{record.built_at}); refused before any host changed")
         return ref
 
     # -- deploy --------------------------------------------------------------------------
@@ -488,6 +496,15 @@ class Releaser:
         touched: what the roll-out's row keeps (overrides used, Next's evidence), or PolicyRefused
         (exit 4) after recording the refusal in the history (a row of status ``refused``, linked to
         no other roll-out: resume and rollback pass over it), changing nothing else."""
+        if action in ("deploy", "resume"):
+            try:
+                builds.check_deploy_target(env, self.store.build_record(build))
+            except policies.PolicyRefused as refused:  # a feature branch's build outside development
+                self.store.start_rollout(env.name, build, record_as or action, self.actor, reason=reason,
+                                         rollout_id=rid, lock=lock, status="refused",
+                                         policy={"refused": {"policy": refused.policy, "message": str(refused)}})
+                self.store.finish_rollout(rid, "refused", int(ExitCode.REFUSED))
+                raise
         decision = policies.decide(self.store, env.name, actor=self.actor, action=action, build=build,
                                    environment=env, force_reason=self.force_reason,
                                    skip_next_reason=self.skip_next_reason, hotfix_reason=self.hotfix_reason)

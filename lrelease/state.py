@@ -51,12 +51,13 @@ from lrelease.proclife import process_alive, process_start
 from lrelease.schema import looks_secret
 from lrelease.statedb import ACTIONS, PHASES, ROLLOUT_COLUMNS, STATUSES, StateError, gates as gates_t, \
     host_events as host_events_t, iso, kv, locks as locks_t, rollouts as rollouts_t, utc_now
+from lrelease.statebuilds import BuildRecord, BuildRecords
 from lrelease.statepolicy import Captain, EnvPause, PolicyRecords
 from lrelease.statelock import LockHandle, LockHeld, LockLost, LockRow
 
 __all__ = [
-    "ACTIONS", "PHASES", "STATUSES", "Captain", "EnvPause", "GateOutcome", "HostEvent", "LockHandle", "LockHeld", "LockLost",
-    "LockRow", "Rollout", "StateError", "StateStore", "iso", "new_rollout_id", "redact", "utc_now",
+    "ACTIONS", "PHASES", "STATUSES", "BuildRecord", "Captain", "EnvPause", "GateOutcome", "HostEvent", "LockHandle",
+    "LockHeld", "LockLost", "LockRow", "Rollout", "StateError", "StateStore", "iso", "new_rollout_id", "redact", "utc_now",
 ]
 
 DEFAULT_LOCK_TTL = 120.0
@@ -166,7 +167,7 @@ UNDOABLE = ("succeeded", "halted", "interrupted", "rollback_failed", "crashed", 
 RESUMABLE = ("interrupted", "halted", "crashed", "lock_lost", "paused", "awaiting_promotion")
 
 
-class StateStore(PolicyRecords):
+class StateStore(PolicyRecords, BuildRecords):
     """The project's state database: a SQLite file's path, or a URL (``postgresql+psycopg://``;
     see :func:`project_state`). ``clock`` and ``hostname`` are injectable for tests."""
 

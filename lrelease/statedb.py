@@ -28,9 +28,10 @@ from sqlalchemy.pool import NullPool
 from lrelease import secrets
 from lrelease.errors import ExitCode, LreleaseError
 
-SCHEMA_VERSION = 5  # meta.schema_version: 2 is the baseline revision, 3 adds rollouts.seq, 4 the policies,
-# 5 the statuses paused and awaiting_promotion
-REVISIONS = ("0001_baseline", "0002_rollout_seq", "0003_release_policies", "0004_rollout_pauses")  # lrelease/migrations/versions/, oldest first
+SCHEMA_VERSION = 6  # meta.schema_version: 2 is the baseline revision, 3 adds rollouts.seq, 4 the policies,
+# 5 the statuses paused and awaiting_promotion, 6 the builds
+REVISIONS = ("0001_baseline", "0002_rollout_seq", "0003_release_policies", "0004_rollout_pauses",
+             "0005_builds")  # lrelease/migrations/versions/, oldest first
 ACTIONS = ("deploy", "rollback", "resume")
 # `crashed`: lrelease itself failed (exit 70); `lock_lost`: another roll-out took the lock over
 # while this one was paused (exit 4); `paused`: stopped at a wave boundary when its deploy window
@@ -87,6 +88,13 @@ env_pauses = sa.Table(
     "env_pauses", tables, sa.Column("seq", sa.Integer, primary_key=True),
     *(sa.Column(name, sa.Text) for name in ("env", "reason", "paused_by", "paused_at", "unpaused_by",
                                              "unpaused_at")),
+)
+# Builds with provenance (lrelease/builds.py); tags, picks and reverts are JSON lists.
+builds = sa.Table(
+    "builds", tables, sa.Column("seq", sa.Integer, primary_key=True),
+    *(sa.Column(name, sa.Text) for name in ("version", "sha256", "artifact", "repository", "branch", "commit_sha",
+                                             "tags", "branch_point", "picks", "reverts", "kind", "built_by",
+                                             "built_at")),
 )
 ROLLOUT_COLUMNS = [c for c in rollouts.c if c.name != "seq"]
 

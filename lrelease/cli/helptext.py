@@ -16,7 +16,7 @@ EXIT_CODES: dict[ExitCode, str] = {
     ExitCode.ROLLBACK_FAILED: "the rollback failed, a human is needed",
     ExitCode.REFUSED: "refused by policy (lock held or lost to another roll-out, environment paused, not the "
                       "release captain, outside the deploy window, build not proven where the environment "
-                      "requires it first)",
+                      "requires it first, a feature branch outside a development environment)",
     ExitCode.HALTED: "halted for a human (the gate was Inconclusive), paused (its deploy window closed) or "
                      "awaiting promotion (a pause of its waves)",
     ExitCode.INTERNAL: "internal error: lrelease itself failed, the fleet may be inconsistent",

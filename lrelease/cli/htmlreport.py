@@ -27,7 +27,7 @@ from typing import Any
 
 import click
 
-from lrelease import policies, series
+from lrelease import builds, policies, series
 from lrelease.cli import report
 from lrelease.cli.helptext import read_epilog
 from lrelease.cli.release import _project, config_option
@@ -43,7 +43,8 @@ CSP = ("default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline
 # The marks on a host's charts: (what, colour, dash).
 MARKS = {"switch": ("#1f77b4", "dash"), "gate pass": ("#2ca02c", "solid"), "gate fail": ("#d62728", "solid"),
          "gate inconclusive": ("#ff7f0e", "solid"), "rollback": ("#9467bd", "dot")}
-PROVENANCE_KEYS = ("repository", "branch", "commit", "tags", "cherry_picked", "reverted", "built_by", "built_at")
+PROVENANCE_KEYS = ("version", "repository", "branch", "commit", "tags", "branch_point", "picks", "reverts", "built_by",
+                   "built_at", "sha256")
 
 
 @dataclass(frozen=True)
@@ -177,8 +178,18 @@ def provenance(found: Mapping[str, Any] | None, build: str) -> str:
     if not found:
         return f'<p class="no-provenance">Build {_e(build)}: no build record.</p>'
     keys = [k for k in PROVENANCE_KEYS if k in found] + [k for k in found if k not in PROVENANCE_KEYS]
-    rows = [(key.replace("_", " "), _value(found[key])) for key in keys]
+    rows = [(key.replace("_", " "), _lineage(key, found[key])) for key in keys]
     return _table(("", ""), rows, header=False, css="facts provenance")
+
+
+def _lineage(key: str, value: Any) -> str:
+    """Cherry-picks and reverts one per item: "<commit> picked from <commit>: <subject>"."""
+    if key in ("picks", "reverts") and isinstance(value, (list, tuple)) and value:
+        verb, source = ("picked from", "from") if key == "picks" else ("reverts", "reverts")
+        return "; ".join(f"{str(item.get('commit', ''))[:12]} {verb} {str(item.get(source, ''))[:12]}: "
+                         f"{item.get('subject', '')}" if isinstance(item, Mapping) else _value(item)
+                         for item in value)
+    return _value(value)
 
 
 def _value(value: Any) -> str:
@@ -343,10 +354,13 @@ def gate_description(project: ProjectConfig, env: str) -> tuple[str, Any]:
 
 
 def collect(releaser: Releaser, rollout: Rollout, provenance: Mapping[str, Any] | None = None) -> ReportData:
-    """What the page shows of a stored roll-out: its record, its series, how it was judged."""
+    """What the page shows of a stored roll-out: its record, its series, how it was judged, and
+    the build's provenance (``lrelease build``'s record, unless given)."""
     kind, settings = gate_description(releaser.project, rollout.env)
     kept = series.load(releaser.project.state_dir, rollout.id, releaser.readings_path(rollout.id), settings)
     store = releaser.store
+    if provenance is None:
+        provenance = builds.provenance(store, rollout.build)
     return ReportData(rollout, store.host_events(rollout.id), store.gates(rollout.id), kept, kind, provenance)
 
 

@@ -81,13 +81,15 @@ def help_topic(ctx: click.Context, topic: str | None) -> None:
 
 def _register() -> None:
     from lrelease.cli.awx import COMMANDS as AWX_COMMANDS
+    from lrelease.cli.git import COMMANDS as GIT_COMMANDS
     from lrelease.cli.htmlreport import COMMANDS as REPORT_COMMANDS
     from lrelease.cli.nightly import COMMANDS as NIGHTLY_COMMANDS
     from lrelease.cli.policy import COMMANDS as POLICY_COMMANDS
     from lrelease.cli.release import COMMANDS
     from lrelease.cli.sandbox import sandbox
 
-    for command in (*COMMANDS, *POLICY_COMMANDS, *AWX_COMMANDS, *NIGHTLY_COMMANDS, *REPORT_COMMANDS, sandbox):
+    for command in (*COMMANDS, *POLICY_COMMANDS, *AWX_COMMANDS, *NIGHTLY_COMMANDS, *REPORT_COMMANDS, *GIT_COMMANDS,
+                    sandbox):
         cli.add_command(command)
 
 

@@ -155,9 +155,13 @@ def plan(env: str, build: str | None, actor: str | None, as_json: bool, config_p
 @click.command(epilog=epilog([
     "lrelease deploy --env production --build 1.4.0 --dry-run",
     "lrelease deploy --env production --build \"$BUILD\" --yes --json > outcome.json   # cron: progress on stderr",
+    "lrelease deploy --env dev --branch feature/login --yes   # build the branch's head, deploy it to dev",
 ]))
 @env_option
-@click.option("--build", "-b", required=True, help="Build id; its artifact must exist.")
+@click.option("--build", "-b", default=None, help="Build id; its artifact must exist.")
+@click.option("--branch", default=None, metavar="BRANCH",
+              help="Instead of --build: build BRANCH's head (git.feature_version names it) and deploy that; "
+                   "only to an environment of kind: development (elsewhere exit 4).")
 @click.option("--sha256", default=None, help="Expected sha256 (default: the artifact's .sha256 file).")
 @reason_option
 @actor_option
@@ -170,7 +174,8 @@ def plan(env: str, build: str | None, actor: str | None, as_json: bool, config_p
 @verbose_option
 @config_option
 @click.pass_context
-def deploy(ctx: click.Context, env: str, build: str, sha256: str | None, reason: str, actor: str | None,
+def deploy(ctx: click.Context, env: str, build: str | None, branch: str | None, sha256: str | None, reason: str,
+           actor: str | None,
            force: bool, skip_next: bool, hotfix: bool, dry_run: bool, yes: bool, as_json: bool, verbosity: int,
            config_path: Path) -> None:
     """Roll BUILD out to an environment in waves; roll back by itself when a wave fails.
@@ -180,10 +185,22 @@ def deploy(ctx: click.Context, env: str, build: str, sha256: str | None, reason:
     --reason), or when BUILD is not proven on the environment it requires first (--skip-next
     --reason): docs/design.md, "Release policies". Stops at a wave boundary with exit 5 when the
     window closes (paused: `resume` in the next window) or at a pause of its waves (awaiting
-    promotion: `promote` or `abort`)."""
+    promotion: `promote` or `abort`).
+
+    With --branch, the branch's head is built first (as `lrelease build` does, in a clean
+    worktree, recorded with its provenance; a build of that commit made before is reused) and
+    deployed: only to an environment of kind: development (no window, no captain, no Next)."""
+    if (build is None) == (branch is None):
+        raise ConfigError("deploy", "--build", "one of --build BUILD or --branch BRANCH")
     overrides = _overrides(reason, force, skip_next, hotfix)
     project = _project(config_path)
     releaser = Releaser(project, actor=actor)
+    if branch is not None:
+        from lrelease import builds  # only here: keeps `deploy --build` from loading git
+
+        builds.check_deploy_target(project.environment(env), None, branch=branch)  # before building (exit 4)
+        build = builds.make(project, releaser.store, actor=releaser.actor, ref=branch, feature=True).version
+    assert build is not None
     releaser.artifact(build, sha256)  # unknown build or checksum mismatch: refused here
     p, est = releaser.plan(env)
     if dry_run:
@@ -358,19 +375,25 @@ def status(ctx: click.Context, env: str, expected_build: str | None, as_json: bo
     st: FleetStatus = releaser.status(env)
     inconsistent, off = _inconsistencies(st), _off_build(st, expected_build)
     problems = inconsistent + off
+    made = _build_records(releaser, {h.build for h in st.hosts if h.build})
     if as_json:
-        _emit("status", {**st.to_dict(), "consistent": not inconsistent, "expected_build": expected_build,
+        data = st.to_dict()
+        for h in data["hosts"]:  # the commit `lrelease build` recorded for the host's build, if any
+            h["commit"] = made[h["build"]].commit if h["build"] in made else None
+            h["branch"] = made[h["build"]].branch if h["build"] in made else None
+        _emit("status", {**data, "consistent": not inconsistent, "expected_build": expected_build,
                          "on_expected_build": not off if expected_build else None, "problems": problems})
     else:
         title = f"{env}: {'NOT consistent' if inconsistent else 'consistent'}"
         if expected_build:
             title += f", {'NOT on' if off else 'on'} {expected_build}"
-        hosts = table(title, ("host", "build", "sha256", "previous"))
+        hosts = table(title, ("host", "build", "sha256", "previous", *(("commit",) if made else ())))
         cut = 12 if out.is_terminal else None  # a log keeps the whole checksum
         for h in st.hosts:
-            hosts.add_row(h.host, h.build or "-", (h.sha256 or "-")[:cut], h.previous or "-")
+            commit = (f"{made[h.build].commit[:12]} ({made[h.build].branch or '-'})",) if h.build in made else ("-",)
+            hosts.add_row(h.host, h.build or "-", (h.sha256 or "-")[:cut], h.previous or "-", *(commit if made else ()))
         for host in st.unreachable:
-            hosts.add_row(host, "[red]unreachable[/]", "", "")
+            hosts.add_row(host, "[red]unreachable[/]", "", "", *(("",) if made else ()))
         print_table(out, hosts)
         if st.last:
             out.print(f"last roll-out: {st.last['id']} {st.last['action']} {st.last['build']} {st.last['status']} "
@@ -386,6 +409,12 @@ def status(ctx: click.Context, env: str, expected_build: str | None, as_json: bo
     if problems:
         console.print(f"lrelease: status: {'; '.join(problems)} (exit {int(ExitCode.HALTED)})", highlight=False)
         ctx.exit(int(ExitCode.HALTED))
+
+
+def _build_records(releaser: Releaser, versions: set[str]) -> dict[str, Any]:
+    """The build records (`lrelease build`) of ``versions`` that have one."""
+    found = {v: releaser.store.build_record(v) for v in sorted(versions)}
+    return {v: r for v, r in found.items() if r is not None}
 
 
 def _off_build(st: FleetStatus, expected: str | None) -> list[str]:
@@ -456,13 +485,24 @@ def show(rollout_id: str, env: str | None, as_json: bool, config_path: Path) -> 
     """One roll-out in full: who, what, why, each host's phase, and every gate's evidence.
 
     ROLLOUT_ID may be shortened to any prefix that names one roll-out (as `history` shows)."""
-    store = Releaser(_project(config_path)).store
+    releaser = Releaser(_project(config_path))
+    store = releaser.store
     found = store.find_rollout(rollout_id, env)
     events, gates = store.host_events(found.id), store.gates(found.id)
+    made = _build_records(releaser, {b for b in (found.build, found.previous_build) if b})
     if as_json:
-        _emit("rollout", report.to_json(found, events, gates))
+        _emit("rollout", {**report.to_json(found, events, gates),
+                          "builds": {v: r.to_dict() for v, r in made.items()}})
         return
     out.print(report.render(report.report(found, events, gates)), highlight=False)
+    for version, record in made.items():  # each host's build (this one, or the one before), where it came from
+        hosts = sorted(h for h, phase in store.host_phases(found.id).items()
+                       if (phase in ("rolled_back", "reverted")) == (version != found.build))
+        out.print(f"build {version}: commit {record.commit[:12]} of {record.branch or '-'}"
+                  f"{', picks ' + ', '.join(p['from'][:12] for p in record.picks) if record.picks else ''}"
+                  f"{', reverts ' + ', '.join(r['reverts'][:12] for r in record.reverts) if record.reverts else ''}"
+                  f"; built by {record.built_by} at {when(record.built_at)}"
+                  f"{'; hosts ' + ', '.join(hosts) if hosts else ''}", highlight=False, soft_wrap=True)
 
 
 @click.group()

@@ -153,7 +153,7 @@ BAD = [
     ("future version", lambda d: d.update(version=2), "version", "1 (the schema version this lrelease reads), got 2"),
     ("app with spaces", lambda d: d.update(app="demo app"), "app", "lower-case letters"),
     ("unknown top key", lambda d: d.update(colour="blue"), "colour",
-     "unknown key; expected one of app, artifacts, environments, fleet, notifications, state_dir, version"),
+     "unknown key; expected one of app, artifacts, environments, fleet, git, notifications, state_dir, version"),
     ("no environments", lambda d: d.update(environments={}), "environments", "at least one"),
     ("environments a list", lambda d: d.update(environments=["production"]), "environments", "a mapping"),
     ("env name with dash", lambda d: d["environments"].update({"pre-prod": {}}), "environments.pre-prod",

@@ -43,8 +43,10 @@ GATES = [GateOutcome("3f2a9c000001", 1, "node1", "fail",
                      {"gate": "apm", "provider": "scrape", "compared_with": "peers",
                       "last": {"reason": "errors: 5.1% vs 0.5% <worse>", "checks": []}}, AT.format(38))]
 POINTS = [{"at": T0 + 2 * i, "rps": 25.0, "error_rate": 0.05, "p50_ms": 11.0, "p95_ms": 40.0} for i in range(10)]
-PROVENANCE = {"repository": "/srv/git/shop.git", "branch": "release/2.0.0", "commit": "a1b2c3d4e5f6",
-              "tags": ["v2.0.0"], "cherry_picked": ["9f8e7d6 fix <checkout>"], "reverted": ["5a4b3c2"],
+PROVENANCE = {"version": "2.0.0", "repository": "/srv/git/shop.git", "branch": "release/2.0.0",
+              "commit": "a1b2c3d4e5f6", "tags": ["v2.0.0"],
+              "picks": [{"commit": "9f8e7d6aaaaabbbb", "from": "1234567ccccdddd", "subject": "fix <checkout>"}],
+              "reverts": [{"commit": "5a4b3c2eeee", "reverts": "77aa88bb99cc", "subject": "Revert \"slow query\""}],
               "built_by": "alice", "built_at": "2026-11-30T05:00:00Z"}
 
 
@@ -103,8 +105,10 @@ def test_the_provenance_is_shown_when_given_and_no_build_record_otherwise():
     html = built(provenance=PROVENANCE)
     # Then every field is shown, lists joined, escaped
     section = html.split("<h2>Build provenance</h2>", 1)[1].split("<h2>", 1)[0]
-    for text in ("/srv/git/shop.git", "release/2.0.0", "a1b2c3d4e5f6", "v2.0.0", "9f8e7d6 fix &lt;checkout&gt;",
-                 "5a4b3c2", "alice", "2026-11-30T05:00:00Z", "cherry picked", "built by"):
+    for text in ("/srv/git/shop.git", "release/2.0.0", "a1b2c3d4e5f6", "v2.0.0",
+                 "9f8e7d6aaaaa picked from 1234567ccccd: fix &lt;checkout&gt;",
+                 "5a4b3c2eeee reverts 77aa88bb99cc: Revert &quot;slow query&quot;", "alice", "2026-11-30T05:00:00Z",
+                 "picks", "built by"):
         assert text in section, text
     # And without a build record the page says so
     assert "Build 2.0.0: no build record." in built(provenance=None)

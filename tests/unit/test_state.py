@@ -37,11 +37,11 @@ def deploy(store: StateStore, env: str = "production", build: str = "1.1.0", **k
 # -- schema -------------------------------------------------------------------------------
 def test_a_new_sqlite_database_is_versioned_and_in_wal_mode(tmp_path):
     with StateStore(tmp_path / ".lrelease" / "lrelease.db") as store:
-        assert store.path.exists() and store.schema_version() == statedb.SCHEMA_VERSION == 5
+        assert store.path.exists() and store.schema_version() == statedb.SCHEMA_VERSION == 6
         db = sqlite3.connect(store.path)
         assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         assert {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")} >= {
-            "meta", "rollouts", "host_events", "gates", "locks", "captains", "env_pauses", "alembic_version"}
+            "meta", "rollouts", "host_events", "gates", "locks", "captains", "env_pauses", "builds", "alembic_version"}
 
 
 def test_a_new_database_is_at_the_newest_revision(store, state_db):
@@ -359,3 +359,31 @@ def test_resumable_is_the_newest_unfinished_deploy_not_hidden_by_refusals(state_
 
 def test_lock_errors_are_lrelease_errors():
     assert issubclass(LockHeld, LreleaseError) and issubclass(LockLost, LreleaseError)
+
+
+# -- build records (lrelease build) -------------------------------------------------------------
+def test_a_build_is_recorded_once_with_its_provenance_and_listed_newest_first(store):
+    from lrelease.statebuilds import BuildRecord
+
+    # Given two builds recorded, the second with a pick and a revert
+    first = BuildRecord(version="1.0.0", sha256="a" * 64, artifact="shop-1.0.0.tar.gz", repository="/src/shop",
+                        branch="release/1.0.0", commit="c" * 40, tags=("v1.0.0",), branch_point="c" * 40,
+                        built_by="alice")
+    second = BuildRecord(version="1.0.0+2", sha256="b" * 64, artifact="shop-1.0.0+2.tar.gz", repository="/src/shop",
+                         branch="release/1.0.0", commit="d" * 40, branch_point="c" * 40,
+                         picks=({"commit": "d" * 40, "from": "e" * 40, "subject": "revert it"},),
+                         reverts=({"commit": "d" * 40, "reverts": "f" * 40, "subject": "revert it"},),
+                         built_by="bob")
+    store.record_build(first)
+    got = store.record_build(second)
+    # Then each reads back as recorded, with when it was built
+    assert got.to_dict() | {"built_at": ""} == second.to_dict()
+    assert got.built_at.endswith("Z")
+    assert store.build_record("1.0.0").tags == ("v1.0.0",)
+    assert [b.version for b in store.build_records()] == ["1.0.0+2", "1.0.0"]
+    assert store.build_record("2.0.0") is None
+    # And the same build id again is refused (one line, exit 2), the first record unchanged
+    with pytest.raises(StateError, match="build 1.0.0 is recorded already") as err:
+        store.record_build(second.__class__(**{**second.__dict__, "version": "1.0.0"}))
+    assert err.value.exit_code == ExitCode.USAGE
+    assert store.build_record("1.0.0").commit == "c" * 40

@@ -289,3 +289,34 @@ def test_a_migration_killed_halfway_leaves_the_old_schema_and_the_next_open_upgr
             store.start_rollout("production", "1.2.0", "deploy", "bob", rollout_id="next00000001", lock=lock)
             store.finish_rollout("next00000001", "paused", int(ExitCode.HALTED))
         assert store.rollout("next00000001").status == "paused"
+
+
+def test_a_schema_5_database_gains_the_builds_table_in_place(tmp_path):
+    # Given a database the previous lrelease wrote (revision 0004, schema 5) with a roll-out
+    from alembic import command
+    from alembic.config import Config
+
+    path = tmp_path / "s.db"
+    where = statedb.locate(path)
+    db = statedb.connect(where)
+    with statedb.write(db):
+        config = Config()
+        config.set_main_option("script_location", str(ROOT / "lrelease" / "migrations"))
+        config.attributes["connection"] = db
+        command.upgrade(config, "0004_rollout_pauses")
+    db.close()
+    raw(path, "INSERT INTO rollouts (id, env, build, action, status, actor, started_at, pid, hostname)"
+              " VALUES ('old000000005', 'production', '1.5.0', 'deploy', 'paused', 'ann', '2026-01-01T00:00:00.000Z',"
+              " 1, 'h')")
+    assert raw(path, "SELECT value FROM meta WHERE key = 'schema_version'") == [("5",)]
+    # When this lrelease opens it
+    with StateStore(path) as store:
+        # Then it is at the newest schema, its roll-out kept, and builds can be recorded
+        assert store.schema_version() == statedb.SCHEMA_VERSION == 6
+        assert store.rollout("old000000005").status == "paused"
+        from lrelease.statebuilds import BuildRecord
+
+        store.record_build(BuildRecord(version="1.6.0", sha256="a" * 64, artifact="x", repository="/r",
+                                       branch="release/1.6.0", commit="c" * 40, built_by="ann"))
+        assert store.build_record("1.6.0").branch == "release/1.6.0"
+    assert raw(path, "SELECT version_num FROM alembic_version") == [("0005_builds",)]

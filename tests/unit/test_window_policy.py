@@ -205,7 +205,7 @@ def test_migration_0004_upgrades_a_schema_4_sqlite_file_keeping_its_rows_and_ord
     db.close()
     # When a store opens it: upgraded in place
     with StateStore(path) as store:
-        assert store.schema_version() == 5
+        assert store.schema_version() == statedb.SCHEMA_VERSION
         # Then the rows, their order (seq) and the references are kept, and the new statuses are accepted
         assert [r.id for r in store.history("production")] == ["a", "b"]
         new = store.start_rollout("production", "1.6.0", "deploy", "alice")
