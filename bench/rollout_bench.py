@@ -51,11 +51,12 @@ from lrelease.sandbox.fleet import Sandbox, project_config
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 # LRELEASE_TEST_SLOT=N moves the sandbox aside like the test suite's (engineers benching in parallel).
+# Ports below Linux's ephemeral range (32768+), where a client socket could hold them (tests/conftest.py).
 SLOT = int(os.environ.get("LRELEASE_TEST_SLOT", "0"))
 _TAG = str(SLOT) if SLOT else ""
 STATE_DIR = Path("/var/lib/lrelease-sandbox-bench" + (f"-slot{SLOT}" if SLOT else ""))
 SANDBOX = {"subnet": f"198.18.{83 + 10 * SLOT}.0/24", "prefix": "lrbench" + _TAG, "bridge": "lrbrx" + _TAG,
-           "haproxy_port": 38380 + 100 * SLOT, "prometheus_port": 39390 + 100 * SLOT}
+           "haproxy_port": 23080 + 100 * SLOT, "prometheus_port": 23090 + 100 * SLOT}
 BUILD = "2.0.0"
 TARGETS = {"deploy / naive": 0.45, "rollback / deploy": 0.3, "wrapper / bare": 1.05}
 ROWS = (("naive", "naive serial playbook"), ("deploy", "lrelease deploy"), ("bare", "bare ansible-playbook deploy"),
@@ -146,8 +147,7 @@ class Bench:
         kept = self.work / "kept"
         self.reset()
         self._lrelease("capture", "deploy", "--env", "production", "--build", BUILD, extra_env={KEEP_RUNS: str(kept)})
-        self.runs -= 1  # not a measured run
-        self.results.loads.pop()
+        self.results.loads.pop()  # not a measured run
         commands = sorted(kept.glob("lrelease-run-*/artifacts/*/command"))
         argv = json.loads(commands[0].read_text())["command"]
         # argv: the run's launcher, deploy.yml, then ansible-runner's options
@@ -270,6 +270,30 @@ def render(results: Results, reps: int, cfg: SandboxConfig, pad_mb: int) -> str:
     return "\n".join(lines)
 
 
+def measure(reps: int, *, pad_mb: int = 20, keep: bool = False, profile: Path | None = None,
+            ) -> tuple[Results, SandboxConfig]:
+    """Bring the bench sandbox up, run every measurement ``reps`` times in alternating order, take
+    the sandbox down (unless ``keep``). Raises RunFailed when a run did not do its job."""
+    sandbox = Sandbox(STATE_DIR)
+    print(f"bringing up the bench sandbox ({STATE_DIR}, {SANDBOX['subnet']}) ...", file=sys.stderr)
+    sandbox.up(nodes=6, load_rate=0, **SANDBOX)
+    try:
+        with tempfile.TemporaryDirectory(prefix="lrelease-bench-") as tmp:
+            bench = Bench(sandbox, Path(tmp), pad_mb=pad_mb, profile=profile)
+            print("an untimed lrelease deploy, kept: its playbook command for the bare runs ...", file=sys.stderr)
+            bench.capture()
+            for rep in range(reps):
+                order = ((bench.lrelease, bench.bare, bench.naive) if rep % 2 == 0
+                         else (bench.naive, bench.bare, bench.lrelease))
+                for run in order:
+                    print(f"repetition {rep + 1}/{reps}: {run.__name__} ...", file=sys.stderr)
+                    run()
+        return bench.results, sandbox.config
+    finally:
+        if not keep:
+            sandbox.down()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="lrelease against a naive serial playbook, and a fleet rollback "
                                                  "against a roll-out, on a sandbox of its own.")
@@ -285,28 +309,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.profile is not None:
         args.profile.mkdir(parents=True, exist_ok=True)
 
-    sandbox = Sandbox(STATE_DIR)
-    print(f"bringing up the bench sandbox ({STATE_DIR}, {SANDBOX['subnet']}) ...", file=sys.stderr)
-    sandbox.up(nodes=6, load_rate=0, **SANDBOX)
     try:
-        with tempfile.TemporaryDirectory(prefix="lrelease-bench-") as tmp:
-            bench = Bench(sandbox, Path(tmp), pad_mb=args.pad_mb, profile=args.profile)
-            print("an untimed lrelease deploy, kept: its playbook command for the bare runs ...", file=sys.stderr)
-            bench.capture()
-            for rep in range(args.reps):
-                order = ((bench.lrelease, bench.bare, bench.naive) if rep % 2 == 0
-                         else (bench.naive, bench.bare, bench.lrelease))
-                for run in order:
-                    print(f"repetition {rep + 1}/{args.reps}: {run.__name__} ...", file=sys.stderr)
-                    run()
-        results = bench.results
-        report = render(results, args.reps, sandbox.config, args.pad_mb)
+        results, cfg = measure(args.reps, pad_mb=args.pad_mb, keep=args.keep, profile=args.profile)
     except RunFailed as exc:
         print(f"bench: a run did not do its job, no figures: {exc}", file=sys.stderr)
         return 1
-    finally:
-        if not args.keep:
-            sandbox.down()
+    report = render(results, args.reps, cfg, args.pad_mb)
     print(report)
     if args.json:
         args.json.write_text(json.dumps({"times": results.times, "medians": {k: results.median(k) for k, _ in ROWS},
