@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import signal
 import statistics
@@ -74,6 +75,10 @@ class RunFailed(RuntimeError):
 class Results:
     times: dict[str, list[float]] = field(default_factory=lambda: {key: [] for key, _ in ROWS})
     loads: list[float] = field(default_factory=list)  # 1-minute load average as each run started
+    # CPU seconds of each run's whole process tree on the controller (the command, ansible-playbook and
+    # its workers, ssh clients; not the sandbox nodes' own processes), per label: what the wrapper
+    # costs beyond the bare playbook shows here, load or not.
+    cpu: dict[str, list[float]] = field(default_factory=dict)
     # Per rollback: requests sent through HAProxy while it ran, and those the load balancer failed.
     rollback_load: list[dict[str, int]] = field(default_factory=list)
 
@@ -94,6 +99,12 @@ class Results:
     @property
     def rollback_failed(self) -> int:
         return sum(r["failed"] for r in self.rollback_load)
+
+
+def _children_cpu() -> float:
+    """User + system CPU seconds of every waited-for child process tree so far."""
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
 
 
 class Bench:
@@ -122,9 +133,11 @@ class Bench:
                     "ANSIBLE_CALLBACKS_ENABLED": "bench_timing",
                     "LRELEASE_BENCH_TIMING": str(self.profile / f"{self.runs:02d}-{label}.txt")}
         self.results.loads.append(os.getloadavg()[0])
+        cpu0 = _children_cpu()
         start = time.monotonic()
         proc = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=600, check=False)
         took = time.monotonic() - start
+        self.results.cpu.setdefault(label, []).append(_children_cpu() - cpu0)
         for sock in cp_dir.iterdir():  # end the ControlPersist masters this run left
             subprocess.run(["ssh", "-o", f"ControlPath={sock}", "-O", "exit", "bench"], capture_output=True, check=False)
         shutil.rmtree(cp_dir, ignore_errors=True)
@@ -260,6 +273,10 @@ def render(results: Results, reps: int, cfg: SandboxConfig, pad_mb: int) -> str:
     lines.append(f"{'rollback failed':20} {results.rollback_failed:5d}  (target 0)      "
                  f"{'met' if results.rollback_failed == 0 else 'MISSED':6}  requests failed by HAProxy during the "
                  f"rollbacks, of {sent} sent ({LB_RATE}/s)")
+    cpu = {k: statistics.median(v) for k, v in results.cpu.items() if k in ("deploy", "bare")}
+    if len(cpu) == 2:
+        lines.append(f"{'controller CPU':20} lrelease deploy {cpu['deploy']:.1f} s, bare ansible-playbook {cpu['bare']:.1f} s "
+                     f"(medians; the wrapper's own share: {cpu['deploy'] - cpu['bare']:+.1f} s)")
     lines.append("")
     cpus = os.cpu_count() or 1
     lo, hi = min(results.loads), max(results.loads)
@@ -319,7 +336,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         args.json.write_text(json.dumps({"times": results.times, "medians": {k: results.median(k) for k, _ in ROWS},
                                          "ratios": results.ratios(), "targets": TARGETS, "loads": results.loads,
-                                         "rollback_load": results.rollback_load,
+                                         "rollback_load": results.rollback_load, "cpu": results.cpu,
                                          "pad_mb": args.pad_mb, "nodes": 6}, indent=2) + "\n")
     return 0
 

@@ -45,7 +45,7 @@ class Section:
     """One bench's rows, with the load average (1 min) at its start and end and its command."""
 
     def __init__(self, command: str) -> None:
-        self.command, self.rows = command, []
+        self.command, self.rows, self.notes = command, [], []
         self.load = [os.getloadavg()[0]]
 
     def done(self) -> Section:
@@ -79,6 +79,10 @@ def rollout_section(reps: int) -> Section:
     sec.add(f"wrapper vs bare `ansible-playbook`, same playbook and vars ({med('deploy'):.1f} / {med('bare'):.1f} s)",
             f"{ratios['wrapper / bare']:.2f}", f"<= {targets['wrapper / bare']}",
             ratios["wrapper / bare"] <= targets["wrapper / bare"])
+    cpu = {k: statistics.median(results.cpu[k]) for k in ("deploy", "bare")}
+    sec.notes.append(f"controller CPU of a deploy (the whole process tree): lrelease {cpu['deploy']:.1f} s, bare "
+                     f"ansible-playbook {cpu['bare']:.1f} s; the rollbacks' load: "
+                     + ", ".join(f"{r['failed']} failed of {r['sent']}" for r in results.rollback_load))
     sec.load[0] = min(results.loads)
     sec.load.append(max(results.loads))
     return sec.done()
@@ -116,7 +120,7 @@ def render(sections: list[Section], command: str, started: float) -> str:
             lines.append(f"| {figure} | {measured} | {target} | {'met' if met else '**missed**'} | {load} | ({n}) |")
     lines.append("")
     for n, sec in enumerate(sections, 1):
-        lines.append(f"({n}) `{sec.command}`")
+        lines.append(f"({n}) `{sec.command}`" + "".join(f"; {note}" for note in sec.notes))
     met = sum(r[3] for s in sections for r in s.rows)
     total = sum(len(s.rows) for s in sections)
     lines += ["", f"{met} of {total} targets met; {time.strftime('%Y-%m-%d %H:%M', time.gmtime(started))} UTC, "
