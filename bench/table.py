@@ -61,10 +61,10 @@ def _python() -> str:
     return str(exe.relative_to(ROOT)) if exe.is_relative_to(ROOT) else str(exe)
 
 
-def rollout_section(reps: int) -> Section:
+def rollout_section(reps: int, profile: Path | None = None) -> Section:
     slot = os.environ.get("LRELEASE_TEST_SLOT", "")
     sec = Section(f"{'LRELEASE_TEST_SLOT=' + slot + ' ' if slot else ''}{_python()} bench/rollout_bench.py --reps {reps}")
-    results, cfg = rollout_bench.measure(reps)
+    results, cfg = rollout_bench.measure(reps, profile=profile)
     ratios, med, targets = results.ratios(), results.median, rollout_bench.TARGETS
     sec.add(f"roll-out vs naive serial playbook ({cfg.nodes} nodes, 20 MiB, bake 0; "
             f"{med('deploy'):.1f} / {med('naive'):.1f} s)",
@@ -133,6 +133,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="one repetition of each bench (a quick look)")
     parser.add_argument("--json", type=Path, metavar="FILE", help="also write the rows as JSON")
+    parser.add_argument("--profile", type=Path, metavar="DIR",
+                        help="per-task timings of the roll-out bench's playbook runs (rollout_bench.py --profile)")
     args = parser.parse_args(argv)
     started = time.time()
     rollout_reps, scale_reps, gate_reps, looks = (1, 1, 1, 2) if args.quick else (3, 5, 3, 4)
@@ -142,7 +144,9 @@ def main(argv: list[str] | None = None) -> int:
     sections = []
     try:
         print("roll-out, rollback, wrapper vs bare (sandbox) ...", file=sys.stderr)
-        sections.append(rollout_section(rollout_reps))
+        if args.profile is not None:
+            args.profile.mkdir(parents=True, exist_ok=True)
+        sections.append(rollout_section(rollout_reps, args.profile))
     except rollout_bench.RunFailed as exc:
         print(f"table: a roll-out bench run did not do its job, no figures: {exc}", file=sys.stderr)
         return 1
