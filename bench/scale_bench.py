@@ -118,11 +118,9 @@ def median_alternating(sizes: tuple[int, ...], reps: int, run: Callable[[int], f
     return {n: statistics.median(v) for n, v in times.items()}
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--reps", type=int, default=5)
-    parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
-    args = parser.parse_args()
+def measure(reps: int) -> dict:
+    """Every figure, side by side: ``rows`` (label, measured, target, met), ``info`` (label,
+    measured, note), and the raw medians."""
     work = Path(tempfile.mkdtemp(prefix="lrelease-scale-"))
     try:
         configs = {n: write_project(work / str(n), n) for n in FLEET_SIZES}
@@ -132,11 +130,11 @@ def main() -> int:
         for n in FLEET_SIZES:  # warm-up: imports, first use of each code path
             cli_cpu(plan_args[n])
             cli_cpu(inv_args[n])
-        plan = median_alternating(FLEET_SIZES, args.reps, lambda n: cli_cpu(plan_args[n]))
-        inv = median_alternating(FLEET_SIZES, args.reps, lambda n: cli_cpu(inv_args[n]))
+        plan = median_alternating(FLEET_SIZES, reps, lambda n: cli_cpu(plan_args[n]))
+        inv = median_alternating(FLEET_SIZES, reps, lambda n: cli_cpu(inv_args[n]))
         streams = {n: (deploy_events(n), [f"node{i:05d}" for i in range(1, n + 1)]) for n in EVENT_SIZES}
-        printed = median_alternating(EVENT_SIZES, args.reps, lambda n: handle_events(*streams[n], printed=True))
-        live = median_alternating(EVENT_SIZES, args.reps, lambda n: handle_events(*streams[n], printed=False))
+        printed = median_alternating(EVENT_SIZES, reps, lambda n: handle_events(*streams[n], printed=True))
+        live = median_alternating(EVENT_SIZES, reps, lambda n: handle_events(*streams[n], printed=False))
         big = FLEET_SIZES[-1]
         whole = {"plan": statistics.median(process_cpu(plan_args[big]) for _ in range(3)),
                  "inventory generate": statistics.median(process_cpu(inv_args[big]) for _ in range(3)),
@@ -161,6 +159,17 @@ def main() -> int:
                      b / a <= RATIO_TARGET))
     info = [(f"whole `lrelease {k}` process, 10,000 hosts" if k != "--help" else "whole `lrelease --help` process",
              f"{v:.2f} s", "(information: start-up and imports included)") for k, v in whole.items()]
+    return {"rows": rows, "info": info, "plan": plan, "inventory": inv, "events_printed": printed,
+            "events_live": live, "whole_process": whole, "load": load, "n_events": n_events}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--reps", type=int, default=5)
+    parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    args = parser.parse_args()
+    figures = measure(args.reps)
+    rows, info, load, n_events = figures["rows"], figures["info"], figures["load"], figures["n_events"]
 
     width = max(len(r[0]) for r in rows + info)
     print(f"{'figure':<{width}}  {'measured':>9}  {'target':<9}  result")
@@ -176,11 +185,10 @@ def main() -> int:
     python = str(Path(python).relative_to(ROOT)) if python.startswith(str(ROOT)) else python
     print(f"command: {python} bench/scale_bench.py --reps {args.reps}")
     if args.json:
-        args.json.write_text(json.dumps({"plan": plan, "inventory": inv, "events_printed": printed,
-                                         "events_live": live, "whole_process": whole, "load": load,
-                                         "rows": [list(r) for r in rows]}, indent=2, default=str))
+        args.json.write_text(json.dumps({k: figures[k] for k in ("plan", "inventory", "events_printed", "events_live",
+                                                                  "whole_process", "load")}
+                                        | {"rows": [list(r) for r in rows]}, indent=2, default=str))
     return 0 if all(r[3] for r in rows) else 1
-
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -59,12 +59,15 @@ def test_every_default_is_commented(role):
 @pytest.mark.parametrize("role", sorted(ROLES))
 def test_every_step_has_before_and_after_hooks(role):
     defaults = load(ROOT / "roles" / role / "defaults" / "main.yml")
-    main = (ROOT / "roles" / role / "tasks" / "main.yml").read_text()
+    tasks = ROOT / "roles" / role / "tasks"
+    main = (tasks / "main.yml").read_text()
+    # tasks/main.yml and the task files it imports (the rollback's are split in prepare and group)
+    main += "".join((tasks / name).read_text() for name in re.findall(r"import_tasks: ([\w.-]+\.yml)$", main, re.M))
     for step in ROLES[role]:
         for when in ("before", "after"):
             key = f"{role}_{when}_{step}_tasks"
             assert defaults.get(key) == "", key
-            assert f"{{{{ {key} or 'noop.yml' }}}}" in main, f"{key} is not imported in tasks/main.yml"
+            assert f"{{{{ {key} or 'noop.yml' }}}}" in main, f"{key} is not imported by tasks/main.yml"
 
 
 @pytest.mark.parametrize("role", sorted(STABLE_TASKS))

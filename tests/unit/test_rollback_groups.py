@@ -232,3 +232,36 @@ def test_a_host_an_earlier_play_failed_does_not_stop_the_groups(tmp_path):
     # Then rollback.yml still goes through both of its groups (without the host that failed before)
     assert rc != 0 and "earlier play" in out
     assert groups == [["production1", "production3"], ["production4", "production5", "production6"]], out
+
+
+def plays_and_tasks(playbook: Path) -> dict[str, list[str]]:
+    """`ansible-playbook --list-tasks`: each play's name and its task names, in order."""
+    proc = subprocess.run([str(ANSIBLE_PLAYBOOK), "-i", "localhost,", str(playbook), "--list-tasks"],
+                          cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    plays: dict[str, list[str]] = {}
+    for line in proc.stdout.splitlines():
+        if match := re.match(r"\s*play #\d+ \([^)]*\): (.+?)\tTAGS", line):
+            tasks = plays.setdefault(match.group(1), [])
+        elif line.startswith("      ") and "\tTAGS" in line:
+            tasks.append(line.strip().split("\t")[0].removeprefix("lrelease.release.lrelease_rollback : "))
+    return plays
+
+
+def test_the_checks_and_the_read_run_once_before_the_groups_which_only_move_hosts():
+    # Given rollback.yml as shipped
+    # When its plays and their tasks are listed
+    plays = plays_and_tasks(ROOT / "playbooks" / "rollback.yml")
+    # Then the settings are checked and `current` read in a play of their own, before the groups
+    assert list(plays) == ["lrelease policy", "lrelease rollback checks", "lrelease rollback", "lrelease policy end"]
+    checks = plays["lrelease rollback checks"]
+    assert "Check the rollback settings" in checks and "Read the host's current build" in checks
+    # And the grouped play (one `serial` batch per group) repeats none of that per group
+    grouped = plays["lrelease rollback"]
+    assert "Check the rollback settings" not in grouped and "Read the host's current build" not in grouped
+    assert "Check the rollback groups setting" not in grouped
+    # And it keeps every step of a host's rollback, in order, and the wait before the next group
+    steps = ["Stop after a group with a failed host", "Drain the host in the load balancer", "rolled back",
+             "Check the app's health", "Settle the rollback", "Put the host back in the load balancer",
+             "lrelease policy record rolled back", "Wait until the group serves again in the load balancer"]
+    assert [t for t in grouped if t in steps] == steps
