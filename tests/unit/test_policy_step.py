@@ -144,8 +144,12 @@ def test_the_guardian_beats_the_heartbeat_while_the_playbook_lives_then_ends_a_k
     with StateStore(db) as st:
         began = policystep.begin(st, _start(owner.pid))
         st.record_host(began["rollout_id"], "n1", "staged")
+        first_beat = st.lock_holder("production").heartbeat_at
     guard = guardian.spawn(str(db), "production", began["rollout_id"], began["token"], owner.pid)
     try:
+        # (the guardian has started and beaten once: its start-up takes seconds on a loaded machine)
+        with StateStore(db) as st:
+            _wait(lambda: st.lock_holder("production").heartbeat_at != first_beat, 60)
         # When 3 TTLs pass while ansible-playbook lives
         time.sleep(6)
         # Then the lock is still alive for a process on another host
