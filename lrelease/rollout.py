@@ -24,6 +24,7 @@ from lrelease.apm.scrape import ReadingStore
 from lrelease.config import BUILD_RE, ArtifactRef, EnvironmentConfig, ProjectConfig
 from lrelease.errors import ConfigError, ExitCode, InternalError, LreleaseError
 from lrelease.fleet import write_inventories
+from lrelease.gate.wave import WaveBoard
 from lrelease.notify import GATE, HALT, PAUSE, PAUSED_STATUSES, ROLLBACK, WAVE, Delivery, Notifier
 from lrelease.plan import Estimate, GateTiming, Pace, Plan, estimate, plan_waves, skip_done
 from lrelease.runner import EventKind, ProgressEvent, RunResult, StopRequest, run_playbook
@@ -311,6 +312,7 @@ class Releaser:
             current = self.store.resumable(env) if env else None
             if current is None or current.id != rid:
                 ReadingStore.discard(path)
+                WaveBoard.discard(path.with_name(path.name + ".waves"))  # results a dead task never took
                 gone.append(rid)
         return gone
 
