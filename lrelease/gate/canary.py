@@ -29,6 +29,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+from lrelease import secrets
 from lrelease.apm import HostRef, Provider, Window, make_provider
 from lrelease.errors import ConfigError, ExitCode, LreleaseError
 from lrelease.gate import GateRequest, GateResult, Verdict, register
@@ -117,8 +118,8 @@ def _judge_wave(board: WaveBoard, wave: list[HostRef], params: Mapping[str, Any]
 
     def decided(host: str, outcome: BakeOutcome) -> None:
         results[host] = _result(outcome, settings, reference, switched[host])
-        if host != me:
-            board.publish(host, results[host].to_dict())
+        if host != me:  # scrubbed as the plugin scrubs a result: nothing secret reaches the file
+            board.publish(host, secrets.scrub_data(results[host].to_dict()))
 
     try:
         for h in params["wave"]:
@@ -129,8 +130,8 @@ def _judge_wave(board: WaveBoard, wave: list[HostRef], params: Mapping[str, Any]
     except BaseException as exc:
         for host in wave[1:]:
             if host.name not in results:
-                board.publish(host.name, {"error": f"the gate of {me}, judging wave {', '.join(h.name for h in wave)}, "
-                                                   f"failed: {exc}"})
+                board.publish(host.name, {"error": secrets.scrub(
+                    f"the gate of {me}, judging wave {', '.join(h.name for h in wave)}, failed: {exc}")})
         raise
     return results
 
