@@ -126,9 +126,12 @@ def request(mode: str, tmp: str, canary: dict[str, str], wave: list[dict[str, st
 def gate_task(req: GateRequest, barrier, out) -> None:
     barrier.wait(timeout=120)
     cpu0, t0 = time.process_time(), time.monotonic()
-    result = apm_gate.decide(req)
-    out.put((req.host, time.process_time() - cpu0, time.monotonic() - t0, result.verdict.value,
-             result.evidence.get("looks")))
+    try:
+        result = apm_gate.decide(req)
+        verdict, looks = result.verdict.value, result.evidence.get("looks")
+    except Exception as exc:  # noqa: BLE001  reported, and the bench fails
+        verdict, looks = f"error: {exc}", None
+    out.put((req.host, time.process_time() - cpu0, time.monotonic() - t0, verdict, looks))
 
 
 def run_wave(mode: str, wave_size: int, references: int, looks: int, bake: float, base: str) -> dict[str, Any]:
@@ -170,6 +173,9 @@ def main() -> int:
                 figures["scrapes"] = sum(served.values())
                 runs.setdefault((mode, wave), []).append(figures)
                 kinds = Counter(v for v, _ in figures["verdicts"].values())
+                if any(v.startswith("error") for v in kinds):
+                    print(f"a gate task failed: {kinds}", file=sys.stderr)
+                    return 1
                 print(f"rep {rep + 1} {mode:4} wave {wave:3} refs {args.references:3}: cpu {figures['cpu']:.3f}, "
                       f"wall {figures['wall']:.3f}, scrapes {figures['scrapes']}, verdicts {dict(kinds)}",
                       file=sys.stderr, flush=True)

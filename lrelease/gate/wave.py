@@ -13,7 +13,8 @@ gate result, event and record, with the evidence its own judgement would have ha
 The board is a directory per wave (its name a digest of the run, the wave's hosts and its
 reference hosts: a resumed or later run never reads an earlier one's results), one JSON file
 per host, written to a temporary name and renamed into place (a reader never sees half a
-file). A task removes its file once read, and the last one the directory. A task that finds no
+file). A task removes its file once read, and the directory when it is empty (the writer makes it
+again if it still has results to leave). A task that finds no
 result by its deadline (the judging task died, or never ran) judges its host itself.
 """
 
@@ -29,7 +30,8 @@ from typing import Any
 from urllib.parse import quote
 
 POLL_SECONDS = 0.1  # how often a waiting task looks at the board
-GRACE_SECONDS = 120.0  # beyond the longest bake, before a waiting task judges its host itself
+GRACE_SECONDS = 120.0
+PUBLISH_TRIES = 10  # a board directory removed under a write is made again, this many times at most  # beyond the longest bake, before a waiting task judges its host itself
 
 
 class WaveBoard:
@@ -41,11 +43,20 @@ class WaveBoard:
         return self.path / (quote(host, safe="") + ".json")
 
     def publish(self, host: str, result: Mapping[str, Any]) -> None:
-        """Leave ``result`` (JSON-friendly) for ``host``'s task."""
-        self.path.mkdir(parents=True, exist_ok=True, mode=0o700)
+        """Leave ``result`` (JSON-friendly) for ``host``'s task. A task that has just taken its own
+        result may remove the (then empty) directory between its creation here and the write:
+        it is made again (once the file is in it, it is not empty and stays)."""
         target = self._file(host)
         tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(result, allow_nan=True), encoding="utf-8")
+        data = json.dumps(result, allow_nan=True)
+        for attempt in range(PUBLISH_TRIES):
+            self.path.mkdir(parents=True, exist_ok=True, mode=0o700)
+            try:
+                tmp.write_text(data, encoding="utf-8")
+                break
+            except FileNotFoundError:
+                if attempt == PUBLISH_TRIES - 1:
+                    raise
         os.replace(tmp, target)
 
     def take(self, host: str, deadline: float, *, clock: Callable[[], float] = time.time,

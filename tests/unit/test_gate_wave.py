@@ -242,3 +242,25 @@ def test_a_board_hands_a_result_once_and_gives_up_at_its_deadline(tmp_path):
     assert not board.path.exists()
     # And a later run (a resume) of the same wave has a board of its own
     assert WaveBoard(tmp_path, "run-2", ["node1", "node2"], ["peer0"]).path != board.path
+
+
+def test_a_board_removed_under_a_write_is_made_again(tmp_path, monkeypatch):
+    # Given a board whose directory a task removes (it took the last result) right after the
+    # writer made it, before the write: the first mkdir is undone at once
+    board = WaveBoard(tmp_path, "run-1", ["node1", "node2", "node3"], ["peer0"])
+    real_mkdir, undone = Path.mkdir, []
+
+    def mkdir_then_removed(self, *args, **kw):
+        real_mkdir(self, *args, **kw)
+        if self == board.path and not undone:
+            undone.append(self)
+            self.rmdir()
+
+    monkeypatch.setattr(Path, "mkdir", mkdir_then_removed)
+    # When the writer leaves node3's result
+    board.publish("node3", {"verdict": "pass", "reason": "fine", "evidence": {}})
+    # Then the result is there all the same, for node3's task to take
+    assert undone == [board.path]
+    clock = FakeClock(0.0)
+    assert board.take("node3", 1.0, clock=clock, sleep=clock.sleep) == {"verdict": "pass", "reason": "fine",
+                                                                         "evidence": {}}
