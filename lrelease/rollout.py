@@ -25,6 +25,7 @@ from lrelease.apm.scrape import ReadingStore, ScrapeSettings
 from lrelease.config import BUILD_RE, ArtifactRef, EnvironmentConfig, ProjectConfig
 from lrelease.errors import ConfigError, ExitCode, InternalError, LreleaseError
 from lrelease.fleet import write_inventories
+from lrelease.gate.wave import WaveBoard
 from lrelease.notify import GATE, HALT, PAUSE, PAUSED_STATUSES, ROLLBACK, WAVE, Delivery, Notifier
 from lrelease.plan import Estimate, GateTiming, Pace, Plan, estimate, plan_waves, skip_done
 from lrelease.runner import EventKind, ProgressEvent, RunResult, StopRequest, run_playbook
@@ -323,6 +324,7 @@ class Releaser:
                 if env:
                     self._keep_series(env, rid, path)
                 ReadingStore.discard(path)
+                WaveBoard.discard(path.with_name(path.name + ".waves"))  # results a dead task never took
                 gone.append(rid)
         return gone
 

@@ -16,6 +16,11 @@ than ``FEW_REFERENCE_HOSTS``, the same window's slices of every host (canary and
 still on the old build then) are handed to the judge for its dispersion estimate only. Clock
 and sleep are injectable: tests run a whole bake in no time.
 
+``run_wave_bake`` bakes a whole wave at once and decides for each of its hosts on its own — what
+``run_bake`` would decide for that host alone — with each look's fetch, reference increments and
+the judge's reference side done once for the wave (the gate's one judgement per wave:
+``lrelease.gate.wave``).
+
 A judgement a halt left Inconclusive can go on (``since``: when its bake started): its window
 still starts then, so the evidence already gathered counts, and the first look comes at once.
 The continued judgement has its own planned looks (a new bake of ``max_bake_seconds``) and
@@ -99,34 +104,82 @@ def run_bake(provider: Provider, canary: Sequence[HostRef], reference: Sequence[
     them, ``baseline`` adds every host's own past to the dispersion estimate). ``since``: go on
     with a halted judgement whose bake started then (its readings kept, its hosts unchanged:
     the caller checks that); the first look comes at once, over the window from ``since``."""
+    looked = None if on_look is None else (lambda _unit, look, judgement: on_look(look, judgement))
+    return _bake(provider, {"": list(canary)}, reference, config, baselines={"": baseline},
+                 baseline_slices=baseline_slices, health=health, clock=clock, sleep=sleep, on_look=looked,
+                 since=since)[""]
+
+
+def run_wave_bake(provider: Provider, canaries: Sequence[HostRef], reference: Sequence[HostRef], config: JudgeConfig,
+                  *, baselines: Mapping[str, Window | None] | None = None, baseline_slices: int = BASELINE_SLICES,
+                  health: Provider | None = None, clock: Callable[[], float] = time.time,
+                  sleep: Callable[[float], None] = time.sleep,
+                  on_look: Callable[[str, int, Judgement], None] | None = None,
+                  on_decided: Callable[[str, BakeOutcome], None] | None = None) -> dict[str, BakeOutcome]:
+    """Bake one wave and decide for each of its canary hosts on its own — the verdict
+    ``run_bake([host], reference, ...)`` would give it — with the work of a look done once for
+    the wave: one mark and one sampler for all its hosts, one health check and one fetch of the
+    canaries and the reference per look, the reference's increments and the judge's reference
+    side (its sums, pooled latency and dispersion estimates: ``judge(shared=...)``) once per
+    look. ``baselines``: each canary's own window before its switch (see ``run_bake``'s
+    ``baseline``). A host is judged until its verdict is final; ``on_decided(host, outcome)``
+    tells as soon as it is (the gate hands it to that host's task); the bake goes on while any
+    host of the wave is undecided."""
+    baselines = baselines or {}
+    return _bake(provider, {h.name: [h] for h in canaries}, reference, config,
+                 baselines={h.name: baselines.get(h.name) for h in canaries}, baseline_slices=baseline_slices,
+                 health=health, clock=clock, sleep=sleep, on_look=on_look, on_decided=on_decided)
+
+
+def _bake(provider: Provider, units: Mapping[str, list[HostRef]], reference: Sequence[HostRef], config: JudgeConfig,
+          *, baselines: Mapping[str, Window | None], baseline_slices: int, health: Provider | None,
+          clock: Callable[[], float], sleep: Callable[[float], None],
+          on_look: Callable[[str, int, Judgement], None] | None = None,
+          on_decided: Callable[[str, BakeOutcome], None] | None = None,
+          since: float | None = None) -> dict[str, BakeOutcome]:
+    """The bake loop for one or more units of canary hosts (each judged on its own, its hosts
+    pooled) against one reference."""
     begun = clock()
     started = begun if since is None else min(since, begun)
     first_due = started + config.bake_seconds if since is None else begun
     busy = _Stopwatch(clock)
+    every_host = [h for unit in units.values() for h in unit]
     with busy:
-        provider.mark([*canary, *reference])
-    looker = _Looker(provider, canary, reference, config, baseline, baseline_slices, health)
-    looks: list[Judgement] = []
+        provider.mark([*every_host, *reference])
+    shared = _SharedLook(provider, reference, health)
+    lookers = {name: _Looker(shared, unit, config, baselines.get(name), baseline_slices)
+               for name, unit in units.items()}
+    looks: dict[str, list[Judgement]] = {name: [] for name in units}
+    outcomes: dict[str, BakeOutcome] = {}
     for look in range(1, config.max_looks + 1):
         due = first_due + (look - 1) * config.interval_seconds
-        _wait(due, provider, [*canary, *reference], clock, sleep)
+        undecided = [name for name in units if name not in outcomes]
+        hosts = [h for name in undecided for h in units[name]]
+        _wait(due, provider, [*hosts, *reference], clock, sleep)
         with busy:
-            judgement = looker.look(look, Window(started, max(clock(), started)))
-        looks.append(judgement)
-        if on_look is not None:
-            on_look(look, judgement)
-        step = next_step(judgement, look, config)
-        if step is Step.WAIT:
-            continue
-        verdict = {Step.PASS: Verdict.PASS, Step.ROLLBACK: Verdict.FAIL, Step.HALT: Verdict.INCONCLUSIVE}[step]
-        reason = judgement.reason
-        end = clock()
-        if judgement.verdict is Verdict.INCONCLUSIVE:
-            after = f"{config.max_bake_seconds:g}s" if since is None else f"{end - started:.0f}s of evidence"
-            reason = f"still inconclusive after {after} (policy {config.policy}): {reason}"
-        return BakeOutcome(step, verdict, reason, tuple(looks), end - begun, busy.total, looker.judge_cpu,
-                           started_at=started, evidence_seconds=end - started,
-                           continued_from=None if since is None else begun - started)
+            window = Window(started, max(clock(), started))
+            shared.look(window, hosts)
+            judged = {name: lookers[name].look(look, window) for name in undecided}
+        for name, judgement in judged.items():
+            looks[name].append(judgement)
+            if on_look is not None:
+                on_look(name, look, judgement)
+            step = next_step(judgement, look, config)
+            if step is Step.WAIT:
+                continue
+            verdict = {Step.PASS: Verdict.PASS, Step.ROLLBACK: Verdict.FAIL, Step.HALT: Verdict.INCONCLUSIVE}[step]
+            reason = judgement.reason
+            end = clock()
+            if judgement.verdict is Verdict.INCONCLUSIVE:
+                after = f"{config.max_bake_seconds:g}s" if since is None else f"{end - started:.0f}s of evidence"
+                reason = f"still inconclusive after {after} (policy {config.policy}): {reason}"
+            outcomes[name] = BakeOutcome(step, verdict, reason, tuple(looks[name]), end - begun, busy.total,
+                                         lookers[name].judge_cpu, started_at=started, evidence_seconds=end - started,
+                                         continued_from=None if since is None else begun - started)
+            if on_decided is not None:
+                on_decided(name, outcomes[name])
+        if len(outcomes) == len(units):
+            return outcomes
     raise AssertionError("unreachable: the last look always decides")  # pragma: no cover
 
 
@@ -158,30 +211,61 @@ class _Stopwatch:
         self.total += self.clock() - self._t0
 
 
-class _Looker:
-    """Fetches what one look needs and judges it; remembers the previous look's reference
-    totals (for per-look increments) and the baseline (fetched once)."""
+class _SharedLook:
+    """What every unit of a bake shares at a look: one health check of the canary hosts still
+    judged, one fetch of them and the reference, the reference's per-look increments (for the
+    dispersion estimate) and the judge's reference side (``judge(shared=...)``, peers only)."""
 
-    def __init__(self, provider: Provider, canary: Sequence[HostRef], reference: Sequence[HostRef],
-                 config: JudgeConfig, baseline: Window | None, baseline_slices: int, health: Provider | None):
-        self.provider, self.canary, self.reference, self.config = provider, canary, reference, config
-        self.baseline, self.baseline_slices, self.health = baseline, max(1, baseline_slices), health
+    def __init__(self, provider: Provider, reference: Sequence[HostRef], health: Provider | None):
+        self.provider, self.reference, self.health = provider, reference, health
         self.previous: dict[str, HostMetrics] = {}
         self.slices: list[dict[str, HostMetrics]] = []
+        self.checked: Mapping[str, HostMetrics] = {}
+        self.fetched: Mapping[str, HostMetrics] = {}
+        self.error: ProviderError | None = None
+        self.judge_memo: dict[str, Any] = {}
+
+    def look(self, window: Window, canary: Sequence[HostRef]) -> None:
+        self.error, self.judge_memo = None, {}
+        try:
+            self.checked = self.health.fetch(canary, window) if self.health is not None else {}
+            self.fetched = self.provider.fetch([*canary, *self.reference], window)
+            if self.reference:
+                self._slice({h.name: self.fetched[h.name] for h in self.reference})
+        except ProviderError as exc:
+            self.error = exc
+
+    def _slice(self, totals: dict[str, HostMetrics]) -> None:
+        if self.previous:
+            self.slices.append({h: increase_between(self.previous[h], m) for h, m in totals.items() if h in self.previous})
+        else:
+            self.slices.append(totals)  # the first look's increment is its total
+        self.previous = totals
+
+
+class _Looker:
+    """Judges one unit (canary hosts pooled) at each look from what the look fetched; keeps the
+    baseline (fetched once) and, with few reference hosts, every host's past."""
+
+    def __init__(self, shared: _SharedLook, canary: Sequence[HostRef], config: JudgeConfig,
+                 baseline: Window | None, baseline_slices: int):
+        self.shared, self.provider, self.canary, self.reference = shared, shared.provider, canary, shared.reference
+        self.config, self.baseline, self.baseline_slices = config, baseline, max(1, baseline_slices)
         self.baseline_units: dict[str, HostMetrics] | None = None
         self.past: list[dict[str, HostMetrics]] | None = None
         self.slice_seconds = 0.0  # mean length of the baseline's slices
         self.judge_cpu = 0.0
 
     def look(self, look: int, window: Window) -> Judgement:
+        shared = self.shared
         try:
-            checked = self.health.fetch(self.canary, window) if self.health is not None else {}
-            fetched = self.provider.fetch([*self.canary, *self.reference], window)
-            canary = {h.name: fetched[h.name] for h in self.canary}
+            if shared.error is not None:
+                raise shared.error
+            checked = {h.name: shared.checked[h.name] for h in self.canary if h.name in shared.checked}
+            canary = {h.name: shared.fetched[h.name] for h in self.canary}
             kind, units, past = "peers", None, []
-            reference: Mapping[str, HostMetrics] = {h.name: fetched[h.name] for h in self.reference}
+            reference: Mapping[str, HostMetrics] = {h.name: shared.fetched[h.name] for h in self.reference}
             if self.reference:
-                self._slice(dict(reference))
                 past = self._past()
             elif self.baseline is not None:
                 reference, kind = self._baseline(), "baseline"
@@ -191,18 +275,13 @@ class _Looker:
                                 {"provider": exc.provider, "status": exc.status})
             return Judgement(Verdict.INCONCLUSIVE, f"inconclusive: {exc}", (check,),
                              {"look": look, "max_looks": self.config.max_looks})
+        # The reference side is the same for every unit of the look unless each has its own past.
+        memo = shared.judge_memo if kind == "peers" and not past else None
         cpu0 = time.process_time()
         judgement = judge(canary, reference, self.config, look=look, reference_kind=kind, health=checked,
-                          reference_slices=self.slices, canary_units=units, past_slices=past)
+                          reference_slices=shared.slices, canary_units=units, past_slices=past, shared=memo)
         self.judge_cpu += time.process_time() - cpu0
         return judgement
-
-    def _slice(self, totals: dict[str, HostMetrics]) -> None:
-        if self.previous:
-            self.slices.append({h: increase_between(self.previous[h], m) for h, m in totals.items() if h in self.previous})
-        else:
-            self.slices.append(totals)  # the first look's increment is its total
-        self.previous = totals
 
     def _past(self) -> list[dict[str, HostMetrics]]:
         """With few reference hosts: every host in slices of the window before the switch, all on

@@ -41,9 +41,9 @@ Inconclusive: the caller extends the bake, then applies the policy — never a s
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from lrelease.apm import HostMetrics
 from lrelease.apm.latency import INF, Latency, cumulative_at, pool
@@ -67,6 +67,7 @@ BASELINE_PRIOR_DF = 5.0
 SHAPE = "lognormal"  # within-bucket model for decisions (see apm.latency); evidence also shows PromQL's linear
 _ORDER = {Verdict.PASS: 0, Verdict.INCONCLUSIVE: 1, Verdict.FAIL: 2}
 Part = tuple[Verdict, str]
+T = TypeVar("T")
 
 
 def worst(verdicts: Iterable[Verdict]) -> Verdict:
@@ -115,7 +116,8 @@ def judge(canary: Mapping[str, HostMetrics], reference: Mapping[str, HostMetrics
           look: int = 1, reference_kind: str = "peers", health: Mapping[str, HostMetrics] | None = None,
           reference_slices: Sequence[Mapping[str, HostMetrics]] = (),
           canary_units: float | None = None,
-          past_slices: Sequence[Mapping[str, HostMetrics]] = ()) -> Judgement:
+          past_slices: Sequence[Mapping[str, HostMetrics]] = (),
+          shared: dict[str, Any] | None = None) -> Judgement:
     """Judge the canary hosts (pooled) against the reference units at look ``look`` (1-based).
 
     ``canary`` and ``reference`` hold totals since the bake started; the reference is the hosts
@@ -127,13 +129,19 @@ def judge(canary: Mapping[str, HostMetrics], reference: Mapping[str, HostMetrics
     hard-check results per canary host. ``past_slices``: with few reference hosts, the canary
     hosts' and the reference hosts' own time slices before the switch (every host on the old
     build, one entry per host), which join the dispersion estimate only — the comparison stays
-    against the reference over the same minutes."""
+    against the reference over the same minutes.
+
+    ``shared``: a dict the caller keeps for one look and hands to the judgement of every canary
+    of a wave judged against the same ``reference``, ``reference_slices``, ``past_slices``,
+    ``reference_kind`` and ``config``: what depends on the reference alone (its evidence, sums,
+    pooled latency, dispersion estimates) is computed by the first judgement and reused by the
+    others — the same numbers, once per look instead of once per canary."""
     alpha, beta = config.alpha_at(look), config.beta_at(look)
     evidence: dict[str, Any] = {
         "look": look, "max_looks": config.max_looks, "alpha_this_look": _p(alpha), "beta_this_look": _p(beta),
         "reference": reference_kind,
         "canary_hosts": {h: m.to_dict() for h, m in canary.items()},
-        "reference_hosts": {h: m.to_dict() for h, m in reference.items()},
+        "reference_hosts": _memo(shared, "reference_hosts", lambda: {h: m.to_dict() for h, m in reference.items()}),
     }
     hard = _hard_checks(canary, health or {})
     if hard is not None:
@@ -143,22 +151,42 @@ def judge(canary: Mapping[str, HostMetrics], reference: Mapping[str, HostMetrics
         details = "; ".join(f"{h}: {canary[h].detail or 'no data'}" for h in blind) or "no canary hosts"
         check = CheckResult("traffic", Verdict.INCONCLUSIVE, f"no data for canary host(s): {details}")
         return Judgement(Verdict.INCONCLUSIVE, check.reason, (check,), evidence)
-    usable = [m for m in reference.values() if not m.no_data and m.reachable]
-    slices = [[m for m in part.values() if not m.no_data and m.reachable] for part in [*past_slices, *reference_slices]]
-    evidence["reference_excluded"] = sorted(h for h, m in reference.items() if m.no_data or not m.reachable)
-    evidence["dispersion_reference"] = _dispersion_reference(reference_kind, len(usable), len(reference_slices),
-                                                             past_slices)
+    usable, slices, excluded, described = _memo(shared, "reference", lambda: _reference_side(
+        reference, reference_kind, reference_slices, past_slices))
+    evidence["reference_excluded"] = excluded
+    evidence["dispersion_reference"] = described
     units = canary_units or (float(len(canary)) if reference_kind == "peers" else float(max(look, 1)))
     # Baseline units are time slices; their moderation is weaker (BASELINE_PRIOR_DF).
     setup = _Setup(config, alpha, beta, units, BASELINE_PRIOR_DF if reference_kind == "baseline" else PRIOR_DF)
     checks: list[CheckResult] = []
     if config.errors is not None:
-        checks.append(check_errors(list(canary.values()), usable, config.errors, setup, slices))
+        checks.append(check_errors(list(canary.values()), usable, config.errors, setup, slices, shared))
     if config.latency is not None:
-        checks.append(check_latency(list(canary.values()), usable, config.latency, setup, slices))
+        checks.append(check_latency(list(canary.values()), usable, config.latency, setup, slices, shared))
     verdict = worst(c.verdict for c in checks)
     reason = "; ".join(f"{c.check}: {c.reason}" for c in checks if c.verdict is verdict)
     return Judgement(verdict, f"{verdict.value}: {reason}", tuple(checks), evidence)
+
+
+def _memo(shared: dict[str, Any] | None, key: str, make: Callable[[], T]) -> T:
+    """``make()``, kept in ``shared`` under ``key`` for the next canary of the same look (or
+    computed afresh without ``shared``)."""
+    if shared is None:
+        return make()
+    if key not in shared:
+        shared[key] = make()
+    return shared[key]
+
+
+def _reference_side(reference: Mapping[str, HostMetrics], kind: str,
+                    reference_slices: Sequence[Mapping[str, HostMetrics]],
+                    past_slices: Sequence[Mapping[str, HostMetrics]]) -> tuple[list[HostMetrics], list[list[HostMetrics]], list[str], str]:
+    """The usable reference units, the usable units of every slice, the excluded hosts and the
+    words for where the dispersion comes from."""
+    usable = [m for m in reference.values() if not m.no_data and m.reachable]
+    slices = [[m for m in part.values() if not m.no_data and m.reachable] for part in [*past_slices, *reference_slices]]
+    excluded = sorted(h for h, m in reference.items() if m.no_data or not m.reachable)
+    return usable, slices, excluded, _dispersion_reference(kind, len(usable), len(reference_slices), past_slices)
 
 
 def _dispersion_reference(kind: str, units: int, looks: int, past: Sequence[Mapping[str, HostMetrics]]) -> str:
@@ -196,10 +224,11 @@ def _combine(check: str, parts: list[Part], ev: dict[str, Any]) -> CheckResult:
 
 # -- errors --------------------------------------------------------------------------------
 def check_errors(canary: list[HostMetrics], reference: list[HostMetrics], cfg: ErrorCheck, setup: _Setup,
-                 slices: Sequence[list[HostMetrics]] = ()) -> CheckResult:
+                 slices: Sequence[list[HostMetrics]] = (), shared: dict[str, Any] | None = None) -> CheckResult:
     config = setup.config
     n_c, x_c = sum(m.requests for m in canary), sum(m.errors for m in canary)
-    n_r, x_r = sum(m.requests for m in reference), sum(m.errors for m in reference)
+    n_r, x_r = _memo(shared, "errors.sums", lambda: (sum(m.requests for m in reference),
+                                                     sum(m.errors for m in reference)))
     ev: dict[str, Any] = {"canary_requests": _r(n_c), "canary_errors": _r(x_c),
                           "canary_rate": _r(x_c / n_c, 6) if n_c else None}
     if n_c < config.min_requests:
@@ -209,9 +238,9 @@ def check_errors(canary: list[HostMetrics], reference: list[HostMetrics], cfg: E
     disp = Dispersion(phi=config.dispersion, how="configured") if config.dispersion else Dispersion()
     if cfg.compare:
         rate = x_r / n_r if n_r else 0.0
-        disp = estimate([m.errors for m in reference], [m.requests for m in reference], rate,
-                        [[(m.errors, m.requests) for m in part] for part in slices], config.dispersion,
-                        setup.prior_df)
+        disp = _memo(shared, "errors.dispersion", lambda: estimate(
+            [m.errors for m in reference], [m.requests for m in reference], rate,
+            [[(m.errors, m.requests) for m in part] for part in slices], config.dispersion, setup.prior_df))
         ev.update({"reference_requests": _r(n_r), "reference_errors": _r(x_r), "reference_rate": _r(rate, 6),
                    "dispersion": disp.to_dict()})
         if n_r < config.min_requests:
@@ -285,7 +314,7 @@ def _rate_threshold(x_c: float, n_c: float, disp: Dispersion, limit: float, setu
 
 # -- latency -------------------------------------------------------------------------------
 def check_latency(canary: list[HostMetrics], reference: list[HostMetrics], cfg: LatencyCheck, setup: _Setup,
-                  slices: Sequence[list[HostMetrics]] = ()) -> CheckResult:
+                  slices: Sequence[list[HostMetrics]] = (), shared: dict[str, Any] | None = None) -> CheckResult:
     config = setup.config
     lat_c = pool(m.latency for m in canary)
     q = cfg.quantile
@@ -297,10 +326,10 @@ def check_latency(canary: list[HostMetrics], reference: list[HostMetrics], cfg: 
     ev: dict[str, Any] = {"quantile": q, "canary": lat_c.to_dict(), f"canary_{name}_ms": _ms(lat_c.quantile(q, SHAPE)),
                           "interpolation": SHAPE}
     parts: list[Part] = []
-    tails = _Tails(setup, reference, slices)
+    tails = _memo(shared, "latency.tails", lambda: _Tails(setup, reference, slices))
     if cfg.compare:
-        lat_r = pool(m.latency for m in reference)
-        q_r = lat_r.quantile(q, SHAPE) if lat_r is not None else None
+        lat_r = _memo(shared, "latency.pooled", lambda: pool(m.latency for m in reference))
+        q_r = _memo(shared, f"latency.q{q!r}", lambda: lat_r.quantile(q, SHAPE) if lat_r is not None else None)
         if lat_r is None or q_r is None or lat_r.count < config.min_requests:
             parts.append((Verdict.INCONCLUSIVE, "not enough reference latency data"))
         else:
@@ -317,8 +346,14 @@ class _Tails:
 
     def __init__(self, setup: _Setup, reference: list[HostMetrics], slices: Sequence[list[HostMetrics]]):
         self.config, self.prior_df, self.reference, self.slices = setup.config, setup.prior_df, reference, slices
+        self._found: dict[float, Dispersion] = {}  # threshold -> estimate (the canaries of a look share them)
 
     def at(self, threshold: float) -> Dispersion:
+        if threshold not in self._found:
+            self._found[threshold] = self._at(threshold)
+        return self._found[threshold]
+
+    def _at(self, threshold: float) -> Dispersion:
         def tails(metrics: Iterable[HostMetrics]) -> list[tuple[float, float]]:
             found = [m.latency for m in metrics if m.latency is not None and m.latency.has_distribution]
             return [(lat.count_above(threshold, SHAPE) or 0.0, lat.count) for lat in found]

@@ -86,9 +86,11 @@ def test_a_good_build_completes(gated: Project):
         checks = {c["check"]: c for c in g["evidence"]["last"]["checks"]}
         assert checks["errors"]["verdict"] == "pass" and checks["latency"]["verdict"] == "pass", g["reason"]
         assert checks["errors"]["evidence"]["reference_requests"] >= 200
-    # And every node serves the new build; the roll-out's scrape readings are gone with it
+    # And every node serves the new build; the roll-out's scrape readings are gone with it, and
+    # so is the board where the last wave's first task left the other hosts' results
     assert {n: gated.serving(n) for n in gated.nodes} == {n: "2.1.0" for n in gated.nodes}
     assert not list((gated.path.parent / "state" / "gate").glob("readings-*.json"))
+    assert not list((gated.path.parent / "state" / "gate").glob("readings-*.json.waves/*"))
 
 
 def test_prometheus_stopped_mid_rollout_halts_for_a_human(steady, tmp_path):

@@ -106,18 +106,32 @@ def _apm_params(args, task_vars):
     after = max((play.index(h) for h in batch if h in play), default=len(play) - 1) + 1
     me = task_vars.get("inventory_hostname")
     apm = dict(args["apm"])
+    # Each gate task is its own process: keep scrape readings in one file per roll-out, so
+    # later waves (and the last one, judged against its own past) can use earlier readings.
+    # The CLI names a file in its state dir (removed when the roll-out ends); a plain
+    # ansible-playbook or AWX run keeps it in the temp dir under the roll-out's id, or under
+    # this ansible-playbook run (the gate runs in a worker forked from it) without one.
+    rollout = str(task_vars.get("lrelease_rollout_id") or task_vars.get("awx_job_id") or "run-%d" % os.getppid())
+    readings = task_vars.get("lrelease_gate_readings") or os.path.join(
+        tempfile.gettempdir(), "lrelease-scrape-%s.json" % rollout)
     if apm.get("provider") == "scrape":
-        # Each gate task is its own process: keep scrape readings in one file per roll-out, so
-        # later waves (and the last one, judged against its own past) can use earlier readings.
-        # The CLI names a file in its state dir (removed when the roll-out ends); a plain
-        # ansible-playbook or AWX run keeps it in the temp dir under the roll-out's id, or under
-        # this ansible-playbook run (the gate runs in a worker forked from it) without one.
         settings = dict(apm.get("provider_settings") or {})
-        rollout = str(task_vars.get("lrelease_rollout_id") or task_vars.get("awx_job_id") or "run-%d" % os.getppid())
-        settings.setdefault("state_path", task_vars.get("lrelease_gate_readings") or os.path.join(
-            tempfile.gettempdir(), "lrelease-scrape-%s.json" % rollout))
+        settings.setdefault("state_path", readings)
         apm["provider_settings"] = settings
+    # One judgement per wave (lrelease.gate.wave): the task of the batch's first host judges
+    # every host of the batch and leaves the others' results on a board beside the readings;
+    # not when a resume hands back halted judgements (each goes on from its own evidence).
+    wave = [h for h in (task_vars.get("ansible_play_batch") or []) if h in play] or [me]
+    continuing = bool(task_vars.get("lrelease_gate_continue"))
     return {
+        "wave": [] if continuing else [
+            {"name": h, "url": _app_url(h, hostvars),
+             "switched_at": hostvars.get(h, {}).get("lrelease_wave_started_at", args.get("switched_at"))}
+            for h in wave],
+        "board": readings + ".waves",
+        # This ansible-playbook run (the gate runs in a worker forked from it): a board is never
+        # read by a later run of the same roll-out (a resume).
+        "run": "%s/%d" % (rollout, os.getppid()),
         "apm": apm,
         "canary": {"name": me, "url": _app_url(me, hostvars)},
         "reference": [{"name": h, "url": _app_url(h, hostvars)} for h in play[after:]],

@@ -12,6 +12,10 @@ short_description: Judge whether a host that just took a build may keep it
 description:
   - "Runs on the controller, once per host (not C(run_once)): every host of a wave is judged
     and a failing host fails its own task."
+  - "With C(kind=apm) the wave is judged once: the task of the batch's first host judges every
+    host of the batch, each on its own against the same reference hosts, and hands each other
+    host's task its verdict and evidence, which that task returns as its own (lrelease.gate.wave;
+    not when C(lrelease_gate_continue) hands back halted judgements)."
   - "Bakes for O(bake_seconds), then asks the decider named by O(kind). The C(http) decider polls
     O(url) for up to O(timeout) seconds and passes on the first O(successes) answers in a row
     that pass the health check (O(expect_status), O(body_json), O(body_contains): the same rule
