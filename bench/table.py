@@ -99,12 +99,12 @@ def gate_section(reps: int, looks: int) -> Section:
     """The scrape gate's CPU beyond the bake per wave (mark + looks, every task of the wave), 50
     vs 5 canaries with 50 reference hosts, waves alternating (gate_scale_bench's own loop)."""
     small, large = GATE_WAVES
-    sec = Section(f"{_python()} bench/gate_scale_bench.py --reps {reps} --looks {looks} --old-ref ''")
+    sec = Section(f"{_python()} bench/gate_scale_bench.py --reps {reps} --looks {looks}")
     cpu: dict[int, list[float]] = {small: [], large: []}
-    with gate_scale_bench.fleet(gate_scale_bench.demo_page()) as (base, _served):
+    with gate_scale_bench.fleet(gate_scale_bench.demo_pages()) as (base, _served):
         for rep in range(reps):
             for wave in GATE_WAVES if rep % 2 == 0 else GATE_WAVES[::-1]:
-                cpu[wave].append(gate_scale_bench.run_wave("new", wave, GATE_REFERENCES, looks, None, base)["cpu"])
+                cpu[wave].append(gate_scale_bench.run_wave("wave", wave, GATE_REFERENCES, looks, 0.5, base)["cpu"])
     a, b = (statistics.median(cpu[w]) for w in GATE_WAVES)
     sec.add(f"gate work beyond the bake per wave, {large} vs {small} hosts ({b:.3f} / {a:.3f} s CPU)",
             f"{b / a:.2f}", f"<= {gate_scale_bench.TARGET:g}", b / a <= gate_scale_bench.TARGET)
