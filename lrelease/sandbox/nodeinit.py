@@ -4,7 +4,8 @@ Started by the sandbox inside the node's fresh mount, UTS and PID namespaces
 (``python -m lrelease.sandbox.nodeinit SPEC``, SPEC a JSON object written by
 ``netns.node_spec``). It names the node, mounts its private directories (an overlay per
 directory, the machine's own content as the read-only lower layer, the node's writes in the
-upper layer under the node's state), binds the node's deploy root, prints ``ready`` and then
+upper layer under the node's state), gives root a fresh home with a minimal shell profile,
+binds the node's deploy root, prints ``ready`` and then
 reaps orphaned processes until it is told to stop (SIGTERM). The kernel ends every process
 of a PID namespace when its first process ends, so stopping this one stops the whole node.
 """
@@ -48,6 +49,9 @@ def setup(spec: dict) -> None:
               data=f"lowerdir={d['path']},upperdir={real(d['upper'])},workdir={real(d['work'])}")
     for path in spec["fresh"]:
         mount("tmpfs", path, "tmpfs", data="mode=0700,size=64m")
+    for name, text in spec["home_files"].items():  # the node's own (fresh) home: a minimal shell profile
+        with open(os.path.join(spec["home"], name), "w", encoding="utf-8") as f:
+            f.write(text)
     if spec["rebind_state"]:  # the state dir lies in a private directory: the real one on top
         mount(f"/proc/self/fd/{fd}", state_dir, None, MS_BIND | MS_REC)
     os.makedirs(spec["deploy_root"], exist_ok=True)

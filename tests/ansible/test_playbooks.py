@@ -177,6 +177,36 @@ def test_a_checksum_mismatch_is_refused_before_any_host_changes(sandbox_fleet):
         assert not (fleet.root(name) / ".lrelease").exists()
         assert fleet.current(name) == BASE
 
+    # When an artifact that is not on the controller is deployed
+    missing = fleet.play("deploy.yml", fleet.deploy_vars(art, lrelease_artifact=str(fleet.tmp / "gone.tar.gz")))
+    # Then it is refused by name, and still no host has anything new
+    assert missing.rc != 0
+    assert f"artifact {fleet.tmp / 'gone.tar.gz'} does not exist on the controller" in missing.out
+    assert all(not (fleet.root(name) / ".lrelease").exists() for name in fleet.names)
+
+
+def test_a_switch_whose_restart_fails_in_the_same_step_is_judged_and_reverted(sandbox_fleet):
+    fleet = sandbox_fleet
+    # Given a good build, and a restart command that fails (no hook between the switch and the
+    # restart: the `switched` step restarts, in the same module run)
+    art = fleet.artifact("1.5.0")
+    pid = fleet.app_pid("node1")
+    # When it is deployed in waves [1, 1, 100%]
+    run = fleet.play("deploy.yml", fleet.deploy_vars(art, lrelease_service_command="/bin/false"))
+    # Then the canary failed with the restart's exit status, from the step that switched it
+    assert run.rc != 0
+    assert "switched to 1.5.0, but '/bin/false restart' exited 1" in run.out, run.out[-3000:]
+    switched = run.out.split("TASK [lrelease.release.lrelease_switch : switched]")[1].split("TASK")[0]
+    assert "changed: [node1]" in switched
+    assert "TASK [lrelease.release.lrelease_switch : Restart the service]" not in run.out.split("TASK [lrelease.release.lrelease_switch : reverted]")[0]
+    # And the rescue put `current` back (with its ledger line); its own restart failed too, so
+    # the host stays drained for a human, its old process untouched; nobody else was switched
+    assert fleet.current("node1") == BASE and fleet.version("node1") == BASE and fleet.app_pid("node1") == pid
+    assert [(e["event"], e["from"], e["to"]) for e in fleet.ledger("node1")] == [
+        ("switch", BASE, "1.5.0"), ("switch-reverted", "1.5.0", BASE)]
+    assert fleet.lb_states()["node1"] == "drain"
+    assert all(fleet.current(name) == BASE and fleet.ledger(name) == [] for name in OTHERS)
+
 
 def test_a_build_that_does_not_start_is_reverted_by_the_switch(sandbox_fleet):
     fleet = sandbox_fleet

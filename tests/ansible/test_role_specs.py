@@ -56,13 +56,20 @@ def test_every_default_is_commented(role):
             assert any(ln.startswith("#") for ln in block), f"{line.split(':')[0]} has no comment above it"
 
 
+def _task_files_from(tasks: Path, name: str, seen: set[str]) -> str:
+    """The text of tasks/<name> and of every task file it imports or includes (by a plain name)."""
+    if name in seen or not (tasks / name).is_file():
+        return ""
+    seen.add(name)
+    text = (tasks / name).read_text()
+    named = re.findall(r"(?:import|include)_tasks: ([\w.-]+\.yml)\s*$", text, re.M)
+    return text + "".join(_task_files_from(tasks, n, seen) for n in named)
+
+
 @pytest.mark.parametrize("role", sorted(ROLES))
 def test_every_step_has_before_and_after_hooks(role):
     defaults = load(ROOT / "roles" / role / "defaults" / "main.yml")
-    tasks = ROOT / "roles" / role / "tasks"
-    main = (tasks / "main.yml").read_text()
-    # tasks/main.yml and the task files it imports (the rollback's are split in prepare and group)
-    main += "".join((tasks / name).read_text() for name in re.findall(r"import_tasks: ([\w.-]+\.yml)$", main, re.M))
+    main = _task_files_from(ROOT / "roles" / role / "tasks", "main.yml", set())
     for step in ROLES[role]:
         for when in ("before", "after"):
             key = f"{role}_{when}_{step}_tasks"

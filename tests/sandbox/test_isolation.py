@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from lrelease.sandbox.config import SandboxConfig
-from lrelease.sandbox.netns import private_dirs
+from lrelease.sandbox.netns import HOME, HOME_FILES, private_dirs
 from tests.sandbox.test_fleet import eventually, ssh
 
 SLEEPER = "sleep 4242"
@@ -94,3 +94,48 @@ def test_app_roots_add_to_the_private_directories_and_nested_ones_are_covered_by
     assert sorted(private_dirs(cfg)) == ["/etc", "/opt", "/root", "/srv/shop", "/var"]
     # And the defaults are there without any app root
     assert sorted(private_dirs(SandboxConfig())) == ["/etc", "/opt", "/root", "/var/lib", "/var/log"]
+
+
+def test_each_node_has_a_home_of_its_own_with_a_minimal_profile_not_the_machines(fleet):
+    # Given a probe in this machine's root home (where its own shell profile lives)
+    probe = Path(HOME) / f".lrelease-home-probe-{os.getpid()}"
+    probe.write_text("the machine's home\n")
+    try:
+        # When a command over SSH on node1 and on node2 looks at its home
+        seen = {}
+        for name in ("node1", "node2"):
+            out = ssh(fleet, name, f'echo "$HOME"; stat -c %d "$HOME"; test -e ~/{probe.name} && echo probe; '
+                                   "cat ~/.bashrc ~/.profile")
+            assert out.returncode == 0, out.stderr
+            seen[name] = out.stdout.splitlines()
+        # Then each is root's usual home, but its own: none sees the machine's probe, and the two
+        # nodes' homes are different filesystems, neither of them the machine's
+        for name, (home, dev, *rest) in seen.items():
+            assert home == HOME, (name, home)
+            assert "probe" not in rest, f"{name} sees this machine's home"
+            assert int(dev) != os.stat(HOME).st_dev, name
+            # And its shell profile is the sandbox's minimal one, not the machine's
+            assert "\n".join(rest) == (HOME_FILES[".bashrc"] + HOME_FILES[".profile"]).rstrip("\n"), (name, rest)
+        assert seen["node1"][1] != seen["node2"][1]
+    finally:
+        probe.unlink(missing_ok=True)
+
+
+def test_a_command_over_ssh_runs_the_nodes_own_bashrc_only(fleet):
+    # Given a marker line added to node3's ~/.bashrc (bash started by sshd for a command reads
+    # ~/.bashrc: that is how the machine's profile, pyenv and all, ran on every SSH command when
+    # nodes shared the machine's home)
+    machine_bashrc = (Path(HOME) / ".bashrc").read_bytes() if (Path(HOME) / ".bashrc").exists() else None
+    assert ssh(fleet, "node3", "cp ~/.bashrc ~/.bashrc.keep && echo 'echo marker-ran' >> ~/.bashrc").returncode == 0
+    try:
+        # When a command runs over SSH on node3 and on node4
+        on3, on4 = ssh(fleet, "node3", "echo command-ran"), ssh(fleet, "node4", "echo command-ran")
+        # Then node3's command ran its own ~/.bashrc first, node4's did not see it, and the
+        # machine's own ~/.bashrc was neither read for it nor changed
+        assert on3.returncode == 0 and on3.stdout.split() == ["marker-ran", "command-ran"], (on3.stdout, on3.stderr)
+        assert on4.returncode == 0 and on4.stdout.split() == ["command-ran"], (on4.stdout, on4.stderr)
+        assert ((Path(HOME) / ".bashrc").read_bytes() if (Path(HOME) / ".bashrc").exists() else None) == machine_bashrc
+    finally:
+        ssh(fleet, "node3", "mv ~/.bashrc.keep ~/.bashrc")
+    # And with its minimal profile back, node3's SSH command prints its own output only
+    assert ssh(fleet, "node3", "echo command-ran").stdout.split() == ["command-ran"]

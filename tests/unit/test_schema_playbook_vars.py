@@ -12,7 +12,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 DESIGN = ROOT / "docs" / "design.md"
-_NAME = re.compile(r"(?<!['\"\w])lrelease_[a-z0-9_]+\b")
+_NAME = re.compile(r"(?<!['\"\w.])lrelease_[a-z0-9_]+\b")  # not after a dot: lrelease.release.lrelease_x is a plugin's name
 _JINJA = re.compile(r"\{\{.*?\}\}|\{%.*?%\}", re.S)
 _RAW_JINJA_KEYS = {"when", "that", "changed_when", "failed_when", "until", "loop"}
 _PLACEHOLDER = re.compile(r"<[a-z]+>")
@@ -130,9 +130,10 @@ def test_the_table_parser_reads_names_and_patterns():
 
 def test_the_scanner_tells_reads_from_settings_and_names():
     doc = [{"name": "t", "lrelease_gate": {"kind": "{{ lrelease_gate_kind }}"}, "when": "lrelease_x | bool",
-            "vars": {"lrelease_y": "{{ lookup('lrelease_lock', db=lrelease_z) }}"}, "register": "lrelease_r"}]
-    assert _read_in(doc) == {"lrelease_gate_kind", "lrelease_x", "lrelease_z"}
-    assert _defined_in(doc) == {"lrelease_y", "lrelease_r"}
+            "vars": {"lrelease_y": "{{ lookup('lrelease_lock', db=lrelease_z) }}",
+                     "lrelease_w": "{{ lookup('lrelease.release.lrelease_sha256', lrelease_v) }}"}, "register": "lrelease_r"}]
+    assert _read_in(doc) == {"lrelease_gate_kind", "lrelease_x", "lrelease_z", "lrelease_v"}
+    assert _defined_in(doc) == {"lrelease_y", "lrelease_w", "lrelease_r"}
 
 
 def test_every_variable_the_playbooks_read_has_its_row():

@@ -120,9 +120,10 @@ def test_a_shell_line_runs_under_sh_with_the_action_as_its_first_argument(tmp_pa
     (deploy_root / ".lrelease").mkdir()
     (deploy_root / ".lrelease" / "previous").write_text("1.0.0\n")
     shell = f'cd {tmp_path} && echo "$0 $1 $# $(readlink {deploy_root}/current)" >> {out.name}'
-    # When the switch role and the rollback role restart the service, and then the rollback role
-    # rolls the host back (its switch step restarts the service in the same module run)
-    proc = play(tmp_path, [role("lrelease_switch", "restart"), role("lrelease_rollback", "restart_alone"),
+    # When the switch role and the rollback role restart the service as a step of its own, and then
+    # the rollback role rolls the host back (its switch step restarts the service in the same
+    # module run, as the switch role's does in a roll-out)
+    proc = play(tmp_path, [role("lrelease_switch", "restart_alone"), role("lrelease_rollback", "restart_alone"),
                            role("lrelease_rollback", "switch"), role("lrelease_rollback", "restart")],
                 {"lrelease_deploy_root": str(deploy_root), "lrelease_build": "2.0.0", "lrelease_service_shell": shell})
     # Then /bin/sh ran the line each time, with $0 lrelease-service and the action as "$1", the
