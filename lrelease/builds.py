@@ -57,6 +57,13 @@ def provenance(store: StateStore, build: str) -> dict[str, Any] | None:
     return record.to_dict() if record is not None else None
 
 
+def lineage(picks: list[dict[str, str]], reverts: list[dict[str, str]]) -> list[str]:
+    """A build's cherry-picks and reverts (a record's ``picks``/``reverts``), one line each, for a
+    person (``lrelease show``, the HTML report)."""
+    return ([f"cherry-picked {p['commit'][:12]} from {p['from'][:12]}: {p['subject']}" for p in picks]
+            + [f"reverted {r['reverts'][:12]} by {r['commit'][:12]}: {r['subject']}" for r in reverts])
+
+
 def feature_version(settings: GitSettings, branch: str, commit: str) -> str:
     """The build id of a feature branch's commit: ``git.feature_version`` with ``{branch}`` (the
     branch name, every run of characters a build id cannot hold made one '-') and ``{short}``."""

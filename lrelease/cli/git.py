@@ -129,9 +129,7 @@ def describe(record: BuildRecord) -> list[str]:
              f"  built by {record.built_by} at {when(record.built_at)}"]
     if record.branch_point:
         lines.append(f"  branch point {record.branch_point[:12]}")
-    lines += [f"  cherry-picked {p['commit'][:12]} from {p['from'][:12]}: {p['subject']}" for p in record.picks]
-    lines += [f"  reverted {r['reverts'][:12]} by {r['commit'][:12]}: {r['subject']}" for r in record.reverts]
-    return lines
+    return lines + [f"  {line}" for line in builds.lineage(record.picks, record.reverts)]
 
 
 @click.command(epilog=read_epilog(["lrelease builds", "lrelease builds --json | jq '.builds[0].commit'"]))

@@ -178,18 +178,11 @@ def provenance(found: Mapping[str, Any] | None, build: str) -> str:
     if not found:
         return f'<p class="no-provenance">Build {_e(build)}: no build record.</p>'
     keys = [k for k in PROVENANCE_KEYS if k in found] + [k for k in found if k not in PROVENANCE_KEYS]
-    rows = [(key.replace("_", " "), _lineage(key, found[key])) for key in keys]
+    lineage = {"picks": builds.lineage(found.get("picks") or [], []),
+               "reverts": builds.lineage([], found.get("reverts") or [])}
+    rows = [(key.replace("_", " "), "; ".join(lineage[key]) if lineage.get(key) else _value(found[key]))
+            for key in keys]
     return _table(("", ""), rows, header=False, css="facts provenance")
-
-
-def _lineage(key: str, value: Any) -> str:
-    """Cherry-picks and reverts one per item: "<commit> picked from <commit>: <subject>"."""
-    if key in ("picks", "reverts") and isinstance(value, (list, tuple)) and value:
-        verb, source = ("picked from", "from") if key == "picks" else ("reverts", "reverts")
-        return "; ".join(f"{str(item.get('commit', ''))[:12]} {verb} {str(item.get(source, ''))[:12]}: "
-                         f"{item.get('subject', '')}" if isinstance(item, Mapping) else _value(item)
-                         for item in value)
-    return _value(value)
 
 
 def _value(value: Any) -> str:

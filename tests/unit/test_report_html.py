@@ -106,8 +106,8 @@ def test_the_provenance_is_shown_when_given_and_no_build_record_otherwise():
     # Then every field is shown, lists joined, escaped
     section = html.split("<h2>Build provenance</h2>", 1)[1].split("<h2>", 1)[0]
     for text in ("/srv/git/shop.git", "release/2.0.0", "a1b2c3d4e5f6", "v2.0.0",
-                 "9f8e7d6aaaaa picked from 1234567ccccd: fix &lt;checkout&gt;",
-                 "5a4b3c2eeee reverts 77aa88bb99cc: Revert &quot;slow query&quot;", "alice", "2026-11-30T05:00:00Z",
+                 "cherry-picked 9f8e7d6aaaaa from 1234567ccccd: fix &lt;checkout&gt;",
+                 "reverted 77aa88bb99cc by 5a4b3c2eeee: Revert &quot;slow query&quot;", "alice", "2026-11-30T05:00:00Z",
                  "picks", "built by"):
         assert text in section, text
     # And without a build record the page says so
