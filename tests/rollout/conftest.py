@@ -15,6 +15,16 @@ from lrelease.sandbox.demoapp.build import Behaviour
 from lrelease.sandbox.fleet import project_config
 
 
+def fleet_file(fleet, path: Path, envs: dict[str, tuple[str, ...]], rest: str = "spare") -> Path:
+    """The session fleet's nodes in a fleet file of a test's own (``path``), each node in the
+    environment ``envs`` names it under, every other node in ``rest``."""
+    nodes = yaml.safe_load(fleet.config.fleet_path.read_text())
+    for name, node in nodes["nodes"].items():
+        node["environment"] = next((env for env, members in envs.items() if name in members), rest)
+    path.write_text(yaml.safe_dump(nodes, sort_keys=False))
+    return path
+
+
 class Project:
     """lrelease.yml in a temp dir, pointing at the sandbox; runs the CLI in-process."""
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import yaml
 
 from lrelease.sandbox.fleet import project_config
-from tests.rollout.conftest import Project
+from tests.rollout.conftest import Project, fleet_file
 
 # The demo app's artifact for {version}, made in the build's work tree (no shell: an argv list).
 BUILD = [sys.executable, "-c", "import sys, pathlib; from lrelease.sandbox.demoapp.build import build_artifact; "
@@ -40,10 +40,7 @@ def dev_project(fleet, root: Path) -> Project:
     git(repo, "add", "-A")
     git(repo, "commit", "-q", "-m", "login")
     git(repo, "switch", "-q", "main")
-    sandbox_fleet = yaml.safe_load(fleet.config.fleet_path.read_text())
-    for node in sandbox_fleet["nodes"].values():
-        node["environment"] = "dev"
-    (root / "fleet.yml").write_text(yaml.safe_dump(sandbox_fleet, sort_keys=False))
+    fleet_file(fleet, root / "fleet.yml", {}, rest="dev")
     project = Project(fleet, root)
     data = project_config(fleet.config, waves=["100%"], bake_seconds=1, gate_timeout_seconds=10)
     data.update(fleet=str(root / "fleet.yml"), state_dir=str(root / "state"),

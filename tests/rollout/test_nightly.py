@@ -23,7 +23,7 @@ import yaml
 from lrelease import statedb
 from lrelease.sandbox.demoapp.build import build_artifact
 from lrelease.sandbox.fleet import project_config
-from tests.rollout.conftest import Project
+from tests.rollout.conftest import Project, fleet_file
 from tests.rollout.test_windows import CET, Clock
 
 BASE = "1.0.0"
@@ -42,10 +42,7 @@ def clock(monkeypatch):
 @pytest.fixture
 def two_envs(fleet, tmp_path) -> Project:
     project = Project(fleet, tmp_path)
-    nodes = yaml.safe_load(fleet.config.fleet_path.read_text())
-    for name, node in nodes["nodes"].items():
-        node["environment"] = "next" if name in NEXT else "production" if name in PROD else "spare"
-    (tmp_path / "fleet.yml").write_text(yaml.safe_dump(nodes, sort_keys=False))
+    fleet_file(fleet, tmp_path / "fleet.yml", {"next": NEXT, "production": PROD})
     config = project_config(fleet.config, waves=[1, "100%"], bake_seconds=1, gate_timeout_seconds=10)
     base = config["environments"]["production"]
     config["environments"] = {

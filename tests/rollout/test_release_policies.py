@@ -15,7 +15,7 @@ import yaml
 
 from lrelease import statedb
 from lrelease.sandbox.fleet import project_config
-from tests.rollout.conftest import Project
+from tests.rollout.conftest import Project, fleet_file
 
 BASE = "1.0.0"
 NEXT_NODES = ("node1",)
@@ -43,10 +43,7 @@ def clock(monkeypatch):
 def two_envs(fleet, tmp_path) -> Project:
     """node1 in next; node2, node3 in production, which requires next (soak 30m); the rest in spare."""
     project = Project(fleet, tmp_path)
-    nodes = yaml.safe_load(fleet.config.fleet_path.read_text())
-    for name, node in nodes["nodes"].items():
-        node["environment"] = "next" if name in NEXT_NODES else "production" if name in PROD_NODES else "spare"
-    (tmp_path / "fleet.yml").write_text(yaml.safe_dump(nodes, sort_keys=False))
+    fleet_file(fleet, tmp_path / "fleet.yml", {"next": NEXT_NODES, "production": PROD_NODES})
     config = project_config(fleet.config, waves=["100%"], bake_seconds=1, gate_timeout_seconds=10)
     production = config["environments"]["production"]
     config["environments"] = {"next": copy.deepcopy(production),  # no shared values: YAML aliases are refused

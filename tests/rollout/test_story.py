@@ -21,7 +21,7 @@ from pathlib import Path
 import yaml
 
 from lrelease.sandbox.fleet import project_config
-from tests.rollout.conftest import Project
+from tests.rollout.conftest import Project, fleet_file
 
 BASE = "1.0.0"
 NEXT, PROD = ("node1",), ("node2", "node3")
@@ -63,10 +63,7 @@ def story_project(fleet, root: Path) -> tuple[Project, Path, str]:
     defect = commit(repo, "checkout.txt", "prices rounded down\n", "checkout: round prices to whole euros")
     commit(repo, "help.txt", "help page\n", "help: a page")
 
-    nodes = yaml.safe_load(fleet.config.fleet_path.read_text())
-    for name, node in nodes["nodes"].items():
-        node["environment"] = "next" if name in NEXT else "production" if name in PROD else "spare"
-    (root / "fleet.yml").write_text(yaml.safe_dump(nodes, sort_keys=False))
+    fleet_file(fleet, root / "fleet.yml", {"next": NEXT, "production": PROD})
     config = project_config(fleet.config, waves=[1, "100%"], bake_seconds=1, gate_timeout_seconds=10)
     production = config["environments"]["production"]
     now = datetime.now(timezone.utc)

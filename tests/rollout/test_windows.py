@@ -23,7 +23,7 @@ import yaml
 
 from lrelease import statedb
 from lrelease.sandbox.fleet import project_config
-from tests.rollout.conftest import Project
+from tests.rollout.conftest import Project, fleet_file
 
 BASE = "1.0.0"
 PROD = ("node1", "node2", "node3")
@@ -67,10 +67,7 @@ def clock(monkeypatch):
 def production(fleet, tmp_path, **env) -> Project:
     """node1..node3 in production (with ``env``), the rest in spare."""
     project = Project(fleet, tmp_path)
-    nodes = yaml.safe_load(fleet.config.fleet_path.read_text())
-    for name, node in nodes["nodes"].items():
-        node["environment"] = "production" if name in PROD else "spare"
-    (tmp_path / "fleet.yml").write_text(yaml.safe_dump(nodes, sort_keys=False))
+    fleet_file(fleet, tmp_path / "fleet.yml", {"production": PROD})
     config = project_config(fleet.config, **{"bake_seconds": 2, "gate_timeout_seconds": 10, "window": WINDOW, **env})
     config["environments"]["spare"] = copy.deepcopy(config["environments"]["production"])
     config.update(fleet=str(tmp_path / "fleet.yml"), state_dir=str(tmp_path / "state"))
