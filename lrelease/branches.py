@@ -19,6 +19,7 @@ from typing import Any
 from lrelease.config import BUILD_RE
 from lrelease.errors import ConfigError
 from lrelease.gitrepo import GitError, Repo
+from lrelease.killpoint import kill_point
 from lrelease.schema import Checker, join, plain_text, show
 
 _REF_RE = re.compile(r"(?!.*(?:\.\.|//|@\{|\.lock/|/\.))[A-Za-z0-9][A-Za-z0-9._/+-]{0,199}(?<![./])\Z")
@@ -208,16 +209,21 @@ def pick(settings: GitSettings, shas: list[str] | tuple[str, ...], *, version: s
 def revert(settings: GitSettings, sha: str, *, version: str | None = None, push: bool = False) -> Applied:
     """Revert ``sha`` on the integration branch (a merge commit: ``-m 1``, its mainline), then
     cherry-pick the revert (``-x``) into the release branch. A conflict on either side aborts that
-    step (a revert already made on the integration branch stays: the message says so)."""
+    step (a revert already made on the integration branch stays: the message says so). When the
+    integration branch already has a standing revert of ``sha`` (a run that died, or was stopped by
+    a conflict, before its pick), that revert is picked: ``sha`` is never reverted twice."""
     repo = Repo(settings.repository)
     branch = release_branch(settings, version, repo)
     target = repo.commit(sha)
     main = settings.integration_branch
-    with repo.on_branch(main) as tree:
-        merge = ("-m", "1") if len(target.parents) > 1 else ()
-        repo.apply(tree, "revert", "--no-edit", *merge, target.sha,
-                   what=f"hotfix revert: reverting {target.short} on {main}")
-        reverted = repo.resolve(main)
+    reverted = standing_revert(repo, target.sha, main)
+    if reverted is None:
+        with repo.on_branch(main) as tree:
+            merge = ("-m", "1") if len(target.parents) > 1 else ()
+            repo.apply(tree, "revert", "--no-edit", *merge, target.sha,
+                       what=f"hotfix revert: reverting {target.short} on {main}")
+            reverted = repo.resolve(main)
+    kill_point("hotfix-reverted")
     try:
         applied = pick(settings, [reverted], version=settings.release_version(branch))
     except GitError as exc:
@@ -225,3 +231,15 @@ def revert(settings: GitSettings, sha: str, *, version: str | None = None, push:
     if push:
         repo.run("push", settings.remote, f"refs/heads/{main}", f"refs/heads/{branch}")
     return Applied(applied.branch, applied.head, applied.picked, revert=reverted, pushed=push)
+
+
+def standing_revert(repo: Repo, sha: str, branch: str) -> str | None:
+    """The commit on ``branch`` after ``sha`` that reverts it and is not itself reverted since
+    (None when there is none: ``sha`` is in effect on ``branch``)."""
+    standing = None
+    for c in repo.log(sha, branch):
+        if any(sha.startswith(r) for r in c.reverts):
+            standing = c.sha
+        elif standing is not None and any(standing.startswith(r) for r in c.reverts):
+            standing = None
+    return standing

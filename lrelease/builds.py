@@ -27,7 +27,9 @@ from lrelease.branches import GitSettings
 from lrelease.config import EnvironmentConfig, ProjectConfig
 from lrelease.errors import ConfigError, ExitCode, LreleaseError
 from lrelease.gitrepo import Repo
+from lrelease.killpoint import kill_point
 from lrelease.policies import PolicyRefused
+from lrelease.proclife import process_alive
 from lrelease.statebuilds import BuildRecord
 
 if TYPE_CHECKING:
@@ -130,21 +132,47 @@ def make(project: ProjectConfig, store: StateStore, *, actor: str, ref: str | No
                                                   f"{known.commit[:12]} of {known.branch or '?'}, built by "
                                                   f"{known.built_by} at {known.built_at})")
     target = project.artifacts.path / project.artifacts.file_name(project.app, version)
-    if target.exists():
+    leftovers = _leftovers(target)
+    mark = leftovers[-1]
+    if mark.exists():
+        # Put there by a `lrelease build` of this version that is running, or that died before
+        # recording it (no record: checked above), whose artifact nobody deployed as this build.
+        pid = _builder(mark)
+        if pid and pid != os.getpid() and process_alive(pid):
+            raise ConfigError("--version", "version", f"a build id no other `lrelease build` is making: pid {pid} "
+                                                      f"is building {version} ({mark})")
+        for path in leftovers:
+            path.unlink(missing_ok=True)
+    elif target.exists():
         raise ConfigError("--version", "version", f"a new build id: {target} exists already (an artifact made "
                                                   "without `lrelease build`)")
     with repo.worktree(commit, detach=True) as tree:
         made = _run(git, project.app, version, commit, tree)
         sha = _store(made, target)
+    kill_point("build-stored")
     record = BuildRecord(version=version, sha256=sha, artifact=target.name, repository=str(repo.path),
                          branch=branch, commit=commit, kind=FEATURE if feature else "release",
                          tags=tuple(repo.tags_at(commit)), built_by=actor, **_lineage(repo, git, commit))
     try:
-        return store.record_build(record)
+        recorded = store.record_build(record)
     except BaseException:
-        for path in (target, target.with_name(target.name + ".sha256")):
+        for path in leftovers:
             path.unlink(missing_ok=True)
         raise
+    leftovers[-1].unlink(missing_ok=True)
+    return recorded
+
+
+def _leftovers(target: Path) -> tuple[Path, Path, Path]:
+    """The artifact, its ``.sha256`` and the ``.building`` mark `_store` puts beside them first and
+    `make` removes once the build is recorded (the mark last)."""
+    return target, target.with_name(target.name + ".sha256"), target.with_name(target.name + ".building")
+
+
+def _builder(mark: Path) -> int:
+    """The pid a ``.building`` mark names (0 if unreadable)."""
+    found = re.search(r"pid (\d+)", mark.read_text(encoding="ascii", errors="replace"))
+    return int(found.group(1)) if found else 0
 
 
 def _lineage(repo: Repo, git: GitSettings, commit: str) -> dict[str, Any]:
@@ -183,10 +211,12 @@ def _run(git: GitSettings, app: str, version: str, commit: str, tree: Path) -> P
 
 
 def _store(made: Path, target: Path) -> str:
-    """Copy the artifact into the store, then its ``.sha256``; each appears whole or not at all."""
+    """Copy the artifact into the store, then its ``.sha256``; each appears whole or not at all. A
+    ``.building`` mark goes first: `make` removes it once the build is recorded."""
     from lrelease.rollout import sha256_of  # rollout imports this module
 
     target.parent.mkdir(parents=True, exist_ok=True)
+    _leftovers(target)[-1].write_text(f"lrelease build in progress (pid {os.getpid()})\n", encoding="ascii")
     sha = sha256_of(made)
     part = target.with_name(target.name + ".part")
     shutil.copyfile(made, part)

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -19,7 +21,7 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from lrelease import builds
+from lrelease import builds, killpoint
 from lrelease.cli.main import cli
 from lrelease.config import load_config
 from lrelease.state import StateStore
@@ -219,6 +221,55 @@ def test_reverting_a_merge_commit_uses_its_mainline_and_the_revert_is_picked_int
     assert done["picked"] == [{"commit": git(repo, "rev-parse", "release/1.0.0"), "from": revert}]
 
 
+def killed_at(project: Path, point: str, *args: str) -> subprocess.CompletedProcess:
+    """`lrelease ARGS` in a process of its own that SIGKILLs itself at the test-only kill ``point``."""
+    env = {**os.environ, "LRELEASE_ACTOR": "alice", killpoint.TEST_KILL_AT: point}
+    return subprocess.run([sys.executable, "-m", "lrelease", *args, "--config", str(project)], env=env,
+                          capture_output=True, text=True, timeout=120, check=False)
+
+
+def test_a_revert_killed_before_its_pick_is_finished_by_the_next_revert_without_reverting_twice(project, repo):
+    # Given a bad change on main, release 1.0.0 cut after it
+    bad = commit(repo, "bad change", **{"bad.txt": "bad\n"})
+    assert run(project, "branch", "cut", "1.0.0").exit_code == 0
+    release_head = git(repo, "rev-parse", "release/1.0.0")
+    # When `hotfix revert` is SIGKILLed right after reverting on main, before the pick
+    killed = killed_at(project, "hotfix-reverted", "hotfix", "revert", bad)
+    assert killed.returncode == -signal.SIGKILL, (killed.returncode, killed.stderr)
+    revert = git(repo, "rev-parse", "main")
+    assert f"This reverts commit {bad}" in git(repo, "log", "-1", "--format=%B", revert)
+    assert git(repo, "rev-parse", "release/1.0.0") == release_head
+    # And it is run again
+    again = run(project, "hotfix", "revert", bad, "--json")
+    # Then main keeps its one revert (not reverted twice, so bad.txt does not come back) and the
+    # release branch gets that revert, picked with -x
+    assert again.exit_code == 0, again.output
+    assert json.loads(again.output)["revert"] == revert
+    assert git(repo, "rev-parse", "main") == revert
+    assert f"(cherry picked from commit {revert})" in git(repo, "log", "-1", "--format=%B", "release/1.0.0")
+    assert "bad.txt" not in git(repo, "ls-tree", "--name-only", "release/1.0.0")
+    # And a third run changes nothing: one line, exit 2
+    third = run(project, "hotfix", "revert", bad)
+    assert third.exit_code == 2 and "there already" in one_line(third)
+    assert git(repo, "rev-parse", "main") == revert
+
+
+def test_a_change_reverted_and_landed_again_is_reverted_anew(project, repo):
+    # Given a change reverted on main, then the revert reverted (the change landed again)
+    bad = commit(repo, "flaky change", **{"flaky.txt": "x\n"})
+    git(repo, "revert", "--no-edit", bad)
+    git(repo, "revert", "--no-edit", "HEAD")
+    assert (repo / "flaky.txt").exists()
+    assert run(project, "branch", "cut", "1.0.0").exit_code == 0
+    relanded = git(repo, "rev-parse", "main")
+    # When it is reverted with lrelease
+    done = run(project, "hotfix", "revert", bad, "--json")
+    # Then a new revert is made on main (the old one is no longer standing) and picked
+    assert done.exit_code == 0, done.output
+    assert git(repo, "rev-parse", "main^") == relanded
+    assert "flaky.txt" not in git(repo, "ls-tree", "--name-only", "release/1.0.0")
+
+
 # -- builds ------------------------------------------------------------------------------------
 def test_provenance_after_a_cut_a_pick_and_a_revert(project, repo):
     # Given a bad change on main, release 1.0.0 cut after it, and its first build
@@ -257,6 +308,51 @@ def test_provenance_after_a_cut_a_pick_and_a_revert(project, repo):
     # And a build not made by lrelease has no provenance
     with store(project) as db:
         assert builds.provenance(db, "9.9.9") is None
+
+
+def test_a_build_killed_between_storing_and_recording_is_built_again_by_the_next_build(project, repo):
+    assert run(project, "branch", "cut", "1.0.0").exit_code == 0
+    artifact = project.parent / "artifacts" / "demoapp-1.0.0.tar.gz"
+    # When `lrelease build` is SIGKILLed after the artifact is in the store, before it is recorded
+    killed = killed_at(project, "build-stored", "build")
+    assert killed.returncode == -signal.SIGKILL, (killed.returncode, killed.stderr)
+    # Then the artifact is there with its mark, and no build is recorded
+    assert artifact.exists() and artifact.with_name(artifact.name + ".building").exists()
+    with store(project) as db:
+        assert db.build_records() == []
+    # When it is built again
+    again = run(project, "build", "--json")
+    # Then the same build id is made and recorded, the artifact's sha256 as recorded, the mark gone
+    assert again.exit_code == 0, again.output
+    built = json.loads(again.output)["build"]
+    assert built["version"] == "1.0.0"
+    assert built["sha256"] == hashlib.sha256(artifact.read_bytes()).hexdigest()
+    assert not artifact.with_name(artifact.name + ".building").exists()
+    # And an artifact with no mark (made without `lrelease build`) is still refused, untouched
+    other = project.parent / "artifacts" / "demoapp-2.0.0.tar.gz"
+    other.write_bytes(b"made by hand")
+    refused = run(project, "build", "--version", "2.0.0")
+    assert refused.exit_code == 2 and "without `lrelease build`" in one_line(refused)
+    assert other.read_bytes() == b"made by hand"
+
+
+def test_a_build_another_lrelease_build_is_making_is_refused_and_left_alone(project, repo):
+    assert run(project, "branch", "cut", "1.0.0").exit_code == 0
+    # Given a build of 1.0.0 in progress in another live process (its mark names that pid)
+    artifact = project.parent / "artifacts" / "demoapp-1.0.0.tar.gz"
+    artifact.parent.mkdir(parents=True)
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        mark = artifact.with_name(artifact.name + ".building")
+        mark.write_text(f"lrelease build in progress (pid {holder.pid})\n")
+        # When the same build is started
+        refused = run(project, "build")
+        # Then one line names the other process, exit 2, and its mark stays
+        assert refused.exit_code == 2 and f"pid {holder.pid}" in one_line(refused)
+        assert mark.exists()
+    finally:
+        holder.kill()
+        holder.wait()
 
 
 def test_builds_lists_the_builds_newest_first(project, repo):
