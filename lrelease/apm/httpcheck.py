@@ -9,7 +9,9 @@ given (``body_json``, ``body_contains``). A host that does not answer at all is
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,6 +21,9 @@ from lrelease.healthcheck import KEYS as CHECK_KEYS
 from lrelease.healthcheck import HealthCheck, parse_check
 
 NAME = "http"
+# Hosts checked at once by one fetch: a wave's hosts are judged together, so one that does not
+# answer costs its timeout once per look, not once per host before it.
+PARALLEL_CHECKS = 16
 
 
 @dataclass(frozen=True)
@@ -43,7 +48,7 @@ class HealthCheckProvider:
     def __init__(self, settings: HealthCheckSettings, *, get: Getter | None = None) -> None:
         self.settings = settings
         self._get = get
-        self._http: Http | None = None
+        self._local = threading.local()  # an Http (a requests session) per checking thread
 
     def mark(self, hosts: Sequence[HostRef]) -> None:
         """Health is read live; nothing to remember."""
@@ -51,10 +56,11 @@ class HealthCheckProvider:
     def _fetch_body(self, url: str) -> tuple[int, str]:
         if self._get is not None:
             return self._get(url, self.settings.timeout)
-        if self._http is None:
-            self._http = Http(NAME, self.settings.timeout)
+        http = getattr(self._local, "http", None)
+        if http is None:
+            http = self._local.http = Http(NAME, self.settings.timeout)
         accept = "application/health+json, application/json, */*;q=0.5"
-        reply = self._http.request("GET", url, headers={"Accept": accept})
+        reply = http.request("GET", url, headers={"Accept": accept})
         return reply.status, reply.body
 
     def check(self, host: HostRef) -> HostMetrics:
@@ -70,7 +76,11 @@ class HealthCheckProvider:
                            detail="health only")
 
     def fetch(self, hosts: Sequence[HostRef], window: Window) -> dict[str, HostMetrics]:
-        return {host.name: self.check(host) for host in hosts}
+        """Every host's health, checked at the same time (at most PARALLEL_CHECKS at once)."""
+        if len(hosts) <= 1:
+            return {host.name: self.check(host) for host in hosts}
+        with ThreadPoolExecutor(max_workers=min(PARALLEL_CHECKS, len(hosts)), thread_name_prefix="lrelease-health") as pool:
+            return dict(zip((host.name for host in hosts), pool.map(self.check, hosts)))
 
 
 def from_settings(data: Mapping[str, Any], where: str, env: Mapping[str, str]) -> HealthCheckProvider:

@@ -3,10 +3,13 @@
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 
 from lrelease.apm import HostRef, ProviderError, Window, make_provider
-from lrelease.apm.httpcheck import parse_health
+from lrelease.apm.httpcheck import HealthCheckProvider, HealthCheckSettings, parse_health
+from lrelease.apm.transport import Unreachable
 from lrelease.errors import ConfigError
 from lrelease.healthcheck import BodyJson, HealthCheck
 from tests.unit.loopback import free_port_url, serve
@@ -71,3 +74,29 @@ def test_bad_settings_name_the_key(settings, key):
     with pytest.raises(ConfigError) as err:
         make_provider("http", settings, where="t", env={})
     assert err.value.key == key
+
+
+def test_a_wave_s_hosts_are_checked_at_the_same_time_and_a_silent_one_does_not_hold_up_the_others():
+    # Given six hosts whose checks can only all finish if they run at the same time (each waits at a
+    # barrier for the five others: one after another, the first would wait until the barrier's
+    # timeout and break it), and a seventh that does not answer at all
+    hosts = [HostRef(f"h{i}", url=f"http://h{i}.test") for i in range(6)]
+    together = threading.Barrier(len(hosts), timeout=10)
+    threads: set[str] = set()
+
+    def get(url: str, timeout: float) -> tuple[int, str]:
+        if "silent" in url:
+            raise Unreachable("http", "cannot reach http://silent.test/health: timed out")
+        threads.add(threading.current_thread().name)
+        together.wait()
+        return 200, "{}"
+
+    provider = HealthCheckProvider(HealthCheckSettings(), get=get)
+    # When one fetch checks them all
+    got = provider.fetch([*hosts, HostRef("silent", url="http://silent.test")], Window(0.0, 1.0))
+    # Then every answering host passed, each in its own thread, and the silent one is unreachable
+    assert {h.name: got[h.name].health.status for h in hosts} == {h.name: "pass" for h in hosts}
+    assert not together.broken and len(threads) == len(hosts)
+    assert got["silent"].reachable is False and got["silent"].health.status == "fail"
+    # And the results come in the hosts' order
+    assert list(got) == [*(h.name for h in hosts), "silent"]
