@@ -130,7 +130,10 @@ def decide(store: StateStore, env: str, *, actor: str, action: str, force_reason
             return Decision(f"environment {env} is paused by {paused.paused_by} since {when(paused.paused_at)} "
                             f"({paused.reason}): no roll-out starts there until `lrelease unpause --env {env}` "
                             "(a rollback still may)", "env_paused")
-    captain = store.captain(env)
+    # A development environment has no release captain (`captain set` refuses one; one set before
+    # that rule, or by hand in the store, does not apply there).
+    development = environment is not None and environment.kind == "development"
+    captain = None if development else store.captain(env)
     if captain is not None and captain.name != actor:
         if not force_reason:
             until = f" until {when(captain.until)}" if captain.until else ""

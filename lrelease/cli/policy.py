@@ -71,7 +71,11 @@ def captain_set(name: str, env: str, until: str | None, reason: str, actor: str 
     recorded: $LRELEASE_ACTOR, --actor, or the login name). Replaces the captain before."""
     name = _text(name, "NAME", "captain")
     reason = reason.strip()
-    store = _store(_project(config_path), env)
+    project = _project(config_path)
+    if project.environment(env).kind == "development":
+        raise ConfigError("--env", "environment", f"one of kind release: {env} is of kind development, which has "
+                                                  "no release captain (it takes feature branches' builds from anyone)")
+    store = _store(project, env)
     end = parse_until(until, store.clock()) if until is not None else None
     done = store.set_captain(env, name, set_by=actor or default_actor(), until=end, reason=reason)
     if as_json:

@@ -21,7 +21,7 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from lrelease import builds, killpoint
+from lrelease import builds, killpoint, policies
 from lrelease.cli.main import cli
 from lrelease.config import load_config
 from lrelease.state import StateStore
@@ -501,3 +501,22 @@ def test_the_schema_defaults_of_git_and_kind_are_the_codes_defaults(tmp_path):
                  "feature_version"):
         assert getattr(cfg.git, name) == nodes[f"git.{name}"]["default"], name
     assert cfg.git.build_command == () and "default" not in nodes["git.build_command"]
+
+
+def test_a_development_environment_has_no_release_captain(project):
+    # When a captain is set for dev (kind development)
+    refused = run(project, "captain", "set", "bob", "--env", "dev")
+    # Then one line says dev has none, exit 2, and nothing is recorded
+    assert refused.exit_code == 2 and "kind development" in one_line(refused)
+    with store(project) as db:
+        assert db.captain("dev") is None
+        # And one set in the store before that rule does not stop anyone else deploying there,
+        # while production's captain still does
+        db.set_captain("dev", "bob", set_by="carol", until=None, reason="")
+        db.set_captain("production", "bob", set_by="carol", until=None, reason="")
+        config = load_config(project)
+        dev = policies.decide(db, "dev", actor="alice", action="deploy", environment=config.environment("dev"))
+        prod = policies.decide(db, "production", actor="alice", action="deploy",
+                               environment=config.environment("production"))
+    assert dev.refused is None
+    assert prod.refused is not None and "captain is bob" in prod.refused
