@@ -196,7 +196,8 @@ def templates(config: ProjectConfig, env: EnvironmentConfig) -> list[dict[str, A
     deploy = {**base, **_artifact_vars(config), "lrelease_waves": _waves_var(env)}
     return [
         _template(names["deploy"], env, "playbooks/deploy.yml", deploy, "deploy",
-                  "lrelease: deploy a build (its failure path in the workflow rolls back)"),
+                  "lrelease: deploy a build (in the workflow a failure is triaged: rolled back, or left for a "
+                  "human when it paused or halted)"),
         _template(names["triage"], env, "playbooks/triage.yml", {"lrelease_env": env.name, "lrelease_hosts": env.name},
                   "triage",
                   "lrelease: after a failed deploy in the workflow, from its set_stats: succeeds when it needs its "
@@ -271,7 +272,8 @@ def workflow_nodes(config: ProjectConfig, env: EnvironmentConfig) -> list[dict[s
                 nodes.append(_approval(f"promote-{i}", f"lrelease promote {env.name} (after wave {sum(len(s[0]) for s in stretches[:i])})",
                                        "approve: go on with the next waves (lrelease promote); deny or time out: "
                                        "roll back (lrelease abort)", success=[f"deploy-{i + 1}"], failure=["rollback"]))
-    nodes.append(_node("triage", names["triage"], success=["rollback"], failure=["ask-rollback" if apm else "rolled-back"]))
+    nodes.append(_node("triage", names["triage"], success=["rollback"],
+                       failure=["ask-rollback" if apm else "rolled-back"]))
     if apm:
         nodes.append(_approval("ask-rollback", f"lrelease roll back {env.name}?",
                                "the deploy stopped for a human (a gate Inconclusive) or for the next deploy window "

@@ -272,7 +272,8 @@ def test_workflow_deploy_failure_is_triaged_then_rolled_back_or_left_red(project
     assert step["extra_vars"]["lrelease_expected_build"] == "{{ lrelease_build }}"
     # and the triage template runs triage.yml (on the controller) knowing its environment, no survey
     jt = named(tasks, "awx.awx.job_template", "lrelease triage next")
-    assert jt["playbook"] == "playbooks/triage.yml" and jt["extra_vars"] == {"lrelease_env": "next", "lrelease_hosts": "next"}
+    assert jt["playbook"] == "playbooks/triage.yml"
+    assert jt["extra_vars"] == {"lrelease_env": "next", "lrelease_hosts": "next"}
     assert jt["survey_enabled"] is False
 
 
