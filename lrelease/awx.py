@@ -30,7 +30,9 @@ The exit code (:func:`job_exit`, :func:`workflow_exit`; docs/awx.md): a job ``su
 roll back by itself; the workflow's rollback job or ``lrelease rollback`` does) → 5; a deploy
 that failed with no host left on the new build → 1. A workflow in which a rollback step ran is a
 failed release, whatever AWX's own status says: 1 (3 when that step failed); a workflow waiting
-at an approval node → 5.
+at an approval node, or whose triage step (the exported workflow's: triage.yml) left the deploy
+for a human or the next window → 5. The exported workflow's own steps (triage.yml, status.yml)
+are never rollback steps, wherever they sit.
 """
 
 from __future__ import annotations
@@ -67,7 +69,7 @@ PAGE_SIZE = 200
 MAX_PAGES = 1000  # per listing: a loop bound, far above any real job's events per poll
 GAP_POLLS = 3  # polls an event counter gap is waited for (AWX saves events asynchronously)
 DRAIN_SECONDS = 30.0  # after the end, at most this long for AWX to finish saving the events
-ROLLBACK_PLAYBOOK, STATUS_PLAYBOOK = "rollback.yml", "status.yml"
+ROLLBACK_PLAYBOOK, STATUS_PLAYBOOK, TRIAGE_PLAYBOOK = "rollback.yml", "status.yml", "triage.yml"
 
 
 class AwxRefused(LreleaseError):
@@ -177,6 +179,12 @@ class JobRun:
     @property
     def rollback(self) -> bool:
         return os.path.basename(self.playbook) == ROLLBACK_PLAYBOOK
+
+    @property
+    def checks(self) -> bool:
+        """The exported workflow's own steps (triage.yml, status.yml): they sit on failure paths
+        but move no host."""
+        return os.path.basename(self.playbook) in (TRIAGE_PLAYBOOK, STATUS_PLAYBOOK)
 
 
 @dataclass
@@ -529,7 +537,8 @@ def workflow_exit(status: str, nodes: list[dict[str, Any]], runs: Mapping[int, J
         role = "not run"
         if job is not None:
             run = runs.get(job["id"])
-            is_rollback = job["type"] == "job" and ((run is not None and run.rollback) or node.get("id") in on_failure_path)
+            is_rollback = job["type"] == "job" and ((run is not None and run.rollback) or (
+                node.get("id") in on_failure_path and not (run is not None and run.checks)))
             role = "rollback" if is_rollback else "step"
             if is_rollback:
                 rollbacks.append((job, run))
@@ -547,6 +556,13 @@ def workflow_exit(status: str, nodes: list[dict[str, Any]], runs: Mapping[int, J
     approval = _approval_pending(nodes)
     if approval is not None:
         return ExitCode.HALTED, f"halted for a human: approval {approval['name']!r} waits in AWX", shown
+    stopped = [run for run in runs.values() if os.path.basename(run.playbook) == TRIAGE_PLAYBOOK
+               and run.job.get("status") == "failed"]
+    if stopped:  # the deploy stopped for a human or the next window (paused, halted): nothing rolled back
+        run = stopped[0]
+        said = next(iter(run.result.failures.values()), "") or "see its output in AWX"
+        return (ExitCode.HALTED, f"left for a human: the triage step {run.job.get('name')!r} (job {run.job.get('id')}) "
+                                 f"said {said}", shown)
     if status == "successful":
         return ExitCode.OK, "workflow successful", shown
     if status == "canceled":

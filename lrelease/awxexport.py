@@ -159,7 +159,10 @@ def survey(env: EnvironmentConfig, kind: str) -> dict[str, Any]:
 
 
 def _names(env: EnvironmentConfig) -> dict[str, str]:
-    return {k: f"lrelease {k} {env.name}" for k in ("deploy", "rollback", "status", "rolled back", "release")}
+    return {k: f"lrelease {k} {env.name}" for k in ("deploy", "triage", "rollback", "status", "rolled back", "release")}
+
+
+_NO_SURVEY = ("triage", "rolled back")  # workflow steps: they take the workflow's answers and artifacts
 
 
 def _template(name: str, env: EnvironmentConfig, playbook: str, extra: dict[str, Any], kind: str,
@@ -177,29 +180,36 @@ def _template(name: str, env: EnvironmentConfig, playbook: str, extra: dict[str,
         "extra_vars": extra,
         "ask_variables_on_launch": True,
         "ask_limit_on_launch": True,
-        "survey_enabled": kind != "rolled back",
-        "survey_spec": survey(env, kind) if kind != "rolled back" else {},
+        "survey_enabled": kind not in _NO_SURVEY,
+        "survey_spec": survey(env, kind) if kind not in _NO_SURVEY else {},
         "state": "present",
     }
 
 
 def templates(config: ProjectConfig, env: EnvironmentConfig) -> list[dict[str, Any]]:
-    """deploy, rollback, status and the workflow's failing step ("rolled back": status.yml
-    expecting the build, which a rolled-back fleet is not on)."""
+    """deploy, rollback, status and the workflow's own steps: "triage" (triage.yml on the
+    controller: succeeds when a failed deploy needs its rollback, fails when it stopped for a
+    human or the next window) and the failing last step ("rolled back": status.yml expecting the
+    build, which a rolled-back or paused fleet is not on)."""
     names = _names(env)
     base = {**env.playbook_vars(), "lrelease_env": env.name, "lrelease_hosts": env.name}
     deploy = {**base, **_artifact_vars(config), "lrelease_waves": _waves_var(env)}
     return [
         _template(names["deploy"], env, "playbooks/deploy.yml", deploy, "deploy",
-                  "lrelease: deploy a build (its failure path in the workflow rolls back)"),
+                  "lrelease: deploy a build (in the workflow a failure is triaged: rolled back, or left for a "
+                  "human when it paused or halted)"),
+        _template(names["triage"], env, "playbooks/triage.yml", {"lrelease_env": env.name, "lrelease_hosts": env.name},
+                  "triage",
+                  "lrelease: after a failed deploy in the workflow, from its set_stats: succeeds when it needs its "
+                  "rollback, fails when it stopped for a human or the next window (paused, halted)"),
         _template(names["rollback"], env, "playbooks/rollback.yml", dict(base), "rollback",
                   "lrelease: roll the hosts on a build back (in the workflow: the failed deploy's, from its set_stats)"),
         _template(names["status"], env, "playbooks/status.yml", dict(base), "status",
                   "lrelease: each host's build; fails when the fleet is not consistent"),
         _template(names["rolled back"], env, "playbooks/status.yml",
                   {**base, "lrelease_expected_build": Jinja("{{ lrelease_build }}")}, "rolled back",
-                  "lrelease: the workflow's last step after a rollback; fails (the fleet is not on the build), "
-                  "so a rolled-back release shows red"),
+                  "lrelease: the workflow's last step after a rollback, or after a deploy left for a human; fails "
+                  "(the fleet is not on the build), so the release shows red and where each host is"),
     ]
 
 
@@ -228,12 +238,16 @@ def _approval(identifier: str, name: str, description: str, *, success: Sequence
 
 
 def workflow_nodes(config: ProjectConfig, env: EnvironmentConfig) -> list[dict[str, Any]]:
-    """deploy → failure: rollback → success: "rolled back" (fails). With pauses in the waves:
-    one deploy node per stretch of waves (its hosts as the node's limit), an approval node
-    between them (denied or timed out: rollback, which is lrelease's ``abort``). With an APM
-    gate, whose Inconclusive verdict halts for a human: the deploy's failure goes to an approval
-    first (approved: roll back; denied or timed out: the fleet is left for ``lrelease resume``
-    or ``rollback``, and the "rolled back" step shows red)."""
+    """deploy → failure: triage → success (the deploy failed: a host or a gate, or it ended
+    without saying why): rollback → success: "rolled back" (fails, so the workflow is red).
+    triage → failure (the deploy stopped for a human or the next window: a gate Inconclusive,
+    its deploy window closed): with an APM gate the "roll back?" approval (approved: rollback;
+    denied or timed out: the fleet is left as it is), without one (nothing there to decide) the
+    red step at once; never the rollback without a human. With pauses in the waves: one deploy
+    node per stretch of waves (its hosts as the node's limit), an approval node between them
+    (denied or timed out: rollback, which is lrelease's ``abort``); each stretch hands its
+    ancestors' roll-out ids on with its own (``lrelease_rollback_undo``), so a rollback moves
+    back every stretch's hosts."""
     names = _names(env)
     apm = env.gate is not None and env.gate.kind == "apm"
     stretches: list[tuple[list[int], list[str]]] = []
@@ -245,24 +259,26 @@ def workflow_nodes(config: ProjectConfig, env: EnvironmentConfig) -> list[dict[s
             waves = plan.waves[start:end]
             stretches.append(([w.size for w in waves], [h for w in waves for h in w.hosts]))
             start = end
-    on_failure = "halted-or-failed" if apm else "rollback"
     nodes: list[dict[str, Any]] = []
     if len(stretches) <= 1:
-        nodes.append(_node("deploy", names["deploy"], failure=[on_failure]))
+        nodes.append(_node("deploy", names["deploy"], failure=["triage"]))
     else:
         for i, (sizes, hosts) in enumerate(stretches, start=1):
             last = i == len(stretches)
             nodes.append(_node(f"deploy-{i}", names["deploy"], success=[] if last else [f"promote-{i}"],
-                               failure=[on_failure], extra_data={WAVES_ANSWER: json.dumps(sizes)},
+                               failure=["triage"], extra_data={WAVES_ANSWER: json.dumps(sizes)},
                                limit=",".join(hosts)))
             if not last:
                 nodes.append(_approval(f"promote-{i}", f"lrelease promote {env.name} (after wave {sum(len(s[0]) for s in stretches[:i])})",
                                        "approve: go on with the next waves (lrelease promote); deny or time out: "
                                        "roll back (lrelease abort)", success=[f"deploy-{i + 1}"], failure=["rollback"]))
+    nodes.append(_node("triage", names["triage"], success=["rollback"],
+                       failure=["ask-rollback" if apm else "rolled-back"]))
     if apm:
-        nodes.append(_approval("halted-or-failed", f"lrelease roll back {env.name}?",
-                               "the deploy failed or halted (a gate Inconclusive): approve to roll back now; deny "
-                               "or time out to leave the fleet for a human (lrelease resume / rollback)",
+        nodes.append(_approval("ask-rollback", f"lrelease roll back {env.name}?",
+                               "the deploy stopped for a human (a gate Inconclusive) or for the next deploy window "
+                               "(paused): approve to roll back now; deny or time out to leave the fleet as it is "
+                               "(lrelease resume, the next nightly run, or lrelease rollback)",
                                success=["rollback"], failure=["rolled-back"]))
     nodes.append(_node("rollback", names["rollback"], success=["rolled-back"]))
     nodes.append(_node("rolled-back", names["rolled back"]))

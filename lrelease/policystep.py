@@ -247,14 +247,16 @@ def _exists(store: StateStore, rid: str) -> bool:
 
 def _undone(store: StateStore, env: str, ids: Sequence[str]):
     """The roll-out a rollback.yml run undoes: the first of ``lrelease_rollback_undo`` recorded
-    in ``env`` (by its id or the id its hosts' ledgers carry)."""
+    in ``env`` (by its id or the id its hosts' ledgers carry), in the list's order: an AWX
+    workflow's stretches hand their ids on oldest first, so it is the release's first stretch."""
     wanted = [str(i) for i in ids if str(i)]
-    if not wanted:
-        return None
-    for r in store.history(env, limit=200):
-        if r.action != "rollback" and (r.id in wanted or r.ledger_id in wanted):
-            return store.chain_root(r)
-    return None
+    found: dict[str, Any] = {}
+    for r in store.history(env, limit=200) if wanted else ():
+        if r.action != "rollback":
+            for key in {r.id, r.ledger_id} & set(wanted):
+                found.setdefault(key, r)
+    first = next((found[i] for i in wanted if i in found), None)
+    return store.chain_root(first) if first is not None else None
 
 
 def adopt(store: StateStore, env: str, rid: str, token: int) -> None:

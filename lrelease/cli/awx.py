@@ -53,8 +53,8 @@ def awx() -> None:
     "lrelease awx launch \"lrelease release\" --workflow --build 1.4.0 --env production",
     "lrelease awx launch lrelease-deploy --build 1.4.0 --extra-var lrelease_bake_seconds=60 --no-wait",
 ], CODES, ROLLED_BACK="failed: rolled back, or failed with no host left on the new build",
-    HALTED="halted for a human: a gate Inconclusive, hosts left on the new build, an approval waits "
-           "(a status job: the fleet is not consistent)",
+    HALTED="halted for a human: a gate Inconclusive, hosts left on the new build, an approval waits, "
+           "a workflow's triage step left a paused deploy (a status job: the fleet is not consistent)",
     INTERNAL="AWX could not run the job (status error), or stopped answering while followed",
     INTERRUPTED="canceled in AWX, or Ctrl-C here (the job goes on in AWX)"))
 @click.argument("template")

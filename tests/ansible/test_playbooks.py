@@ -78,8 +78,12 @@ def test_a_bad_build_stops_after_the_canary_and_rollback_brings_it_back(sandbox_
         assert fleet.manifest(name, "1.2.0") is not None  # staged everywhere, switched nowhere else
     # And set_stats tells an AWX workflow what to roll back
     stats = run.custom_stats()
+    reason = stats.pop("lrelease_outcome_reason")
     assert stats == {"lrelease_failed_hosts": ["node1"], "lrelease_rollback_build": "1.2.0",
-                     "lrelease_rollback_undo": ["test-rollout"], "lrelease_previous_build": BASE}
+                     "lrelease_rollback_undo": ["test-rollout"], "lrelease_previous_build": BASE,
+                     "lrelease_outcome": "failed"}
+    # and why, for the workflow's triage step (a failure: rolled back)
+    assert reason.startswith('node1 failed at "lrelease gate": ') and "503" in reason, reason
 
     # When rollback.yml runs for the failed build (in groups keeping 50% in service, the default)
     # (as an AWX workflow's rollback job would: with what set_stats handed on)
@@ -395,8 +399,12 @@ def test_awx_gets_the_apm_gate_verdict_and_what_to_roll_back_from_plain_ansible_
     assert fleet.current("node1") == "2.0.0"
     assert all(fleet.current(name) == BASE and fleet.ledger(name) == [] for name in OTHERS)
     # And set_stats hands the workflow's rollback job the failed host and the builds
-    assert run.custom_stats() == {"lrelease_failed_hosts": ["node1"], "lrelease_rollback_build": "2.0.0",
-                                  "lrelease_rollback_undo": ["awx-apm"], "lrelease_previous_build": BASE}
+    stats = run.custom_stats()
+    reason = stats.pop("lrelease_outcome_reason")
+    assert stats == {"lrelease_failed_hosts": ["node1"], "lrelease_rollback_build": "2.0.0",
+                     "lrelease_rollback_undo": ["awx-apm"], "lrelease_previous_build": BASE, "lrelease_outcome": "failed"}
+    # and a gate FAIL is a failure for the workflow's triage step (rolled back at once, no approval)
+    assert reason.startswith('node1 failed at "lrelease gate": fail: errors: error rate'), reason
     # And the readings the gate took are kept under the roll-out's id for its later waves
     readings = Path(tempfile.gettempdir()) / "lrelease-scrape-awx-apm.json"
     try:

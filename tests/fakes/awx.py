@@ -75,7 +75,8 @@ class Node:
     script: Script | None
     success: list[int] = field(default_factory=list)
     failure: list[int] = field(default_factory=list)
-    approval: bool = False  # an approval node waiting for a human
+    approval: bool = False  # an approval node
+    approval_status: str = "pending"  # waiting for a human; successful: approved; failed: denied or timed out
 
 
 @dataclass
@@ -266,8 +267,9 @@ class FakeAwx:
                     continue
                 summary = ({"id": job.id, "name": job.name, "status": job.status, "failed": job.status == "failed",
                             "type": "job"} if job is not None else
-                           {"id": 9000 + node.id, "name": node.name, "status": "pending", "failed": False,
-                            "type": "workflow_approval"} if node.approval else None)
+                           {"id": 9000 + node.id, "name": node.name, "status": node.approval_status,
+                            "failed": node.approval_status == "failed", "type": "workflow_approval"}
+                           if node.approval else None)
                 rows.append({"id": node.id, "type": "workflow_job_node", "job": summary["id"] if summary else None,
                              "do_not_run": not ran, "success_nodes": node.success, "failure_nodes": node.failure,
                              "always_nodes": [], "workflow_job": wf["id"],

@@ -140,7 +140,7 @@ def test_every_module_and_argument_exists_in_awx_awx(project):
             assert set(node["related"]) <= RELATED_ARGS
     # and the job templates and workflow exist per environment
     names = {t["name"] for t in by_module(tasks, "awx.awx.job_template")}
-    assert names == {f"lrelease {k} {e}" for k in ("deploy", "rollback", "status", "rolled back")
+    assert names == {f"lrelease {k} {e}" for k in ("deploy", "triage", "rollback", "status", "rolled back")
                      for e in ("production", "next")}
     assert {w["name"] for w in by_module(tasks, "awx.awx.workflow_job_template")} == {
         "lrelease release production", "lrelease release next"}
@@ -153,6 +153,7 @@ def test_templates_run_the_project_playbooks_and_prompt_for_variables(project):
     assert playbooks["lrelease deploy next"] == "playbooks/deploy.yml"
     assert playbooks["lrelease rollback next"] == "playbooks/rollback.yml"
     assert playbooks["lrelease status next"] == playbooks["lrelease rolled back next"] == "playbooks/status.yml"
+    assert playbooks["lrelease triage next"] == "playbooks/triage.yml"
     for t in by_module(tasks, "awx.awx.job_template"):
         # and every template takes the launch's extra vars (lrelease awx launch refuses one that would drop them)
         assert t["ask_variables_on_launch"] is True and t["job_type"] == "run"
@@ -233,20 +234,47 @@ def _next(node: dict, kind: str) -> list[str]:
     return [r["identifier"] for r in node["related"].get(kind, [])]
 
 
-def test_workflow_deploy_failure_rolls_back_then_fails(project):
+def _reachable(nodes: dict[str, dict], start: list[str], *, through_approvals: bool) -> set[str]:
+    """Every node a path from ``start`` reaches (any edge), entering approval nodes only when told."""
+    seen: set[str] = set()
+    todo = list(start)
+    while todo:
+        ident = todo.pop()
+        if ident in seen:
+            continue
+        seen.add(ident)
+        node = nodes[ident]
+        if node["unified_job_template"]["type"] == "workflow_approval" and not through_approvals:
+            continue
+        todo += [i for kind in ("success_nodes", "failure_nodes", "always_nodes") for i in _next(node, kind)]
+    return seen
+
+
+def test_workflow_deploy_failure_is_triaged_then_rolled_back_or_left_red(project):
     # Given the health-check environment's workflow
     tasks, _ = exported(project)
     nodes = _graph(named(tasks, "awx.awx.workflow_job_template", "lrelease release next"))
-    # Then deploy → failure: rollback → success: a step that fails, and nothing after it
-    assert _next(nodes["deploy"], "failure_nodes") == ["rollback"] and _next(nodes["deploy"], "success_nodes") == []
+    # Then a failed deploy goes to the triage step, never straight to the rollback
+    assert _next(nodes["deploy"], "failure_nodes") == ["triage"] and _next(nodes["deploy"], "success_nodes") == []
+    triage = nodes["triage"]
+    assert triage["unified_job_template"]["name"] == "lrelease triage next"
+    # and a triage that says "roll back" (it succeeds) runs the rollback, then a step that fails
+    assert _next(triage, "success_nodes") == ["rollback"]
     assert _next(nodes["rollback"], "success_nodes") == ["rolled-back"]
+    assert nodes["rollback"]["unified_job_template"]["name"] == "lrelease rollback next"
+    # and one that says "stopped for a human or the next window" (it fails) goes straight to that red step
+    assert _next(triage, "failure_nodes") == ["rolled-back"]
     last = nodes["rolled-back"]
     assert _next(last, "success_nodes") == _next(last, "failure_nodes") == []
-    assert nodes["rollback"]["unified_job_template"]["name"] == "lrelease rollback next"
-    # and that step runs status.yml expecting the build, which a rolled-back fleet is not on
+    # and that step runs status.yml expecting the build, which a rolled-back or paused fleet is not on
     step = named(tasks, "awx.awx.job_template", last["unified_job_template"]["name"])
     assert step["playbook"] == "playbooks/status.yml"
     assert step["extra_vars"]["lrelease_expected_build"] == "{{ lrelease_build }}"
+    # and the triage template runs triage.yml (on the controller) knowing its environment, no survey
+    jt = named(tasks, "awx.awx.job_template", "lrelease triage next")
+    assert jt["playbook"] == "playbooks/triage.yml"
+    assert jt["extra_vars"] == {"lrelease_env": "next", "lrelease_hosts": "next"}
+    assert jt["survey_enabled"] is False
 
 
 def test_workflow_pauses_and_halts_go_to_approval_nodes(project):
@@ -260,17 +288,39 @@ def test_workflow_pauses_and_halts_go_to_approval_nodes(project):
     assert _next(first, "success_nodes") == ["promote-1"]
     promote = nodes["promote-1"]
     assert promote["unified_job_template"]["type"] == "workflow_approval"
+    # (denied or timed out: lrelease abort, the rollback)
     assert _next(promote, "success_nodes") == ["deploy-2"] and _next(promote, "failure_nodes") == ["rollback"]
-    # and a failed or halted deploy asks a human before the rollback; a refusal still ends red
+    # and every stretch's failure is triaged: a failure (a gate FAIL too) rolls back at once
     for deploy in (first, second):
-        assert _next(deploy, "failure_nodes") == ["halted-or-failed"]
-    halted = nodes["halted-or-failed"]
-    assert halted["unified_job_template"]["type"] == "workflow_approval"
-    assert _next(halted, "success_nodes") == ["rollback"] and _next(halted, "failure_nodes") == ["rolled-back"]
+        assert _next(deploy, "failure_nodes") == ["triage"]
+    assert _next(nodes["triage"], "success_nodes") == ["rollback"]
+    # while a halt or a pause asks a human first; a refusal (or the timeout) leaves the fleet and ends red
+    assert _next(nodes["triage"], "failure_nodes") == ["ask-rollback"]
+    ask = nodes["ask-rollback"]
+    assert ask["unified_job_template"]["type"] == "workflow_approval"
+    assert ask["unified_job_template"]["name"] == "lrelease roll back production?"
+    assert _next(ask, "success_nodes") == ["rollback"] and _next(ask, "failure_nodes") == ["rolled-back"]
     assert _next(nodes["rollback"], "success_nodes") == ["rolled-back"]
     # and the workflow's survey has no waves answer (each stretch's waves are fixed by the pauses)
     survey = named(tasks, "awx.awx.workflow_job_template", "lrelease release production")["survey_spec"]
     assert "waves" not in {q["variable"] for q in survey["spec"]}
+
+
+@pytest.mark.parametrize("env", ["next", "production"])
+def test_no_path_from_a_stopped_deploy_reaches_the_rollback_without_a_human(project, env):
+    # Given each environment's workflow (health only; APM gate with a pause)
+    tasks, _ = exported(project)
+    nodes = _graph(named(tasks, "awx.awx.workflow_job_template", f"lrelease release {env}"))
+    deploys = [i for i, n in nodes.items() if n["unified_job_template"]["name"] == f"lrelease deploy {env}"]
+    assert deploys
+    for ident in deploys:
+        # Then a deploy's failure path is the triage step only
+        assert _next(nodes[ident], "failure_nodes") == ["triage"]
+    # and from a triage that failed (paused, halted) no path reaches the rollback but through an approval
+    stopped = _next(nodes["triage"], "failure_nodes")
+    assert "rollback" not in _reachable(nodes, stopped, through_approvals=False)
+    assert "rollback" in _reachable(nodes, stopped, through_approvals=True) or env == "next"
+    assert "rolled-back" in _reachable(nodes, stopped, through_approvals=True)
 
 
 def test_the_credential_type_injects_environment_variables_only_and_no_secret_is_written(project, tmp_path):

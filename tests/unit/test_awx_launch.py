@@ -352,6 +352,71 @@ def test_workflow_waiting_at_an_approval_node_is_a_halt():
     assert outcome.exit_code == ExitCode.HALTED and "approval 'a human decides' waits" in outcome.message
 
 
+PAUSED = ("paused: the deploy window of production closed at 2026-12-01T05:00:00+00:00; `lrelease resume` or the next "
+          "nightly run continues it in the next window (nothing rolled back: every host is on a complete build)")
+
+
+def exported_workflow(*, triage: str, approval: str | None = None, rollback: str | None = None) -> Template:
+    """The shape `lrelease awx export` writes: deploy (failed) → triage → success: rollback →
+    success: the red status step; triage → failure: the "roll back?" approval (an APM gate; its
+    approval: rollback, denial: the red step) or, without one, the red step."""
+    deploy = Script(statuses=["running", "failed"], events=[
+        ok("", "lrelease wave", ansible_play_batch=["node1"]), ok("node1", "switched", "lrelease_switch", changed=True),
+        ok("node1", "lrelease gate", verdict="pass", reason="healthy"), stats()],
+        artifacts={"lrelease_rollback_build": "1.4.0", "lrelease_outcome": "paused"})
+    says = ok("localhost", "lrelease triage rollback", msg="failed: node1 failed; rolling production back") if \
+        triage == "successful" else failed("localhost", "lrelease triage stop", msg=PAUSED)
+    triage_job = Script(statuses=["running", triage], playbook="playbooks/triage.yml", events=[says, stats()])
+    rolled = Script(statuses=["running", "failed"], playbook="playbooks/status.yml", events=[
+        failed("node1", "Check the fleet", msg="fleet is inconsistent (expected 1.4.0)"), stats()])
+    rollback_job = None if rollback is None else Script(statuses=["running", rollback], playbook="playbooks/rollback.yml",
+                                                        events=[ok("node1", "rolled back", "lrelease_rollback", changed=True)])
+    red = 5
+    nodes = [Node(1, "lrelease deploy production", deploy, failure=[2]),
+             Node(2, "lrelease triage production", triage_job, success=[4], failure=[3 if approval else red]),
+             Node(4, "lrelease rollback production", rollback_job, success=[red]),
+             Node(red, "lrelease rolled back production", rolled if rollback in ("successful", None) else None)]
+    if approval:
+        nodes.insert(2, Node(3, "lrelease roll back production?", None, success=[4], failure=[red], approval=True,
+                             approval_status=approval))
+    return Template(30, "lrelease release production", workflow=True,
+                    workflow_statuses=["running", "running", "failed"], nodes=nodes)
+
+
+@pytest.mark.parametrize("approval", [None, "failed"], ids=["health only: the red step", "APM gate: approval denied"])
+def test_workflow_whose_triage_left_the_deploy_for_a_human_is_a_halt_not_a_rollback(approval):
+    # Given the exported workflow after a deploy its window paused: the triage step failed
+    # (nothing to roll back), then (an APM gate) the approval "roll back?" was denied, and the
+    # red status step failed
+    fake = FakeAwx(TOKEN)
+    fake.add(exported_workflow(triage="failed", approval=approval))
+    with fake.running():
+        c = client_for(fake)
+        outcome = c.follow(c.launch(c.find_template("30", workflow=True), {"lrelease_build": "1.4.0"}))
+    # Then it is a halt (5) saying why, not a failed rollback: neither triage nor the status step is one
+    assert outcome.exit_code == ExitCode.HALTED, outcome.message
+    assert outcome.message == f"left for a human: the triage step 'lrelease triage production' (job 103) said {PAUSED}"
+    roles = {n["node"]: (n["name"], n["role"]) for n in outcome.nodes}
+    assert roles[2] == ("lrelease triage production", "step") and roles[5] == ("lrelease rolled back production", "step")
+    assert roles[4][1] == "not run"  # the rollback
+
+
+def test_workflow_whose_triage_said_roll_back_is_rolled_back_by_its_rollback_step():
+    # Given the exported workflow after a failed deploy: triage said "roll back", the rollback
+    # succeeded, and the red status step failed (the fleet is not on the build)
+    fake = FakeAwx(TOKEN)
+    fake.add(exported_workflow(triage="successful", rollback="successful"))
+    with fake.running():
+        c = client_for(fake)
+        outcome = c.follow(c.launch(c.find_template("30", workflow=True), {"lrelease_build": "1.4.0"}))
+    # Then it was rolled back (1) by the rollback step; the red step (also on triage's failure path) is no rollback
+    assert outcome.exit_code == ExitCode.ROLLED_BACK, outcome.message
+    assert "rollback step 'lrelease rollback production'" in outcome.message
+    assert [(n["name"], n["role"]) for n in outcome.nodes] == [
+        ("lrelease deploy production", "step"), ("lrelease triage production", "step"),
+        ("lrelease rollback production", "rollback"), ("lrelease rolled back production", "step")]
+
+
 # -- secrets and settings ---------------------------------------------------------------------------
 def test_token_never_shown_even_when_awx_echoes_it():
     # Given an AWX whose 400 echoes the Authorization header back

@@ -135,6 +135,20 @@ def test_a_plain_rollback_records_what_it_undoes_by_its_ledger_id(tmp_path, owne
         assert (row.action, row.undoes, row.previous_build) == ("rollback", deploy["rollout_id"], "1.1.0")
 
 
+def test_a_rollback_of_an_awx_workflows_stretches_undoes_the_first_one_named(tmp_path, owner):
+    # Given two stretches of one release recorded (an AWX workflow with a pause), the second newer
+    with StateStore(tmp_path / "state.db") as st:
+        first = policystep.begin(st, _start(owner.pid))
+        policystep.end(st, "production", first["rollout_id"])
+        second = policystep.begin(st, _start(owner.pid))
+        policystep.end(st, "production", second["rollout_id"])
+        # When the rollback is given both, as the later stretch hands them on (oldest first)
+        back = policystep.begin(st, replace(_start(owner.pid), action="rollback",
+                                            undo=[first["ledger_id"], second["ledger_id"]]))
+        # Then it is recorded as undoing the release's first stretch (the newest would be the second)
+        assert st.rollout(back["rollout_id"]).undoes == first["rollout_id"] != second["rollout_id"]
+
+
 # -- the guardian ----------------------------------------------------------------------------------
 def test_the_guardian_beats_the_heartbeat_while_the_playbook_lives_then_ends_a_killed_run(tmp_path, owner,
                                                                                           monkeypatch):

@@ -56,15 +56,15 @@ def _read_in(node) -> set[str]:
 
 
 def _defined_in(node) -> set[str]:
-    """Variables a playbook or task file sets itself: set_fact, register, vars, set_stats, loop_var."""
+    """Variables a playbook or task file sets itself: set_fact, register, vars, loop_var. Not
+    set_stats: its data is no variable of the run but artifacts handed to the next job (an AWX
+    workflow's), which takes them as extra vars: a row of their own when a playbook reads them."""
     out: set[str] = set()
     if isinstance(node, dict):
         for key, value in node.items():
             if key in ("ansible.builtin.set_fact", "set_fact", "vars") and isinstance(value, dict):
                 # the policy step's facts stand in for extra vars the wrapper gives: still the caller's
                 out |= {k for k in value if not _caller_may_give(node, k)}
-            elif key in ("ansible.builtin.set_stats", "set_stats") and isinstance(value, dict):
-                out |= set(value.get("data") or {})
             elif key in ("register", "loop_var") and isinstance(value, str):
                 out.add(value)
             out |= _defined_in(value)
