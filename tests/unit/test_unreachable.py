@@ -155,8 +155,11 @@ def _begin_result(began: dict, db: Path) -> dict:
             "lock": {"db": str(db), "env": "production", "token": began["token"], "closes_at": ""}}
 
 
-def _unreachable(host: str) -> CallbackTaskResult:
-    return _result(host, "ansible.builtin.command", "Switch to the build", {"unreachable": True, "msg": SSH_ERROR})
+def _unreachable(host: str, **task_fields) -> CallbackTaskResult:
+    result = _result(host, "ansible.builtin.command", "Switch to the build", {"unreachable": True, "msg": SSH_ERROR})
+    for name, value in task_fields.items():
+        setattr(result.task, name, value)
+    return result
 
 
 def test_the_callback_records_a_host_lost_in_a_recorded_plain_run(tmp_path, owner):
@@ -167,9 +170,10 @@ def test_the_callback_records_a_host_lost_in_a_recorded_plain_run(tmp_path, owne
     callback = _callback()
     callback.v2_runner_on_ok(_result("n1", "lrelease.release.lrelease_policy", "lrelease policy",
                                      _begin_result(began, db)))
-    # When n2 turns unreachable
+    # When n3 is unreachable in a task that ignores it (the host goes on), then n2 turns unreachable
+    callback.v2_runner_on_unreachable(_unreachable("n3", ignore_unreachable=True))
     callback.v2_runner_on_unreachable(_unreachable("n2"))
-    # Then the run's record has n2 unreachable, with its SSH error and the task that found it
+    # Then the run's record has n2 unreachable, with its SSH error and the task that found it, and not n3
     with StateStore(db) as st:
         [event] = st.host_events(began["rollout_id"])
         assert (event.host, event.phase, event.detail) == (

@@ -28,7 +28,8 @@ description:
     C(rolled_back) (exit 1) when none had; a rollback C(rollback_failed) (exit 3).
     C(lrelease history) and C(lrelease show) name the unreachable host."
   - "It does nothing when the lrelease wrapper runs the playbook (the wrapper records from
-    ansible-runner's events), when no policy step ran, or after the run's end step. It opens the
+    ansible-runner's events), when no policy step ran, after the run's end step, or for a task with
+    C(ignore_unreachable) (the host goes on). It opens the
     state only for an unreachable host, so it costs nothing otherwise; a write that cannot be made is a
     warning, never a failure."
   - "The checkout's C(ansible.cfg), which AWX projects use too, enables it. With an ansible.cfg of your
@@ -70,7 +71,7 @@ class CallbackModule(CallbackBase):
             self._policy = None
 
     def v2_runner_on_unreachable(self, result):
-        if self._policy is None:
+        if self._policy is None or result.task.ignore_unreachable:  # (a task that says so goes on with the host)
             return
         host, data = result.host.get_name(), result.result
         try:
