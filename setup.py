@@ -15,7 +15,7 @@ from setuptools.command.build_py import build_py
 
 ROOT = Path(__file__).resolve().parent
 COLLECTION = ("galaxy.yml", "meta", "playbooks", "roles")
-PLUGIN_TYPES = ("action", "modules", "inventory", "lookup")
+PLUGIN_TYPES = ("action", "modules", "inventory", "lookup", "callback")
 _IGNORE = shutil.ignore_patterns("__pycache__", "*.pyc", "molecule")
 
 

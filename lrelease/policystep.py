@@ -7,9 +7,11 @@ AWX, cron), and the check they make when the wrapper does.
 - plain run: :func:`begin` takes the environment's lock (bound to ansible-playbook's pid, with a
   fencing token), checks the policies (lrelease.policies.check_start), records the roll-out and
   starts its guardian (lrelease/guardian.py); :func:`record` records each host's phases (the
-  wrapper's vocabulary, statedb.PHASES) and gates; :func:`end` records how the run ended and
-  releases the lock. When the play fails (later plays never run) or ansible-playbook is killed,
-  the guardian ends the row with :func:`finalise` and releases the lock.
+  wrapper's vocabulary, statedb.PHASES) and gates; :func:`unreachable` records a host Ansible could
+  not reach (the callback plugin lrelease_record sees it: no task, no rescue runs on such a host);
+  :func:`end` records how the run ended and releases the lock. When the play fails (later plays
+  never run) or ansible-playbook is killed, the guardian ends the row with :func:`finalise` and
+  releases the lock.
 
 Library code: it raises typed errors and returns data; the action plugin turns them into task
 results.
@@ -26,7 +28,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from lrelease import policies, statedb
+from lrelease import policies, secrets, statedb
 from lrelease.errors import ExitCode, LreleaseError
 from lrelease.state import LockHandle, LockHeld, LockLost, StateError, StateStore, lock_check, new_rollout_id
 
@@ -45,6 +47,8 @@ LOCK_WAIT_SECONDS = 3.0
 _FAILED = ("failed", "gate_failed", "unreachable")
 # Phases of a host that the roll-out moved onto its build (as rollout._MOVED).
 _MOVED = ("switched", "gate_passed", "gate_failed")
+# An unreachable host's recorded message: its SSH error, scrubbed, on one line, cut to this (as the wrapper's).
+UNREACHABLE_MSG_CHARS = 500
 
 
 class LockNotHeld(LreleaseError):
@@ -272,6 +276,37 @@ def record(store: StateStore, rid: str, host: str, phase: str, detail: Mapping[s
     store.record_host(rid, host, phase, dict(detail or {}))
 
 
+def open_recorded(policy: Mapping[str, Any], *, adopt: bool = True) -> StateStore:
+    """The store of a recorded plain run, from its policy step's result (``lock``: {db, env,
+    token}; ``rollout_id``), acting as the holder of its lock (fenced writes) unless ``adopt`` is
+    False. Raises LockLost when the run's lock is gone (ended, or taken over)."""
+    lock = policy["lock"]
+    store = StateStore(locate(str(lock.get("db") or "")).target)
+    if adopt:
+        try:
+            store.adopt_lock(str(lock["env"]), str(policy["rollout_id"]), int(lock["token"]))
+        except BaseException:
+            store.close()
+            raise
+    return store
+
+
+def unreachable(store: StateStore, rid: str, host: str, error: str, task: str = "") -> bool:
+    """A host that Ansible could not reach (SSH failed: the node is gone) in a plain run, as the
+    callback plugin lrelease_record sees it: recorded ``unreachable`` (a failed host, as the wrapper
+    records it) with the SSH error (scrubbed, one line, at most UNREACHABLE_MSG_CHARS), so the run
+    ends as one with a failed host does, not ``interrupted``. False when the host's latest phase
+    says so already (a second event for it)."""
+    if store.host_phases(rid).get(host) == "unreachable":
+        return False
+    said = " ".join(secrets.scrub(str(error or "")).split()) or "no error given"
+    msg = f"unreachable: {said}"
+    if len(msg) > UNREACHABLE_MSG_CHARS:
+        msg = msg[:UNREACHABLE_MSG_CHARS - 3] + "..."
+    store.record_host(rid, host, "unreachable", {"task": task, "msg": msg})
+    return True
+
+
 def end(store: StateStore, env: str, rid: str, *, failed: Sequence[str] = (), stopped: bool = False,
         window_closed: bool = False) -> tuple[str, int]:
     """The playbook reached its end: record how, release the lock. Returns (status, exit code).
@@ -282,8 +317,10 @@ def end(store: StateStore, env: str, rid: str, *, failed: Sequence[str] = (), st
         store.release_lock(env, rid)
         return row.status, int(row.exit_code or 0)
     try:
-        for host in failed:
-            store.record_host(rid, host, "failed", {"msg": "failed in this run (see its output)"})
+        phases = store.host_phases(rid)
+        for host in failed:  # (a host recorded failed or unreachable keeps its own record)
+            if phases.get(host) not in _FAILED:
+                store.record_host(rid, host, "failed", {"msg": "failed in this run (see its output)"})
         status, code = _ending(store, rid, row.action, ended=True, stopped=stopped or window_closed)
         if window_closed and status == "interrupted":
             status, code = "paused", int(ExitCode.HALTED)

@@ -465,8 +465,13 @@ def history(env: str | None, limit: int, as_json: bool, config_path: Path) -> No
         shown = r.status
         if r.status == "halted" and report.inconclusive(store.host_events(r.id)):
             shown = "halted (gate INCONCLUSIVE)"  # `lrelease show ID` gives each gate's reason
-        elif r.status == "halted" and r.via.get("kind"):  # a plain/AWX run that failed: its hosts wait
-            shown = "halted (a host failed)"
+        elif r.via.get("kind") and r.status in ("halted", "rolled_back", "rollback_failed"):
+            # a plain/AWX run that failed (a halted one's hosts wait): which host Ansible could not reach
+            lost = [h for h, phase in store.host_phases(r.id).items() if phase == "unreachable"]
+            if lost:
+                shown = f"{r.status} ({', '.join(lost)} unreachable)"
+            elif r.status == "halted":
+                shown = "halted (a host failed)"
         note = policies.short(r.policy)
         if note:
             shown = f"{shown} ({note})" if r.status != "refused" else f"refused ({note.split(': ', 1)[1]})"

@@ -1,7 +1,8 @@
 """The playbooks' policy step on the sandbox: deploy.yml and rollback.yml run by plain
 ansible-playbook as AWX runs them (extra vars from a file, awx_user_name / awx_job_id) take the
 environment's lock, record the roll-out and each host's progress in the project's state, and end
-the record and free the lock however the run ends: success, a failed gate, SIGKILL.
+the record and free the lock however the run ends: success, a failed gate, SIGKILL, a host lost
+(unreachable: recorded by the callback plugin lrelease_record).
 
 The session fleet (6 nodes); runs are limited to three of them (canary, then the rest) to stay
 short; the verdicts do not depend on the bake."""
@@ -21,8 +22,10 @@ import pytest
 from lrelease import policystep, statedb
 from lrelease.config import load_config
 from lrelease.rollout import Releaser
+from lrelease.sandbox import services
 from lrelease.state import StateStore, new_rollout_id
 from tests.rollout.conftest import Project
+from tests.rollout.test_faults import assert_hosts_complete
 
 ROOT = Path(__file__).resolve().parents[2]
 BASE = "1.0.0"
@@ -268,3 +271,47 @@ def test_a_plain_run_whose_window_closes_stops_at_the_next_wave_boundary_paused(
     # Then the roll-out is finished on every host
     assert resumed.exit_code == 0, resumed.stdout + resumed.stderr
     assert {n: awx.project.serving(n) for n in awx.hosts} == {n: "1.4.0" for n in awx.hosts}
+
+
+@pytest.mark.parametrize("waves", [[1, 1, 1], [1, "100%"]], ids=["alone-in-its-wave", "beside-another-host"])
+def test_an_awx_run_that_loses_a_host_records_it_unreachable_and_ends_halted_not_interrupted(fleet, tmp_path, waves):
+    # Given three hosts, and a controller hook after the canary's gate that stops the second host's
+    # sshd (its SSH sessions ended: for Ansible the node is gone), once
+    canary, lost, last = [n.name for n in fleet.config.all_nodes()][:HOSTS]
+    marker = tmp_path / "lost"
+    stop = f"{ROOT / '.venv' / 'bin' / 'lrelease'} sandbox fault {lost} sshd-stop --state-dir {fleet.state_dir}"
+    hook = {"shell": f"[ -e {marker} ] || {{ {stop} && touch {marker}; }}", "run_on": "controller"}
+    awx = Awx(Project(fleet, tmp_path, waves=waves, bake_seconds=0, gate_timeout_seconds=4,
+                      hooks={"after_gate": [hook]}))
+    assert awx.hosts == [canary, lost, last]
+    try:
+        # When AWX runs deploy.yml with plain ansible-playbook: the lost host is in the next wave
+        # (alone: the play stops there, its guardian ends the run; or beside the last host, which
+        # finishes: the playbook's end step ends it)
+        run = awx.play("deploy.yml", awx.extravars("1.6.0", awx_job_id=4280, lrelease_waves=waves))
+        assert marker.exists(), run.stdout[-3000:]
+    finally:
+        fleet.fault(lost, "clear")  # sshd back; the halted run leaves the lost host drained in HAProxy
+        services.haproxy_command(fleet.config, f"set server be_{fleet.config.app}/{lost} state ready")
+
+    # Then the run is halted (exit 5: the hosts that moved wait for a human or the rollback job),
+    # not interrupted, with the lost host recorded unreachable and its SSH error
+    assert run.returncode != 0 and "UNREACHABLE" in run.stdout, run.stdout[-3000:]
+    [row] = [r for r in awx.history() if r["plan"].get("via", {}).get("job_id") == "4280"]
+    row = awx.wait_ended(row["id"])
+    assert (row["status"], row["exit_code"]) == ("halted", 5)
+    moved = [canary] if waves == [1, 1, 1] else [canary, last]
+    with awx.store() as st:
+        assert st.host_phases(row["id"]) == ({h: "gate_passed" for h in moved} | {lost: "unreachable"}
+                                             | {h: "staged" for h in awx.hosts if h not in moved + [lost]})
+        [said] = [e.detail["msg"] for e in st.host_events(row["id"]) if e.phase == "unreachable"]
+        assert said.startswith("unreachable: ") and "ssh" in said.lower() and len(said) <= 500
+        assert st.to_undo("production").id == row["id"]
+    if waves == [1, 1, 1]:
+        assert row["plan"]["ended_by"]["failed_hosts"] == [lost]
+    # And history and show name the unreachable host
+    assert f"halted ({lost} unreachable)" in awx.project.cli("history", "--env", "production").stdout
+    shown = " ".join(awx.project.cli("show", row["id"]).stdout.split())
+    assert f"unreachable: {lost}" in shown
+    # And every host is on a complete build that it serves: the moved ones on 1.6.0, the others on theirs
+    assert_hosts_complete(awx.project, {h: "1.6.0" if h in moved else BASE for h in awx.hosts})

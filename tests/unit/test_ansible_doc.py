@@ -26,7 +26,8 @@ def _names(kind: str) -> list[str]:
 ROLES = sorted(p.name for p in (ROOT / "roles").iterdir() if p.is_dir())
 # ansible-doc -t <type> and the plugins of that type; an action plugin is documented by the module
 # file of the same name (as ansible.builtin.debug is), so every action must have one.
-DOCUMENTED = {"module": _names("modules"), "inventory": _names("inventory"), "lookup": _names("lookup")}
+DOCUMENTED = {"module": _names("modules"), "inventory": _names("inventory"), "lookup": _names("lookup"),
+              "callback": _names("callback")}
 
 
 def ansible_doc(kind: str, names: list[str], tmp_path: Path) -> dict:
@@ -58,12 +59,12 @@ def test_ansible_doc_documents_every_plugin(kind, tmp_path):
     assert names
     # When ansible-doc reads them by their fully qualified names
     docs = ansible_doc(kind, names, tmp_path)
-    # Then each has a description, its options and (but inventory) examples
+    # Then each has a description, its options (a callback has none: enabling it is all) and examples
     assert sorted(docs) == sorted(f"{NS}.{n}" for n in names)
     for fqcn, entry in docs.items():
         doc = entry["doc"]
         assert doc["short_description"] and doc["description"], fqcn
-        assert doc.get("options"), fqcn
+        assert doc.get("options") or kind == "callback", fqcn
         assert entry.get("examples"), fqcn
         if kind == "module":
             assert entry.get("return"), fqcn

@@ -24,7 +24,7 @@ def test_the_tarball_carries_the_content_and_none_of_the_checkout_tooling(instal
     for must in ("MANIFEST.json", "meta/runtime.yml", "changelogs/changelog.yaml",
                  "playbooks/deploy.yml", "playbooks/rollback.yml", "playbooks/status.yml",
                  "roles/lrelease_switch/meta/argument_specs.yml",
-                 "plugins/modules", "plugins/action", "plugins/inventory", "plugins/lookup"):
+                 "plugins/modules", "plugins/action", "plugins/inventory", "plugins/lookup", "plugins/callback"):
         assert must in names, must
     # and none of the tests, benchmarks, venv or the checkout's self-link
     for never in ("tests", "bench", ".venv", "collections", "molecule", "lrelease.egg-info", ".hypothesis",
@@ -37,7 +37,7 @@ def test_installed_plugins_resolve_to_files(installed):
     root = installed.root
     for kind, name in (("modules", "lrelease_release.py"), ("modules", "lrelease_gate.py"),
                        ("action", "lrelease_gate.py"), ("inventory", "lrelease_fleet.py"),
-                       ("lookup", "lrelease_lock.py")):
+                       ("lookup", "lrelease_lock.py"), ("callback", "lrelease_record.py")):
         assert (root / "plugins" / kind / name).is_file(), f"{kind}/{name}"
 
 
@@ -46,6 +46,14 @@ def test_ansible_doc_finds_the_installed_module_by_fqcn(installed):
     proc = run([str(BIN / "ansible-doc"), f"{NS}.lrelease_release"], installed.work, installed.env)
     # Then it shows the module's page
     assert f"{NS}.lrelease_release" in proc.stdout and "OPTIONS" in proc.stdout
+
+
+def test_ansible_doc_finds_the_installed_callback_by_fqcn(installed):
+    # When ansible-doc is asked for the callback that records unreachable hosts, outside the checkout
+    proc = run([str(BIN / "ansible-doc"), "-t", "callback", f"{NS}.lrelease_record"], installed.work, installed.env)
+    # Then it shows its page, which says how to enable it in one's own ansible.cfg
+    page = " ".join(proc.stdout.split())  # (the page wraps at the terminal's width)
+    assert f"{NS}.lrelease_record" in page and f"callbacks_enabled = {NS}.lrelease_record" in page
 
 
 @pytest.mark.parametrize("playbook", ["deploy", "rollback", "status"])

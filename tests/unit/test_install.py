@@ -80,7 +80,8 @@ def test_the_wheel_carries_the_playbooks_roles_and_plugins(installed):
     for path in ("galaxy.yml", "meta/runtime.yml", "playbooks/deploy.yml", "playbooks/rollback.yml",
                  "playbooks/status.yml", "roles/lrelease_switch/tasks/main.yml",
                  "plugins/action/lrelease_gate.py", "plugins/modules/lrelease_release.py",
-                 "plugins/inventory/lrelease_fleet.py", "plugins/lookup/lrelease_lock.py"):
+                 "plugins/inventory/lrelease_fleet.py", "plugins/lookup/lrelease_lock.py",
+                 "plugins/callback/lrelease_record.py"):
         assert f"{COLLECTION}/{path}" in names, path
     print(f"wheel built in {times['wheel']:.1f} s, venv + install in {times['install']:.1f} s")
 

@@ -143,12 +143,4 @@ class ActionModule(ActionBase):
 
     @staticmethod
     def _store(policy, adopt=True):
-        lock = policy["lock"]
-        store = StateStore(policystep.locate(lock["db"]).target if lock["db"] else policystep.locate("").target)
-        if adopt:
-            try:
-                store.adopt_lock(lock["env"], policy["rollout_id"], int(lock["token"]))
-            except BaseException:
-                store.close()
-                raise
-        return store
+        return policystep.open_recorded(policy, adopt=adopt)
