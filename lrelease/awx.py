@@ -31,7 +31,7 @@ roll back by itself; the workflow's rollback job or ``lrelease rollback`` does) 
 that failed with no host left on the new build → 1. A workflow in which a rollback step ran is a
 failed release, whatever AWX's own status says: 1 (3 when that step failed); a workflow waiting
 at an approval node, or whose triage step (the exported workflow's: triage.yml) left the deploy
-for a human or the next window → 5. The exported workflow's own steps (triage.yml, status.yml)
+for a human or the next window → 5 (4 when it says a policy refused the deploy). The exported workflow's own steps (triage.yml, status.yml)
 are never rollback steps, wherever they sit.
 """
 
@@ -561,6 +561,9 @@ def workflow_exit(status: str, nodes: list[dict[str, Any]], runs: Mapping[int, J
     if stopped:  # the deploy stopped for a human or the next window (paused, halted): nothing rolled back
         run = stopped[0]
         said = next(iter(run.result.failures.values()), "") or "see its output in AWX"
+        if said.startswith("refused: "):  # a policy refused the deploy before any host changed
+            return (ExitCode.REFUSED, f"refused: the triage step {run.job.get('name')!r} (job {run.job.get('id')}) "
+                                      f"said {said}", shown)
         return (ExitCode.HALTED, f"left for a human: the triage step {run.job.get('name')!r} (job {run.job.get('id')}) "
                                  f"said {said}", shown)
     if status == "successful":

@@ -356,7 +356,12 @@ PAUSED = ("paused: the deploy window of production closed at 2026-12-01T05:00:00
           "nightly run continues it in the next window (nothing rolled back: every host is on a complete build)")
 
 
-def exported_workflow(*, triage: str, approval: str | None = None, rollback: str | None = None) -> Template:
+REFUSED = ("refused: production's release captain is alice; awx-bob is not: ask alice, or add --force --reason "
+           "\"...\" (recorded) (the deploy changed no host: nothing to roll back)")
+
+
+def exported_workflow(*, triage: str, approval: str | None = None, rollback: str | None = None,
+                      triage_said: str = PAUSED) -> Template:
     """The shape `lrelease awx export` writes: deploy (failed) → triage → success: rollback →
     success: the red status step; triage → failure: the "roll back?" approval (an APM gate; its
     approval: rollback, denial: the red step) or, without one, the red step."""
@@ -365,7 +370,7 @@ def exported_workflow(*, triage: str, approval: str | None = None, rollback: str
         ok("node1", "lrelease gate", verdict="pass", reason="healthy"), stats()],
         artifacts={"lrelease_rollback_build": "1.4.0", "lrelease_outcome": "paused"})
     says = ok("localhost", "lrelease triage rollback", msg="failed: node1 failed; rolling production back") if \
-        triage == "successful" else failed("localhost", "lrelease triage stop", msg=PAUSED)
+        triage == "successful" else failed("localhost", "lrelease triage stop", msg=triage_said)
     triage_job = Script(statuses=["running", triage], playbook="playbooks/triage.yml", events=[says, stats()])
     rolled = Script(statuses=["running", "failed"], playbook="playbooks/status.yml", events=[
         failed("node1", "Check the fleet", msg="fleet is inconsistent (expected 1.4.0)"), stats()])
@@ -399,6 +404,20 @@ def test_workflow_whose_triage_left_the_deploy_for_a_human_is_a_halt_not_a_rollb
     roles = {n["node"]: (n["name"], n["role"]) for n in outcome.nodes}
     assert roles[2] == ("lrelease triage production", "step") and roles[5] == ("lrelease rolled back production", "step")
     assert roles[4][1] == "not run"  # the rollback
+
+
+def test_workflow_whose_deploy_a_policy_refused_is_a_refusal_not_a_rollback():
+    # Given the exported workflow after a deploy the policy step refused (not the captain): the
+    # triage step failed saying so, and the red status step failed
+    fake = FakeAwx(TOKEN)
+    fake.add(exported_workflow(triage="failed", triage_said=REFUSED))
+    with fake.running():
+        c = client_for(fake)
+        outcome = c.follow(c.launch(c.find_template("30", workflow=True), {"lrelease_build": "1.4.0"}))
+    # Then it is a refusal (4) saying why; nothing was rolled back
+    assert outcome.exit_code == ExitCode.REFUSED, outcome.message
+    assert outcome.message == f"refused: the triage step 'lrelease triage production' (job 103) said {REFUSED}"
+    assert {n["node"]: n["role"] for n in outcome.nodes}[4] == "not run"  # the rollback
 
 
 def test_workflow_whose_triage_said_roll_back_is_rolled_back_by_its_rollback_step():

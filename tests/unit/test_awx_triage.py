@@ -49,9 +49,12 @@ def said(run: subprocess.CompletedProcess) -> str:
     ({"lrelease_outcome": "stopped", "lrelease_outcome_reason": "lock lost: taken over by roll-out r-2"},
      "stopped: lock lost: taken over by roll-out r-2; another roll-out holds the lock of production "
      "(nothing rolled back)"),
+    ({"lrelease_outcome": "refused", "lrelease_outcome_reason": "production is paused by carol (INC-9)"},
+     "refused: production is paused by carol (INC-9) (the deploy changed no host: nothing to roll back)"),
 ])
 def test_a_deploy_stopped_for_a_human_or_the_next_window_fails_the_triage_with_one_line(tmp_path, artifacts, expected):
-    # Given the artifacts of a deploy that stopped (its window closed, a gate Inconclusive, its lock taken over)
+    # Given the artifacts of a deploy that stopped (its window closed, a gate Inconclusive, its lock
+    # taken over) or that a policy refused before any host changed
     # When the triage step runs
     run = triage(tmp_path, **artifacts)
     # Then it fails (the workflow asks a human or ends red, never rolls back) with one line saying why
