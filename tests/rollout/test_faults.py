@@ -114,23 +114,29 @@ def releases_of(project: Project, n: str) -> set[str]:
 
 
 # -- a host lost mid-roll-out ------------------------------------------------------------------
-@pytest.mark.parametrize("kind", ["link-down", "sshd-stop"])
-def test_a_host_lost_mid_rollout_stops_it_and_the_hosts_that_switched_are_rolled_back(project: Project,
-                                                                                    faults: Faults, kind: str):
-    # Given a roll-out one host a wave, node3 in the third wave
-    p = quick(project, [1, 1, 1, "100%"])
-    p.build("8.1.0")
-    proc = spawn(p, "deploy", "--env", "production", "--build", "8.1.0")
+def deploy_losing(p: Project, faults: Faults, build: str, node: str, kind: str) -> dict:
+    """Deploy ``build`` and lose ``node`` (fault ``kind``) once the canary, node1, has switched;
+    the outcome once the CLI has ended."""
+    p.build(build)
+    proc = spawn(p, "deploy", "--env", "production", "--build", build)
     try:
-        # When node3 is lost (its link down, or its sshd stopped) once the canary has switched
-        wait_for(p, proc, lambda: p.current("node1") == "8.1.0")
-        faults("node3", kind)
+        wait_for(p, proc, lambda: p.current("node1") == build)
+        faults(node, kind)
         proc.wait(timeout=400)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    out = outcome_of(p, proc)
+    return outcome_of(p, proc)
+
+
+@pytest.mark.parametrize("kind", ["link-down", "sshd-stop"])
+def test_a_host_lost_mid_rollout_stops_it_and_the_hosts_that_switched_are_rolled_back(project: Project,
+                                                                                    faults: Faults, kind: str):
+    # Given a roll-out one host a wave, node3 in the third wave
+    p = quick(project, [1, 1, 1, "100%"])
+    # When node3 is lost (its link down, or its sshd stopped) once the canary has switched
+    out = deploy_losing(p, faults, "8.1.0", "node3", kind)
     # Then the roll-out stops at node3, reported unreachable; the two hosts that switched are
     # rolled back (exit 1: failed and rolled back cleanly); no host after node3 was touched
     assert (out["exit_code"], out["status"]) == (1, "rolled_back"), out["message"]
@@ -153,18 +159,8 @@ def test_a_host_lost_in_a_wave_of_several_stops_the_roll_out_at_that_wave(projec
     # counts failed hosts, not unreachable ones: the wave's other host finishes and, unless the
     # playbook sees the lost one, the next wave starts)
     p = quick(project, [1, 1, 2, "100%"])
-    p.build("8.2.0")
-    proc = spawn(p, "deploy", "--env", "production", "--build", "8.2.0")
-    try:
-        # When node4's sshd stops once the canary has switched
-        wait_for(p, proc, lambda: p.current("node1") == "8.2.0")
-        faults("node4", "sshd-stop")
-        proc.wait(timeout=400)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    out = outcome_of(p, proc)
+    # When node4's sshd stops once the canary has switched
+    out = deploy_losing(p, faults, "8.2.0", "node4", "sshd-stop")
     # Then no wave starts after node4's: node5 and node6 were never touched; node4 is reported
     # unreachable and the hosts that switched are rolled back (exit 1)
     assert (out["exit_code"], out["status"]) == (1, "rolled_back"), out["message"]

@@ -25,20 +25,11 @@ from lrelease import policystep
 from lrelease.errors import ExitCode
 from lrelease.state import StateStore, new_rollout_id
 from tests.unit.playbook import ANSIBLE_PLAYBOOK, ENV, ROOT
-from tests.unit.test_policy_step import _sleeper, _start, _wait
+from tests.unit.test_policy_step import _sleeper, _start, _wait, owner  # noqa: F401  owner: a fixture
 from tests.unit.test_rollback_groups import rollback
 
 SSH_ERROR = ("Failed to connect to the host via ssh: ssh: connect to host 198.18.108.4 port 22: "
              "Connection refused")
-
-
-@pytest.fixture
-def owner():
-    proc = _sleeper()
-    yield proc
-    if proc.poll() is None:
-        proc.kill()
-        proc.wait(timeout=10)
 
 
 def _began(st: StateStore, owner_pid: int, **more) -> str:
