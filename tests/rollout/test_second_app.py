@@ -261,8 +261,12 @@ def test_deploy_yml_run_as_awx_would_catches_a_bad_build_on_the_canary_with_the_
         assert run.returncode != 0, out[-3000:]
         assert "gate failed on node1: fail: errors: error rate" in out, out[-3000:]
         stats = custom_stats(out)
+        why = stats.pop("lrelease_outcome_reason", "")
         assert stats == {"lrelease_failed_hosts": ["node1"], "lrelease_rollback_build": AWX_BAD,
-                         "lrelease_rollback_undo": [rollout], "lrelease_previous_build": BASE}, stats
+                         "lrelease_rollback_undo": [rollout], "lrelease_previous_build": BASE,
+                         "lrelease_outcome": "failed"}, stats
+        # And the workflow's triage step is told why: the canary's gate failed on its errors
+        assert why.startswith('node1 failed at "lrelease gate": fail: errors: error rate'), why
         # And no other node switched
         assert {n: shop.serving(n) for n in shop.nodes[1:]} == {n: BASE for n in shop.nodes[1:]}
 

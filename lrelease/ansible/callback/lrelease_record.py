@@ -42,9 +42,10 @@ options: {}
 """
 
 EXAMPLES = r"""
-# ansible.cfg
-# [defaults]
-# callbacks_enabled = lrelease.release.lrelease_record
+# In your own ansible.cfg, [defaults]: callbacks_enabled = lrelease.release.lrelease_record
+# or in the environment ansible-playbook runs with (a cron job's, an AWX execution environment's):
+environment:
+  ANSIBLE_CALLBACKS_ENABLED: lrelease.release.lrelease_record
 """
 
 _POLICY = "lrelease_policy"  # the policy step's action (by its short name or lrelease.release.lrelease_policy)
