@@ -181,6 +181,10 @@ class JobRun:
         return os.path.basename(self.playbook) == ROLLBACK_PLAYBOOK
 
     @property
+    def triage(self) -> bool:
+        return os.path.basename(self.playbook) == TRIAGE_PLAYBOOK
+
+    @property
     def checks(self) -> bool:
         """The exported workflow's own steps (triage.yml, status.yml): they sit on failure paths
         but move no host."""
@@ -556,16 +560,13 @@ def workflow_exit(status: str, nodes: list[dict[str, Any]], runs: Mapping[int, J
     approval = _approval_pending(nodes)
     if approval is not None:
         return ExitCode.HALTED, f"halted for a human: approval {approval['name']!r} waits in AWX", shown
-    stopped = [run for run in runs.values() if os.path.basename(run.playbook) == TRIAGE_PLAYBOOK
-               and run.job.get("status") == "failed"]
-    if stopped:  # the deploy stopped for a human or the next window (paused, halted): nothing rolled back
+    stopped = [run for run in runs.values() if run.triage and run.job.get("status") == "failed"]
+    if stopped:  # the deploy stopped for a human or the next window, or was refused: nothing rolled back
         run = stopped[0]
         said = next(iter(run.result.failures.values()), "") or "see its output in AWX"
-        if said.startswith("refused: "):  # a policy refused the deploy before any host changed
-            return (ExitCode.REFUSED, f"refused: the triage step {run.job.get('name')!r} (job {run.job.get('id')}) "
-                                      f"said {said}", shown)
-        return (ExitCode.HALTED, f"left for a human: the triage step {run.job.get('name')!r} (job {run.job.get('id')}) "
-                                 f"said {said}", shown)
+        # "refused: ..." : a policy refused the deploy before any host changed
+        code, what = (ExitCode.REFUSED, "refused") if said.startswith("refused: ") else (ExitCode.HALTED, "left for a human")
+        return code, f"{what}: the triage step {run.job.get('name')!r} (job {run.job.get('id')}) said {said}", shown
     if status == "successful":
         return ExitCode.OK, "workflow successful", shown
     if status == "canceled":

@@ -201,7 +201,8 @@ def templates(config: ProjectConfig, env: EnvironmentConfig) -> list[dict[str, A
         _template(names["triage"], env, "playbooks/triage.yml", {"lrelease_env": env.name, "lrelease_hosts": env.name},
                   "triage",
                   "lrelease: after a failed deploy in the workflow, from its set_stats: succeeds when it needs its "
-                  "rollback, fails when it stopped for a human or the next window (paused, halted)"),
+                  "rollback, fails when it stopped for a human or the next window (paused, halted, stopped) or a "
+                  "policy refused it (refused)"),
         _template(names["rollback"], env, "playbooks/rollback.yml", dict(base), "rollback",
                   "lrelease: roll the hosts on a build back (in the workflow: the failed deploy's, from its set_stats)"),
         _template(names["status"], env, "playbooks/status.yml", dict(base), "status",
@@ -276,8 +277,9 @@ def workflow_nodes(config: ProjectConfig, env: EnvironmentConfig) -> list[dict[s
                        failure=["ask-rollback" if apm else "rolled-back"]))
     if apm:
         nodes.append(_approval("ask-rollback", f"lrelease roll back {env.name}?",
-                               "the deploy stopped for a human (a gate Inconclusive) or for the next deploy window "
-                               "(paused): approve to roll back now; deny or time out to leave the fleet as it is "
+                               "the deploy stopped for a human (a gate Inconclusive, its lock taken over), for the "
+                               "next deploy window (paused), or a policy refused it: approve to roll back now; deny "
+                               "or time out to leave the fleet as it is "
                                "(lrelease resume, the next nightly run, or lrelease rollback)",
                                success=["rollback"], failure=["rolled-back"]))
     nodes.append(_node("rollback", names["rollback"], success=["rolled-back"]))

@@ -159,7 +159,7 @@ def make(project: ProjectConfig, store: StateStore, *, actor: str, ref: str | No
         for path in leftovers:
             path.unlink(missing_ok=True)
         raise
-    leftovers[-1].unlink(missing_ok=True)
+    mark.unlink(missing_ok=True)
     return recorded
 
 

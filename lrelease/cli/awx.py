@@ -20,6 +20,7 @@ from lrelease.errors import ConfigError, ExitCode, LreleaseError
 
 
 CODES = tuple(code for code in ExitCode if code is not ExitCode.REFUSED)
+LAUNCH_CODES = tuple(ExitCode)  # a workflow whose triage step says a policy refused the deploy: 4
 
 
 class _StoppedWatching(LreleaseError):
@@ -52,9 +53,11 @@ def awx() -> None:
     "lrelease awx launch 42 --build 1.4.0 --env production --json > outcome.json   # progress on stderr",
     "lrelease awx launch \"lrelease release\" --workflow --build 1.4.0 --env production",
     "lrelease awx launch lrelease-deploy --build 1.4.0 --extra-var lrelease_bake_seconds=60 --no-wait",
-], CODES, ROLLED_BACK="failed: rolled back, or failed with no host left on the new build",
+], LAUNCH_CODES, ROLLED_BACK="failed: rolled back, or failed with no host left on the new build",
     HALTED="halted for a human: a gate Inconclusive, hosts left on the new build, an approval waits, "
            "a workflow's triage step left a paused deploy (a status job: the fleet is not consistent)",
+    REFUSED="a workflow's triage step says a policy refused the deploy (lock held, window closed, not the "
+            "captain, not proven on Next): no host changed",
     INTERNAL="AWX could not run the job (status error), or stopped answering while followed",
     INTERRUPTED="canceled in AWX, or Ctrl-C here (the job goes on in AWX)"))
 @click.argument("template")

@@ -582,4 +582,8 @@ def test_help_shows_examples_and_exit_codes(command):
     result = CliRunner().invoke(cli, [*command, "--help"])
     assert result.exit_code == 0
     assert "Examples:\n    lrelease awx launch " in result.output and "Exit codes:\n      0  success\n" in result.output
-    assert "\n      1  failed" in result.output and "\n      4  " not in result.output
+    assert "\n      1  failed" in result.output
+    # exit 4 only from launch: a workflow whose triage step says a policy refused the deploy
+    refused = "\n      4  a workflow's triage step says a policy refused the deploy"
+    assert (refused in result.output) == (command == ["awx", "launch"]), result.output
+    assert ("\n      4  " in result.output) == (command == ["awx", "launch"]), result.output
