@@ -54,7 +54,10 @@ def lb_states(project: Project) -> dict[str, str]:
 def test_sigterm_stops_after_the_wave_in_flight_and_resume_finishes(project: Project):
     # Given a 6-node roll-out in waves [1, 1, 50%, 100%] with a few seconds of bake per wave,
     # every node on the baseline and in service
-    project = Project(project.sandbox, project.path.parent, bake_seconds=4, gate_timeout_seconds=10)
+    # (10 s: the signal follows the "node1: switched" line, which a loaded machine's event stream
+    # can deliver seconds late; with 4 s the canary's wave once ended before the signal and the
+    # second wave had started. The verdict does not depend on the bake.)
+    project = Project(project.sandbox, project.path.parent, bake_seconds=10, gate_timeout_seconds=10)
     assert len(project.nodes) == 6
     project.build(NEW)
     assert lb_states(project) == {n: "ready" for n in project.nodes}
