@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import logging
 import traceback
 
@@ -14,8 +15,31 @@ from lrelease.errors import ExitCode, LreleaseError
 log = logging.getLogger("lrelease")
 
 
+# Each command's module (lrelease.cli.<module>, its COMMANDS), imported only when the command runs or
+# is listed: `lrelease deploy` does not load the AWX client, the HTML report or the sandbox (a third
+# of the CLI's start-up). tests/unit/test_cli_main.py checks this table against every module's COMMANDS.
+COMMAND_MODULES = {
+    **dict.fromkeys(("plan", "deploy", "rollback", "resume", "promote", "abort", "status", "history", "show",
+                     "inventory"), "release"),
+    **dict.fromkeys(("captain", "pause", "unpause"), "policy"),
+    **dict.fromkeys(("branch", "hotfix", "build", "builds"), "git"),
+    "awx": "awx", "nightly": "nightly", "report": "htmlreport", "sandbox": "sandbox",
+}
+
+
 class _Group(click.Group):
-    """Runs every command inside one error boundary, so CliRunner and the shell see the same codes."""
+    """Runs every command inside one error boundary, so CliRunner and the shell see the same codes.
+    Commands are loaded from their module when first asked for (COMMAND_MODULES)."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*self.commands, *COMMAND_MODULES})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.commands and cmd_name in COMMAND_MODULES:
+            module = importlib.import_module(f"lrelease.cli.{COMMAND_MODULES[cmd_name]}")
+            for command in module.COMMANDS:
+                self.commands.setdefault(command.name, command)
+        return self.commands.get(cmd_name)
 
     def invoke(self, ctx: click.Context):
         try:
@@ -56,7 +80,7 @@ def cli(debug: bool) -> None:
 
 
 def _topics(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[str]:
-    return [name for name in (*TOPICS, *cli.commands) if name.startswith(incomplete)]
+    return [name for name in (*TOPICS, *cli.list_commands(ctx)) if name.startswith(incomplete)]
 
 
 @cli.command("help", epilog=read_epilog(["lrelease help exit-codes", "lrelease help deploy"],
@@ -66,34 +90,18 @@ def _topics(ctx: click.Context, param: click.Parameter, incomplete: str) -> list
 def help_topic(ctx: click.Context, topic: str | None) -> None:
     """A short text on TOPIC (exit-codes, config, gate, completion) pointing at the docs in the
     repository, or a command's --help. Without TOPIC: the topics and the commands."""
+    names = cli.list_commands(ctx)
     if topic is None:
-        click.echo(f"topics: {', '.join(TOPICS)}\ncommands: {', '.join(sorted(cli.commands))}\n"
+        click.echo(f"topics: {', '.join(TOPICS)}\ncommands: {', '.join(names)}\n"
                    "`lrelease help TOPIC` or `lrelease COMMAND --help`")
     elif topic in TOPICS:
         click.echo(TOPICS[topic])
-    elif topic in cli.commands:
-        command = cli.commands[topic]
+    elif topic in names:
+        command = cli.get_command(ctx, topic)
         click.echo(command.get_help(click.Context(command, info_name=topic, parent=ctx.parent)))
     else:
         raise LreleaseError(f"help: no topic or command {topic!r} (topics: {', '.join(TOPICS)}; "
-                            f"commands: {', '.join(sorted(cli.commands))})")
-
-
-def _register() -> None:
-    from lrelease.cli.awx import COMMANDS as AWX_COMMANDS
-    from lrelease.cli.git import COMMANDS as GIT_COMMANDS
-    from lrelease.cli.htmlreport import COMMANDS as REPORT_COMMANDS
-    from lrelease.cli.nightly import COMMANDS as NIGHTLY_COMMANDS
-    from lrelease.cli.policy import COMMANDS as POLICY_COMMANDS
-    from lrelease.cli.release import COMMANDS
-    from lrelease.cli.sandbox import sandbox
-
-    for command in (*COMMANDS, *POLICY_COMMANDS, *AWX_COMMANDS, *NIGHTLY_COMMANDS, *REPORT_COMMANDS, *GIT_COMMANDS,
-                    sandbox):
-        cli.add_command(command)
-
-
-_register()
+                            f"commands: {', '.join(names)})")
 
 
 def main() -> None:

@@ -147,4 +147,6 @@ def _yn(ok: bool, yes: str, no: str) -> str:
     return f"[green]{yes}[/]" if ok else f"[red]{no}[/]"
 
 
-__all__ = ["sandbox", "SandboxError"]
+COMMANDS = (sandbox,)
+
+__all__ = ["COMMANDS", "sandbox", "SandboxError"]

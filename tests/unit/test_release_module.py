@@ -287,6 +287,35 @@ def test_a_resumed_rollback_restarts_the_service_in_the_same_module_run(root, tm
     assert log.read_text() == "restart releases/1.0.0\n"
 
 
+def test_a_switch_with_keep_prunes_in_the_same_module_run_after_a_good_restart(root, tmp_path):
+    # Given five releases, oldest first, the host on r3 (previous r2), and a service whose restart fails on r5
+    for age, build in enumerate(["r1", "r2", "r3", "r4", "r5"]):
+        stage(root, tmp_path, build)
+        os.utime(root / "releases" / build, (1000 + age, 1000 + age))
+    rel.switch(LIVE, str(root), "r2", None, None, None)
+    rel.switch(LIVE, str(root), "r3", None, None, None)
+    service = tmp_path / "app-service"
+    service.write_text(f'#!/bin/sh\ntest "$(readlink {root}/current)" != releases/r5\n')
+    service.chmod(0o755)
+    switch = {"root": str(root), "state": "current", "keep": 1, "restart": [str(service), "restart"]}
+    # When it switches to r4 keeping 1, switch, restart and prune are one module run
+    result = run_module(tmp_path, build="r4", **switch)
+    # Then r5 (the newest), r4 (current) and r3 (previous) stay, r1 and r2 are removed
+    assert result["changed"] and result["current"] == "r4" and result["restart"]["rc"] == 0
+    assert sorted(result["removed"]) == ["r1", "r2"]
+    assert sorted(p.name for p in (root / "releases").iterdir()) == ["r3", "r4", "r5"]
+    # When the next switch's restart fails, nothing is pruned: the host is about to be reverted
+    failed = run_module(tmp_path, build="r5", **switch)
+    assert failed["restart"]["rc"] != 0 and "removed" not in failed
+    assert sorted(p.name for p in (root / "releases").iterdir()) == ["r3", "r4", "r5"]
+    # And keep goes only with a switch or a prune
+    args_file = tmp_path / "args.json"
+    args_file.write_text(json.dumps({"ANSIBLE_MODULE_ARGS": {"root": str(root), "state": "info", "keep": 2}}))
+    proc = subprocess.run([sys.executable, str(MODULE), str(args_file)], capture_output=True, text=True, timeout=60,
+                          check=False)
+    assert proc.returncode != 0 and "keep goes with state=current or pruned" in json.loads(proc.stdout)["msg"]
+
+
 class _Runner:
     """Stands in for AnsibleModule.run_command: returns ``outcome`` or raises it."""
 

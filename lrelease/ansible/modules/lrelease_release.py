@@ -99,7 +99,13 @@ options:
       - Mutually exclusive with O(build), O(only_if_current) and O(previous).
     type: list
     elements: str
-  keep: {description: "C(pruned): how many of the newest releases to keep.", type: int, default: 5}
+  keep:
+    description:
+      - "C(pruned): how many of the newest releases to keep (default 5)."
+      - "C(current): when given, the same module run then prunes as C(pruned) does (after the restart, when
+        O(restart) is given and it exited 0; never with O(undo) or O(only_if_current)): the releases it removed
+        are returned as C(removed). One module run per host for a roll-out's switch and its cleanup."
+    type: int
   shared:
     description:
       - "C(staged): paths kept across releases, C({dirs: [log], files: [.env]}) (relative to the release). Each is
@@ -176,7 +182,7 @@ resumed:
   type: bool
   returned: when an earlier switch is resumed
 restart: {description: "C(current) with O(restart): C(cmd), C(rc), C(stdout), C(stderr) of the command.", type: dict, returned: when current moved (or a switch was resumed) and restart was given}
-removed: {description: "C(pruned): what was removed.", type: list, returned: state=pruned}
+removed: {description: "C(pruned), or C(current) with O(keep): what was removed.", type: list, returned: state=pruned, or current with keep}
 linked: {description: "C(staged) with O(shared), release already staged: the paths whose link was made.", type: list, returned: when links were checked on a staged release}
 """
 
@@ -968,7 +974,7 @@ def main():
             strip_components=dict(type="raw", default="auto"),
             binary_name=dict(type="str"),
             previous=dict(type="str"),
-            keep=dict(type="int", default=5),
+            keep=dict(type="int"),
             ledger=dict(type="dict"),
             only_if_current=dict(type="str"),
             undo=dict(type="list", elements="str"),
@@ -999,6 +1005,10 @@ def main():
     if undo is not None and (p["state"] != "current" or not undo or not all(i and i.strip() == i for i in undo)):
         module.fail_json(msg="undo goes with state=current and names roll-out ids (non-empty, no surrounding "
                              "spaces), got state=%s undo=%r" % (p["state"], undo))
+    keep = p["keep"]
+    if keep is not None and (keep < 1 or p["state"] not in ("current", "pruned")):
+        module.fail_json(msg="keep goes with state=current or pruned and must be at least 1, got state=%s keep=%d"
+                             % (p["state"], keep))
     try:
         if p["state"] == "staged":
             sha = (p["sha256"] or "").lower()
@@ -1022,10 +1032,11 @@ def main():
             if p["restart"] and result["changed"] and not module.check_mode:
                 result["restart"] = restart_service(module, p["restart"])
                 step_done("restart")
+            if keep is not None and undo is None and p["only_if_current"] is None \
+                    and result.get("restart", {}).get("rc", 0) == 0:
+                result["removed"] = prune(module, root, keep)["removed"]
         elif p["state"] == "pruned":
-            if p["keep"] < 1:
-                raise LayoutError("keep must be at least 1, got %d" % p["keep"])
-            result = prune(module, root, p["keep"])
+            result = prune(module, root, 5 if keep is None else keep)
         else:
             result = dict(info(root, build), changed=False)
     except (LayoutError, OSError, tarfile.TarError) as exc:
