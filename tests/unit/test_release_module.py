@@ -304,16 +304,26 @@ def test_a_switch_with_keep_prunes_in_the_same_module_run_after_a_good_restart(r
     assert result["changed"] and result["current"] == "r4" and result["restart"]["rc"] == 0
     assert sorted(result["removed"]) == ["r1", "r2"]
     assert sorted(p.name for p in (root / "releases").iterdir()) == ["r3", "r4", "r5"]
-    # When the next switch's restart fails, nothing is pruned: the host is about to be reverted
-    failed = run_module(tmp_path, build="r5", **switch)
-    assert failed["restart"]["rc"] != 0 and "removed" not in failed
+    # When the next switch's restart fails, the task fails with one line, the switch standing (for the
+    # role's rescue to revert), and nothing is pruned: the host is about to be put back
+    failed = run_module_failing(tmp_path, build="r5", **switch)
+    assert failed["msg"] == f"switched to r5, but '{service} restart' exited 1"
+    assert failed["changed"] and failed["current"] == "r5" and failed["from"] == "r4" and "removed" not in failed
     assert sorted(p.name for p in (root / "releases").iterdir()) == ["r3", "r4", "r5"]
     # And keep goes only with a switch or a prune
+    refused = run_module_failing(tmp_path, root=str(root), state="info", keep=2)
+    assert "keep goes with state=current or pruned" in refused["msg"]
+
+
+def run_module_failing(tmp_path: Path, **args) -> dict:
+    """The module run as Ansible runs it, expected to fail; its result."""
     args_file = tmp_path / "args.json"
-    args_file.write_text(json.dumps({"ANSIBLE_MODULE_ARGS": {"root": str(root), "state": "info", "keep": 2}}))
+    args_file.write_text(json.dumps({"ANSIBLE_MODULE_ARGS": args}))
     proc = subprocess.run([sys.executable, str(MODULE), str(args_file)], capture_output=True, text=True, timeout=60,
                           check=False)
-    assert proc.returncode != 0 and "keep goes with state=current or pruned" in json.loads(proc.stdout)["msg"]
+    result = json.loads(proc.stdout)
+    assert proc.returncode != 0 and result.get("failed"), result
+    return result
 
 
 class _Runner:

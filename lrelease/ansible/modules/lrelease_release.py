@@ -76,8 +76,10 @@ options:
     description:
       - "C(current): a command (argv list, no shell, like M(ansible.builtin.command)) run on the host once
         C(current) has moved or a switch is resumed (changed), e.g. C([/srv/app/bin/app-service, restart]):
-        a switch and a restart in one module run. Its outcome is returned as C(restart), not judged: the
-        switch stands either way."
+        a switch and a restart in one module run. Its outcome is returned as C(restart); when it exits
+        non-zero the task fails (C(msg): "switched to B, but 'CMD' exited N: its output"; "rolled back to B"
+        for a rollback), the switch standing: the result still says C(changed), C(current) and C(from), for
+        the caller to put the host back."
     type: list
     elements: str
   sha256: {description: "C(staged): expected sha256 of the artifact (hex). C(current): when set, the release's manifest must carry it.", type: str}
@@ -947,6 +949,14 @@ def restart_service(module, argv):
     return {"cmd": argv, "rc": rc, "stdout": out.strip(), "stderr": err.strip()}
 
 
+def restart_failed(result, rollback):
+    """The one line a failed restart after a switch fails the task with."""
+    r = result["restart"]
+    tail = r["stderr"] or r["stdout"]
+    return "%s %s, but '%s' exited %d%s" % ("rolled back to" if rollback else "switched to", result["current"],
+                                            " ".join(r["cmd"]), r["rc"], (": " + tail) if tail else "")
+
+
 def prune(module, root, keep):
     state = info(root)
     intent = read_intent(root) or {}  # an unfinished switch needs both of its builds
@@ -1032,8 +1042,10 @@ def main():
             if p["restart"] and result["changed"] and not module.check_mode:
                 result["restart"] = restart_service(module, p["restart"])
                 step_done("restart")
-            if keep is not None and undo is None and p["only_if_current"] is None \
-                    and result.get("restart", {}).get("rc", 0) == 0:
+                if result["restart"]["rc"] != 0:
+                    module.fail_json(msg=restart_failed(result, rollback=undo is not None or (ledger or {}).get(
+                        "event") == "rollback"), **result)
+            if keep is not None and undo is None and p["only_if_current"] is None:
                 result["removed"] = prune(module, root, keep)["removed"]
         elif p["state"] == "pruned":
             result = prune(module, root, 5 if keep is None else keep)
