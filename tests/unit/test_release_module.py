@@ -288,28 +288,34 @@ def test_a_resumed_rollback_restarts_the_service_in_the_same_module_run(root, tm
 
 
 def test_a_switch_with_keep_prunes_in_the_same_module_run_after_a_good_restart(root, tmp_path):
-    # Given five releases, oldest first, the host on r3 (previous r2), and a service whose restart fails on r5
+    # Given five releases, oldest first, the host on r3 (previous r2), and a service whose restart fails on r6
     for age, build in enumerate(["r1", "r2", "r3", "r4", "r5"]):
         stage(root, tmp_path, build)
         os.utime(root / "releases" / build, (1000 + age, 1000 + age))
     rel.switch(LIVE, str(root), "r2", None, None, None)
     rel.switch(LIVE, str(root), "r3", None, None, None)
     service = tmp_path / "app-service"
-    service.write_text(f'#!/bin/sh\ntest "$(readlink {root}/current)" != releases/r5\n')
+    service.write_text(f'#!/bin/sh\ntest "$(readlink {root}/current)" != releases/r6\n')
     service.chmod(0o755)
     switch = {"root": str(root), "state": "current", "keep": 1, "restart": [str(service), "restart"]}
     # When it switches to r4 keeping 1, switch, restart and prune are one module run
     result = run_module(tmp_path, build="r4", **switch)
-    # Then r5 (the newest), r4 (current) and r3 (previous) stay, r1 and r2 are removed
+    # Then r5 (the newest), r4 (current) and r3 (previous) stay, and r2 too while the switch is unsettled
+    # (a revert would make it previous again); r1 is removed
     assert result["changed"] and result["current"] == "r4" and result["restart"]["rc"] == 0
-    assert sorted(result["removed"]) == ["r1", "r2"]
-    assert sorted(p.name for p in (root / "releases").iterdir()) == ["r3", "r4", "r5"]
+    assert result["removed"] == ["r1"]
+    assert sorted(p.name for p in (root / "releases").iterdir()) == ["r2", "r3", "r4", "r5"]
+    # When that switch is settled and the next one (to r5) prunes, r2 goes
+    (root / ".lrelease" / "pending").unlink()
+    assert run_module(tmp_path, build="r5", **switch)["removed"] == ["r2"]
+    (root / ".lrelease" / "pending").unlink()
     # When the next switch's restart fails, the task fails with one line, the switch standing (for the
     # role's rescue to revert), and nothing is pruned: the host is about to be put back
-    failed = run_module_failing(tmp_path, build="r5", **switch)
-    assert failed["msg"] == f"switched to r5, but '{service} restart' exited 1"
-    assert failed["changed"] and failed["current"] == "r5" and failed["from"] == "r4" and "removed" not in failed
-    assert sorted(p.name for p in (root / "releases").iterdir()) == ["r3", "r4", "r5"]
+    stage(root, tmp_path, "r6")
+    failed = run_module_failing(tmp_path, build="r6", **switch)
+    assert failed["msg"] == f"switched to r6, but '{service} restart' exited 1"
+    assert failed["changed"] and failed["current"] == "r6" and failed["from"] == "r5" and "removed" not in failed
+    assert sorted(p.name for p in (root / "releases").iterdir()) == ["r3", "r4", "r5", "r6"]
     # And keep goes only with a switch or a prune
     refused = run_module_failing(tmp_path, root=str(root), state="info", keep=2)
     assert "keep goes with state=current or pruned" in refused["msg"]

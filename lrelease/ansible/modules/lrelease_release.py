@@ -39,7 +39,7 @@ description:
     ledger, restart; or shared, staging's first shared path linked in the partial release), or once the file C(.lrelease/test-kill-after) holding a step's name, makes the
     module exit at once after that step, to prove the steps restartable. Never set either in production."
   - C(pruned) removes all but the O(keep) newest releases, never the current or the previous
-    one, and leftovers of interrupted staging.
+    one (nor, while a switch is unsettled, any build its revert needs), and leftovers of interrupted staging.
 options:
   root: {description: Deploy root (absolute)., type: path, required: true}
   state: {description: What to do., type: str, choices: [info, staged, current, pruned], default: info}
@@ -959,8 +959,10 @@ def restart_failed(result, rollback):
 
 def prune(module, root, keep):
     state = info(root)
-    intent = read_intent(root) or {}  # an unfinished switch needs both of its builds
-    protected = {state["current"], state["previous"], intent.get("to"), intent.get("from")}
+    # An unfinished switch needs both of its builds, and the previous build its revert restores: a
+    # switch that prunes in its own run (keep) and is then reverted leaves the host as it found it.
+    intent = read_intent(root) or {}
+    protected = {state["current"], state["previous"], intent.get("to"), intent.get("from"), intent.get("previous_before")}
     keepers = set(state["order"][:keep]) | protected
     removed = [b for b in state["order"] if b not in keepers] + state["partials"]
     if not module.check_mode:
