@@ -81,7 +81,8 @@ def _caller_may_give(task: dict, name: str) -> bool:
 
 
 def _yaml_files() -> list[Path]:
-    return [*sorted(ROOT.glob("playbooks/*.yml")), *sorted(ROOT.glob("roles/*/tasks/*.yml")),
+    return [*sorted(ROOT.glob("playbooks/*.yml")), *sorted(ROOT.glob("playbooks/tasks/*.yml")),
+            *sorted(ROOT.glob("roles/*/tasks/*.yml")),
             *sorted(ROOT.glob("roles/*/defaults/main.yml")), *sorted(ROOT.glob("roles/*/vars/main.yml"))]
 
 

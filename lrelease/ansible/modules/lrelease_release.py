@@ -77,8 +77,8 @@ options:
       - "C(current): a command (argv list, no shell, like M(ansible.builtin.command)) run on the host once
         C(current) has moved or a switch is resumed (changed), e.g. C([/srv/app/bin/app-service, restart]):
         a switch and a restart in one module run. Its outcome is returned as C(restart); when it exits
-        non-zero the task fails (C(msg): "switched to B, but 'CMD' exited N: its output"; "rolled back to B"
-        for a rollback), the switch standing: the result still says C(changed), C(current) and C(from), for
+        non-zero the task fails (C(msg): C(switched to B, but 'CMD' exited N: its output), or C(rolled back
+        to B, ...) for a rollback), the switch standing: the result still says C(changed), C(current) and C(from), for
         the caller to put the host back."
     type: list
     elements: str
