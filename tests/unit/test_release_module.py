@@ -253,14 +253,15 @@ def test_a_settled_rollback_or_someone_elses_pending_switch_is_left_alone(root, 
     assert not other["changed"] and "resumed" not in other
 
 
-def run_module(tmp_path: Path, **args) -> dict:
-    """The module as Ansible runs it on a host: its own process, arguments in a JSON file."""
+def run_module(tmp_path: Path, *, fails: bool = False, **args) -> dict:
+    """The module as Ansible runs it on a host: its own process, arguments in a JSON file; its result,
+    checked to have succeeded (or, with ``fails``, to have failed)."""
     args_file = tmp_path / "args.json"
     args_file.write_text(json.dumps({"ANSIBLE_MODULE_ARGS": args}))
     proc = subprocess.run([sys.executable, str(MODULE), str(args_file)], capture_output=True, text=True, timeout=60,
                           check=False)
     result = json.loads(proc.stdout)
-    assert proc.returncode == 0 and not result.get("failed"), result
+    assert (proc.returncode != 0) == fails and bool(result.get("failed")) == fails, result
     return result
 
 
@@ -312,24 +313,13 @@ def test_a_switch_with_keep_prunes_in_the_same_module_run_after_a_good_restart(r
     # When the next switch's restart fails, the task fails with one line, the switch standing (for the
     # role's rescue to revert), and nothing is pruned: the host is about to be put back
     stage(root, tmp_path, "r6")
-    failed = run_module_failing(tmp_path, build="r6", **switch)
+    failed = run_module(tmp_path, fails=True, build="r6", **switch)
     assert failed["msg"] == f"switched to r6, but '{service} restart' exited 1"
     assert failed["changed"] and failed["current"] == "r6" and failed["from"] == "r5" and "removed" not in failed
     assert sorted(p.name for p in (root / "releases").iterdir()) == ["r3", "r4", "r5", "r6"]
     # And keep goes only with a switch or a prune
-    refused = run_module_failing(tmp_path, root=str(root), state="info", keep=2)
+    refused = run_module(tmp_path, fails=True, root=str(root), state="info", keep=2)
     assert "keep goes with state=current or pruned" in refused["msg"]
-
-
-def run_module_failing(tmp_path: Path, **args) -> dict:
-    """The module run as Ansible runs it, expected to fail; its result."""
-    args_file = tmp_path / "args.json"
-    args_file.write_text(json.dumps({"ANSIBLE_MODULE_ARGS": args}))
-    proc = subprocess.run([sys.executable, str(MODULE), str(args_file)], capture_output=True, text=True, timeout=60,
-                          check=False)
-    result = json.loads(proc.stdout)
-    assert proc.returncode != 0 and result.get("failed"), result
-    return result
 
 
 class _Runner:
