@@ -17,8 +17,8 @@ root, like every netns sandbox. Each repetition, in alternating order:
 Both go through the CLI a user would type, with the project's ansible.cfg (pipelining,
 ControlPersist), and every run starts with cold SSH connections (a control-path directory of
 its own), so no run inherits another's. Every run is checked (each node serves the expected
-version) before its time counts. Prints the times, their medians and two ratios: deploy/naive
-(target <= 0.6) and rollback/deploy (target <= 0.3). The machine is shared: compare ratios
+version) before its time counts. Prints the times, their medians and three ratios: deploy/naive
+(target <= 0.45), rollback/deploy (target <= 0.3) and wrapper/bare (target <= 1.05). The machine is shared: compare ratios
 within one run, not absolute seconds across runs. Exit status: 0 when every run did its job
 (whatever the ratios), 1 when one did not.
 """
