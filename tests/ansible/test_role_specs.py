@@ -84,7 +84,8 @@ def test_task_names_the_wrapper_follows_exist(role):
 
 def test_modules_are_called_by_fully_qualified_names():
     # Given the collection's own modules and roles, by fully qualified name (lrelease.release.*)
-    ours = {f"lrelease.release.{m}" for m in ("lrelease_release", "lrelease_haproxy", "lrelease_gate", "lrelease_policy")}
+    ours = {f"lrelease.release.{m}" for m in ("lrelease_release", "lrelease_haproxy", "lrelease_gate", "lrelease_policy",
+                                              "lrelease_settings")}
     roles = {f"lrelease.release.{r}" for r in ROLES}
     keywords = {"name", "when", "register", "vars", "loop", "loop_control", "delegate_to", "run_once", "block",
                 "rescue", "always", "tags", "changed_when", "failed_when", "until", "retries", "delay", "delegate_facts",

@@ -5,6 +5,7 @@ from a directory outside the checkout with no ANSIBLE_CONFIG (no ansible.cfg any
 
 from __future__ import annotations
 
+import subprocess
 import tarfile
 
 import pytest
@@ -64,3 +65,23 @@ def test_installed_playbooks_parse_by_fqcn_outside_the_checkout(installed, playb
     # Then the installed copy is the one read, and every module, action and role it names resolves
     assert f"playbook: {installed.root}/playbooks/{playbook}.yml" in proc.stdout
     assert "[WARNING]" not in proc.stderr and "[ERROR]" not in proc.stderr, proc.stderr
+
+
+def test_the_installed_settings_check_finds_the_roles_argument_specs(installed):
+    # Given a playbook outside the checkout that checks the installed switch role's settings the way
+    # deploy.yml does (the action reads the role's meta/argument_specs.yml from the installed copy)
+    (installed.work / "check.yml").write_text(
+        "- hosts: all\n  gather_facts: false\n  tasks:\n"
+        f"    - {{name: Defaults, ansible.builtin.import_role: {{name: {NS}.lrelease_switch, tasks_from: noop.yml,"
+        " rolespec_validate: false}}\n"
+        f"    - {{name: Check, {NS}.lrelease_settings: {{roles: [{NS}.lrelease_switch],"
+        " rules: [__lrelease_switch_problems]}}\n")
+    args = [str(BIN / "ansible-playbook"), "-i", "localhost,", "-c", "local", "check.yml", "-e",
+            '{"lrelease_build": "1.0.0", "lrelease_deploy_root": "/srv/app", "lrelease_service_command": "/bin/true"}']
+    # When the port is right  Then the check passes
+    run([*args, "-e", "lrelease_app_port=8080"], installed.work, installed.env)
+    # When it is not a number  Then the installed role's spec refuses it, naming the variable
+    proc = subprocess.run([*args, "-e", "lrelease_app_port=eighty"], cwd=installed.work, env=installed.env,
+                          capture_output=True, text=True, timeout=180)
+    assert proc.returncode != 0
+    assert "role lrelease_switch: argument 'lrelease_switch_app_port' is of type str" in proc.stdout, proc.stdout

@@ -76,6 +76,27 @@ def test_the_verify_step_passes_any_2xx_by_default(tmp_path):
     assert only_200.returncode != 0 and "HTTP 204, expected 200" in only_200.stdout + only_200.stderr
 
 
+
+def test_the_verify_step_settles_the_rollback_only_once_the_app_is_healthy(tmp_path):
+    # Given a host whose rollback is not settled yet (.lrelease/pending names the build it went back to)
+    pending = tmp_path / "deploy" / ".lrelease" / "pending"
+    pending.parent.mkdir(parents=True)
+    pending.write_text("1.0.0\n")
+    with serve(lambda request: (503, "starting")) as stub:
+        port = int(stub.url.rsplit(":", 1)[1])
+        # When the verify step finds the app unhealthy
+        sick = verify(tmp_path, port, {})
+        # Then the host fails and the marker stays (a later run restarts it)
+        assert sick.returncode != 0 and pending.exists(), sick.stdout + sick.stderr
+    with serve(lambda request: (200, "ok")) as stub:
+        port = int(stub.url.rsplit(":", 1)[1])
+        # When it finds the app healthy
+        well = verify(tmp_path, port, {})
+    # Then the same step removed the marker on the host: the rollback is settled
+    assert well.returncode == 0, well.stdout + well.stderr
+    assert not pending.exists()
+
+
 def test_the_apm_gates_health_step_gets_the_same_check():
     # Given the gate task's arguments as deploy.yml passes them with a body rule
     from lrelease.ansible.action.lrelease_gate import _apm_params

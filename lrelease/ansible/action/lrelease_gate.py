@@ -6,9 +6,11 @@
 from __future__ import annotations
 
 import os
+import shlex
 import sys
 import tempfile
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from ansible.plugins.action import ActionBase
 
@@ -38,6 +40,8 @@ ARGUMENT_SPEC = {
     "apm": {"type": "dict"},
     "switched_at": {"type": "float"},
     "health_path": {"type": "str", "default": "/health"},
+    "on_host": {"type": "bool", "default": False},
+    "settle": {"type": "str", "default": ""},
 }
 _DECIDER_PARAMS = ("expect_status", "body_json", "body_contains", "successes", "request_timeout")
 
@@ -56,6 +60,42 @@ class ActionModule(ActionBase):
             result.update(skipped=True, msg="the gate does not run in check mode")
             return result
         host = task_vars.get("inventory_hostname", "?")
+        if args["on_host"]:
+            if args["kind"] != "port":
+                result.update(failed=True, msg="lrelease_gate: on_host goes with kind port only, got kind %s" % args["kind"])
+                return result
+            result.update(self._port_on_host(args, task_vars))
+        else:
+            result.update(self._decide(args, task_vars, host))
+        if not result.get("failed") and args["settle"]:
+            result.update(self._settle(args["settle"]))
+        return secrets.scrub_data(result)
+
+    def _port_on_host(self, args, task_vars):
+        """The port check made on the host itself (ansible.builtin.wait_for there): for an app that
+        only listens on the host's loopback."""
+        where = urlsplit(args["url"])
+        if where.scheme != "tcp" or not where.hostname or where.port is None:
+            return {"failed": True, "verdict": "fail", "msg": "lrelease_gate: a port check's url is tcp://HOST:PORT, "
+                    "got %r" % args["url"]}
+        ran = self._execute_module(module_name="ansible.builtin.wait_for", task_vars=task_vars, module_args={
+            "host": where.hostname, "port": where.port, "timeout": max(1, int(args["timeout"]))})
+        passed = not ran.get("failed")
+        return {"verdict": "pass" if passed else "fail", "evidence": {"on_host": ran}, "changed": False,
+                "failed": not passed,
+                "msg": "port check %s on the host: %s" % ("passed" if passed else "failed", ran.get("msg", ""))}
+
+    def _settle(self, path):
+        """After a pass: remove the marker of an unsettled switch (``.lrelease/pending``) on the
+        host, one shell command (no Python started there), as the switch's own step would."""
+        ran = self._low_level_execute_command("rm -f -- %s" % shlex.quote(path))
+        if ran.get("rc", 1) != 0:
+            return {"failed": True, "msg": "passed, but removing %s on the host failed (exit %s): %s" % (
+                path, ran.get("rc"), (ran.get("stderr") or ran.get("stdout") or "").strip())}
+        return {"changed": True, "settled": path}
+
+    def _decide(self, args, task_vars, host):
+        result = {}
         try:
             params = {k: args[k] for k in _DECIDER_PARAMS}
             params["expect_status"] = params["expect_status"] or "2xx"  # [] (the extra var's default): any 2xx
@@ -68,14 +108,14 @@ class ActionModule(ActionBase):
             outcome = evaluate(request, args["kind"])
         except LreleaseError as err:
             result.update(failed=True, verdict="fail", evidence={}, msg=str(err))
-            return secrets.scrub_data(result)
+            return result
         result.update(outcome.to_dict(), changed=False)
         what = "port check" if args["kind"] == "port" else "gate"
         if outcome.passed:
             result["msg"] = f"{what} passed on {host}: {outcome.reason}"
         else:
             result.update(failed=True, msg=f"{what} failed on {host}: {outcome.reason}")
-        return secrets.scrub_data(result)
+        return result
 
 
 def _app_url(name, hostvars):

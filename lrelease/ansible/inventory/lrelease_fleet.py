@@ -14,13 +14,19 @@ from pathlib import Path
 from ansible.errors import AnsibleParserError
 from ansible.plugins.inventory import BaseInventoryPlugin
 
-try:
-    from lrelease.errors import LreleaseError
-    from lrelease.fleet import load_fleet
-except ImportError:  # run from a project checkout where the package is not installed (AWX)
-    sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
-    from lrelease.errors import LreleaseError
-    from lrelease.fleet import load_fleet
+
+def _load_fleet():
+    """lrelease.fleet's loader and error, imported only when a fleet file is parsed: Ansible loads
+    every enabled inventory plugin at each start, and the fleet's schema check (jsonschema) costs
+    a third of a second to import, which a run with another kind of inventory would pay for nothing."""
+    try:
+        from lrelease.errors import LreleaseError
+        from lrelease.fleet import load_fleet
+    except ImportError:  # run from a project checkout where the package is not installed (AWX)
+        sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
+        from lrelease.errors import LreleaseError
+        from lrelease.fleet import load_fleet
+    return load_fleet, LreleaseError
 
 DOCUMENTATION = r"""
     name: lrelease_fleet
@@ -81,6 +87,7 @@ class InventoryModule(BaseInventoryPlugin):
         if not fleet_path.is_absolute():
             fleet_path = Path(path).resolve().parent / fleet_path
         env = self.get_option("environment")
+        load_fleet, LreleaseError = _load_fleet()
         try:
             layout = load_fleet(fleet_path).layout(str(env) if env else None)
         except LreleaseError as exc:

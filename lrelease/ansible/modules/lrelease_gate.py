@@ -78,6 +78,19 @@ options:
     description: Path of the app's health endpoint (C(apm) fails a canary at once when it fails).
     type: str
     default: /health
+  on_host:
+    description: "O(kind=port) only: make the check on the host itself (M(ansible.builtin.wait_for) run there,
+      O(url) C(tcp://HOST:PORT) as the host sees it, O(timeout) in whole seconds), for an app that only listens
+      on the host's loopback. Otherwise the controller connects."
+    type: bool
+    default: false
+  settle:
+    description: "A path on the host removed (C(rm -f), one shell command, no Python started there) once the
+      check passed, in the same task: the switch and rollback roles settle their switch this way
+      (C(.lrelease/pending): a later run no longer needs to restart the host for it). Empty: nothing is removed.
+      A removal that fails fails the task."
+    type: str
+    default: ""
 """
 
 EXAMPLES = r"""
@@ -96,4 +109,5 @@ EXAMPLES = r"""
 RETURN = r"""
 verdict: {description: "C(pass) or C(fail).", type: str, returned: always}
 evidence: {description: Status codes, truncated bodies, errors and timings behind the verdict., type: dict, returned: always}
+settled: {description: The path O(settle) removed on the host., type: str, returned: when O(settle) was given and the check passed}
 """

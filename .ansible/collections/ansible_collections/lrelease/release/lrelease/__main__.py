@@ -1,0 +1,3 @@
+from lrelease.cli import main
+
+main()
