@@ -230,3 +230,33 @@ def test_a_rollback_killed_after_writing_previous_no_longer_fails_every_rerun(ho
     assert again["changed"] and again["current"] == "1.0.0"
     assert to_previous["resumed"] and to_previous["current"] == "1.0.0"
     assert [e["event"] for e in layout(root)[2]] == ["switch", "switch", "switch", "rollback"]
+
+
+def test_a_switch_killed_while_it_prunes_leaves_no_release_without_its_files_and_the_next_prune_finishes(host, tmp_path):
+    root, log, restart = host
+    # Given a host on 1.0.0 (after 0.9.0) with two older releases and 1.1.0 staged, oldest first
+    for age, build in enumerate(("0.7.0", "0.8.0")):
+        stage(root, tmp_path, build, build.encode())
+        os.utime(root / "releases" / build, (1_000_000_000 + age,) * 2)
+    on_1_0_0_after_0_9_0(root, tmp_path)
+    # When the switch to 1.1.0 keeps 2 releases in the same run, and is killed once the first release
+    # to go is out of releases/ but not yet removed
+    args = {"root": str(root), "state": "current", "build": "1.1.0", "restart": restart, "keep": 2,
+            "ledger": {"event": "switch", "rollout_id": "r1"}}
+    killed = run(tmp_path, args, kill_after="prune")
+    # Then the switch and its restart are done, and every directory left among the releases is a
+    # whole release: the one being removed was renamed aside first (a leftover, not a release)
+    assert killed.returncode == 137 and killed.stdout == "", killed.stderr
+    assert layout(root)[0] == "releases/1.1.0"
+    state = rel.info(str(root))
+    assert len(state["partials"]) == 1 and state["partials"][0].startswith(".0.8.0.old-"), state
+    for build in state["releases"]:
+        assert (root / "releases" / build / "VERSION").read_text() == build
+        assert state["releases"][build]["sha256"], build
+    assert sorted(state["releases"]) == ["0.7.0", "0.9.0", "1.0.0", "1.1.0"]
+    # When the switch is settled (the role, once the service runs 1.1.0) and the next prune runs
+    settled(root)
+    pruned = result_of(run(tmp_path, {"root": str(root), "state": "pruned", "keep": 2}))
+    # Then the leftover is gone with the releases beyond the newest two, never current or previous
+    assert pruned["partials"] == [] and sorted(pruned["releases"]) == ["1.0.0", "1.1.0"], pruned
+    assert sorted(p.name for p in (root / "releases").iterdir()) == ["1.0.0", "1.1.0"]
