@@ -210,6 +210,9 @@ def test_a_switch_whose_restart_fails_fails_that_step_and_is_reverted(sandbox_fl
     assert [(e["event"], e["from"], e["to"]) for e in fleet.ledger("node1")] == [
         ("switch", BASE, "1.5.0"), ("switch-reverted", "1.5.0", BASE)]
     assert fleet.lb_states()["node1"] == "drain"
+    # And the host's one line says both: why the switch failed, then why putting the old build back did
+    assert ("switch to 1.5.0 failed on node1: 'switched' failed: switched to 1.5.0, but '/bin/false restart' "
+            f"exited 1; putting {BASE} back failed too: 'Restart the service' failed") in run.out, run.out[-3000:]
     assert all(fleet.current(name) == BASE and fleet.ledger(name) == [] for name in OTHERS)
 
 
@@ -231,6 +234,10 @@ def test_the_port_check_made_on_the_host_itself_passes_a_listening_app_and_rever
     assert [(e["event"], e["to"]) for e in fleet.ledger("node1")] == [("switch", "1.1.0"), ("switch-reverted", BASE)]
     assert fleet.lb_states()["node1"] == "drain"
     assert all(fleet.current(name) == BASE and fleet.ledger(name) == [] for name in OTHERS)
+    # And the host's one line gives the first failure, then the revert's (not only the second)
+    assert ("switch to 1.1.0 failed on node1: 'Wait for the app to listen' failed: port check failed on the host"
+            in run.out), run.out[-3000:]
+    assert f"putting {BASE} back failed too: 'Wait for the app to listen' failed: port check failed" in run.out
     # When it is deployed again with the app's own port, each wave's hosts pass the check on themselves
     # (the controller's own 127.0.0.1 has no app: only a check made on the host passes) and the same
     # step settles each switch

@@ -36,10 +36,14 @@ description:
     when no such line exists, when the host is on the target already, or when it was moved to another
     build since, or when the roll-out was the host's first install (no earlier build: RV(first_install))."
   - "Test-only: the environment variable C(LRELEASE_TEST_KILL_AFTER=<step>) (intent, previous, current,
-    ledger, restart; or shared, staging's first shared path linked in the partial release), or once the file C(.lrelease/test-kill-after) holding a step's name, makes the
-    module exit at once after that step, to prove the steps restartable. Never set either in production."
+    ledger, restart; shared, staging's first shared path linked in the partial release; or prune, a prune's
+    first release renamed aside, not yet removed), or once the file C(.lrelease/test-kill-after) holding a
+    step's name, makes the module exit at once after that step, to prove the steps restartable. Never set
+    either in production."
   - C(pruned) removes all but the O(keep) newest releases, never the current or the previous
-    one (nor, while a switch is unsettled, any build its revert needs), and leftovers of interrupted staging.
+    one (nor, while a switch is unsettled, any build its revert needs), and leftovers of interrupted staging
+    or pruning. Each release goes out of C(releases/) by an atomic rename before it is removed, so a killed
+    prune leaves a leftover, never a release missing files.
 options:
   root: {description: Deploy root (absolute)., type: path, required: true}
   state: {description: What to do., type: str, choices: [info, staged, current, pruned], default: info}
@@ -621,12 +625,13 @@ def write_previous(root, value):
 # intent (.lrelease/pending written), previous, current, ledger, restart; when a run finishes an
 # earlier run's switch, only the steps it actually does count. One step of staging: shared (the
 # first shared path linked into releases/.<build>.partial, before the others, the manifest and the
-# rename). Never set it outside the tests.
+# rename). One of a prune (state=pruned, or current with keep): prune (the first release to go
+# renamed out of releases/, not yet removed). Never set it outside the tests.
 # On a host reached over SSH (the sandbox tests), where the environment does not travel, the file
 # .lrelease/test-kill-after naming a step does the same once: it is removed before the exit.
 KILL_AFTER_ENV = "LRELEASE_TEST_KILL_AFTER"
 KILL_AFTER_FILE = "test-kill-after"
-STEPS = ("intent", "previous", "current", "ledger", "restart")  # a switch's; staging's: "shared"
+STEPS = ("intent", "previous", "current", "ledger", "restart")  # a switch's; staging's: "shared"; a prune's: "prune"
 _kill_file = None  # set by main() for the deploy root in use
 
 
@@ -967,7 +972,16 @@ def prune(module, root, keep):
     removed = [b for b in state["order"] if b not in keepers] + state["partials"]
     if not module.check_mode:
         for name in removed:
-            shutil.rmtree(os.path.join(root, "releases", name))
+            # Renamed out of the releases first (atomic), then removed: a run killed half-way through
+            # a removal leaves a leftover (.<build>.old-<pid>, which the next prune removes), never a
+            # release directory whose manifest survived its files (a later switch would accept it).
+            path = os.path.join(root, "releases", name)
+            if not name.startswith("."):
+                aside = os.path.join(root, "releases", ".%s.old-%d" % (name, os.getpid()))
+                os.rename(path, aside)
+                path = aside
+                step_done("prune")
+            shutil.rmtree(path)
     after = info(root) if removed and not module.check_mode else state
     return dict(after, changed=bool(removed), removed=removed)
 
