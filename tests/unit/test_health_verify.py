@@ -4,15 +4,11 @@ as the documented extra vars; and the APM gate's health step getting the same ch
 
 from __future__ import annotations
 
-import json
 import subprocess
-import sys
 from pathlib import Path
 
-import yaml
-
 from tests.unit.loopback import serve
-from tests.unit.playbook import ANSIBLE_PLAYBOOK, ENV, ROOT
+from tests.unit.playbook import run_local
 
 PLAYBOOK = """\
 - hosts: all
@@ -27,16 +23,9 @@ PLAYBOOK = """\
 
 def verify(tmp_path: Path, port: int, extra_vars: dict) -> subprocess.CompletedProcess:
     (tmp_path / "deploy").mkdir(exist_ok=True)
-    inventory = tmp_path / "inventory.yml"
-    inventory.write_text(yaml.safe_dump({"all": {"hosts": {"app1": {
-        "ansible_connection": "local", "ansible_host": "127.0.0.1", "ansible_python_interpreter": sys.executable}}}}))
-    (tmp_path / "verify.yml").write_text(PLAYBOOK)
-    (tmp_path / "vars.json").write_text(json.dumps({
+    return run_local(tmp_path, PLAYBOOK, {
         "lrelease_app_port": port, "lrelease_deploy_root": str(tmp_path / "deploy"),
-        "lrelease_rollback_health_timeout": 1, **extra_vars}))
-    argv = [str(ANSIBLE_PLAYBOOK), "-i", str(inventory), str(tmp_path / "verify.yml"),
-            "-e", f"@{tmp_path / 'vars.json'}"]
-    return subprocess.run(argv, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=120)
+        "lrelease_rollback_health_timeout": 1, **extra_vars})
 
 
 def test_the_verify_step_applies_the_body_rules_of_the_extra_vars(tmp_path):

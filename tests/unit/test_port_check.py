@@ -5,16 +5,13 @@ ansible-playbook on a local host: checked from the controller, or on the host it
 
 from __future__ import annotations
 
-import json
 import socket
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-import yaml
 
-from tests.unit.playbook import ANSIBLE_PLAYBOOK, ENV, ROOT
+from tests.unit.playbook import run_local
 
 PLAYBOOK = """\
 - hosts: all
@@ -28,15 +25,9 @@ PLAYBOOK = """\
 
 
 def port_check(tmp_path: Path, port: int, extra_vars: dict) -> subprocess.CompletedProcess:
-    inventory = tmp_path / "inventory.yml"
-    inventory.write_text(yaml.safe_dump({"all": {"hosts": {"app1": {
-        "ansible_connection": "local", "ansible_host": "127.0.0.1", "ansible_python_interpreter": sys.executable}}}}))
-    (tmp_path / "verify.yml").write_text(PLAYBOOK)
-    (tmp_path / "vars.json").write_text(json.dumps({
+    return run_local(tmp_path, PLAYBOOK, {
         "lrelease_build": "1.1.0", "lrelease_app_port": port, "lrelease_deploy_root": str(tmp_path / "deploy"),
-        "lrelease_service_command": "/bin/true", "lrelease_switch_port_timeout": 1, **extra_vars}))
-    argv = [str(ANSIBLE_PLAYBOOK), "-i", str(inventory), str(tmp_path / "verify.yml"), "-e", f"@{tmp_path / 'vars.json'}"]
-    return subprocess.run(argv, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=120)
+        "lrelease_service_command": "/bin/true", "lrelease_switch_port_timeout": 1, **extra_vars})
 
 
 @pytest.mark.parametrize("where", [{}, {"lrelease_switch_port_host": "127.0.0.1"}], ids=["controller", "on the host"])

@@ -4,14 +4,9 @@ every problem in one line; the rules are not read while a spec fails."""
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from pathlib import Path
 
-import yaml
-
-from tests.unit.playbook import ANSIBLE_PLAYBOOK, ENV, ROOT
+from tests.unit.playbook import run_local
 
 PLAYBOOK = """\
 - hosts: all
@@ -34,13 +29,7 @@ GOOD = {"lrelease_build": "1.0.0", "lrelease_deploy_root": "/srv/app", "lrelease
 
 
 def run_check(tmp_path: Path, extra: dict, hostvars: dict | None = None) -> str:
-    host = {"ansible_connection": "local", "ansible_python_interpreter": sys.executable}
-    hosts = {name: {**host, **(hostvars or {}).get(name, {})} for name in ("app1", "app2")}
-    (tmp_path / "inventory.yml").write_text(yaml.safe_dump({"all": {"hosts": hosts}}))
-    (tmp_path / "check.yml").write_text(PLAYBOOK)
-    argv = [str(ANSIBLE_PLAYBOOK), "-i", str(tmp_path / "inventory.yml"), str(tmp_path / "check.yml"),
-            "-e", json.dumps(extra)]
-    proc = subprocess.run(argv, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=120)
+    proc = run_local(tmp_path, PLAYBOOK, extra, {name: (hostvars or {}).get(name, {}) for name in ("app1", "app2")})
     return proc.stdout + proc.stderr
 
 

@@ -1,3 +1,0 @@
-from lrelease.cli import main
-
-main()
