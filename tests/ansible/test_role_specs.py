@@ -28,10 +28,13 @@ def load(path: Path):
 
 
 def task_names(role: str) -> list[str]:
-    names = []
-    for path in (ROOT / "roles" / role / "tasks").glob("*.yml"):
-        names += [t.get("name") for t in load(path) or []]
-    return names
+    """The names of the role's tasks, those inside blocks (and their rescue and always) too."""
+    def names_in(tasks):
+        for task in tasks or []:
+            yield task.get("name")
+            for key in ("block", "rescue", "always"):
+                yield from names_in(task.get(key))
+    return [name for path in (ROOT / "roles" / role / "tasks").glob("*.yml") for name in names_in(load(path))]
 
 
 @pytest.mark.parametrize("role", sorted(ROLES))
