@@ -73,7 +73,7 @@ def decide(request: GateRequest) -> GateResult:
     baseline = _baseline(switched_at, reference, judge, params)
     since, continued = _continuation(halted, provider, canary, reference)
     outcome = run_bake(provider, canary, reference, judge, baseline=baseline, health=health, since=since)
-    return _result(outcome, settings, reference, switched_at, continued)
+    return _result(outcome, settings, reference, switched_at, continued, baseline)
 
 
 def _providers(settings: GateSettings, params: Mapping[str, Any]) -> tuple[Provider, Provider]:
@@ -92,11 +92,13 @@ def _baseline(switched_at: float, reference: list[HostRef], judge: JudgeConfig, 
 
 
 def _result(outcome: BakeOutcome, settings: GateSettings, reference: list[HostRef], switched_at: float,
-            continued: dict[str, Any] | None = None) -> GateResult:
+            continued: dict[str, Any] | None = None, baseline: Window | None = None) -> GateResult:
     result = outcome.to_gate_result()
     evidence = dict(result.evidence)
     evidence.update(provider=settings.provider, reference=[h.name for h in reference],
                     compared_with="peers" if reference else "baseline", switched_at=round(switched_at, 3))
+    if baseline is not None:  # the hosts' own past the judge was given (the last wave's baseline, or dispersion)
+        evidence["before_switch"] = {"from": round(baseline.start, 3), "to": round(baseline.end, 3)}
     reason = result.reason
     if continued is not None:
         if outcome.continued_from is not None:
@@ -117,16 +119,16 @@ def _judge_wave(board: WaveBoard, wave: list[HostRef], params: Mapping[str, Any]
     results: dict[str, GateResult] = {}
 
     def decided(host: str, outcome: BakeOutcome) -> None:
-        results[host] = _result(outcome, settings, reference, switched[host])
+        results[host] = _result(outcome, settings, reference, switched[host], baseline=baselines[host])
         if host != me:  # scrubbed as the plugin scrubs a result: nothing secret reaches the file
             board.publish(host, secrets.scrub_data(results[host].to_dict()))
 
     try:
         for h in params["wave"]:
             switched[str(h["name"])] = _seconds(h.get("switched_at") or params.get("switched_at") or now, h["name"])
+        baselines = {h.name: _baseline(switched[h.name], reference, judge, params) for h in wave}
         provider, health = _providers(settings, params)
-        run_wave_bake(provider, wave, reference, judge, health=health, on_decided=decided,
-                      baselines={h.name: _baseline(switched[h.name], reference, judge, params) for h in wave})
+        run_wave_bake(provider, wave, reference, judge, health=health, on_decided=decided, baselines=baselines)
     except BaseException as exc:
         for host in wave[1:]:
             if host.name not in results:

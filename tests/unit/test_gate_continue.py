@@ -337,3 +337,27 @@ def test_the_wrapper_hands_the_gate_the_end_of_the_environments_previous_roll_ou
     # the halted roll-out this one resumes (its own earlier part) nor at staging's
     from datetime import datetime
     assert releaser._past_since("production", "aaaa00000013") == datetime.fromisoformat(ended).timestamp()
+
+
+def test_the_window_before_a_switch_starts_after_the_last_change_any_host_reports():
+    # Given staging's read of each play host (`current` and when it last changed): node3 was rolled
+    # back at t=970 by a run this roll-out's state store never saw (another checkout, AWX, a human)
+    def staged(current, at):
+        return {"lrelease_stage_info": {"current": current, "current_changed_at": at}}
+
+    hostvars = {"node2": staged("1.0.0", 500.0), "node3": staged("1.0.0", 970.0)}
+    # Then the gate's window before the switch starts there, whether or not the wrapper gave a time
+    assert plugin_params({"hostvars": hostvars, "lrelease_build": "2.0.0"})["past_since"] == 970.0
+    assert plugin_params({"hostvars": hostvars, "lrelease_build": "2.0.0", "lrelease_gate_past_since": 900.0})[
+        "past_since"] == 970.0
+    # And a later end of the environment's previous roll-out still wins
+    assert plugin_params({"hostvars": hostvars, "lrelease_build": "2.0.0", "lrelease_gate_past_since": 990.0})[
+        "past_since"] == 990.0
+    # And a host already on the build being deployed (the halted roll-out a resume continues
+    # switched it) does not count: its change is this roll-out's own
+    resumed = {"node2": staged("2.0.0", 995.0), "node3": staged("1.0.0", 970.0)}
+    assert plugin_params({"hostvars": resumed, "lrelease_build": "2.0.0"})["past_since"] == 970.0
+    # And with nothing known (no staging read, a fresh host with no `current`) there is no bound
+    assert plugin_params({})["past_since"] is None
+    fresh = {"node2": staged(None, None), "node3": {}}
+    assert plugin_params({"hostvars": fresh, "lrelease_build": "2.0.0"})["past_since"] is None

@@ -148,6 +148,26 @@ def test_a_switch_that_died_before_the_restart_is_reported_again(root, tmp_path)
     assert len((root / ".lrelease" / "ledger.jsonl").read_text().splitlines()) == 1
 
 
+def test_the_hosts_releases_say_when_current_last_changed(root, tmp_path):
+    # Given a host with no current yet: nothing to say
+    stage(root, tmp_path, "1.0.0")
+    stage(root, tmp_path, "1.1.0", b"new")
+    assert rel.info(str(root))["current_changed_at"] is None
+    # When current switches, and again later
+    rel.switch(LIVE, str(root), "1.0.0", None, None, None)
+    first = rel.info(str(root))["current_changed_at"]
+    os.utime(root / "current", (1000.0, 1000.0), follow_symlinks=False)  # as if switched long ago
+    assert rel.info(str(root))["current_changed_at"] == 1000.0
+    (root / ".lrelease" / "pending").unlink()
+    rel.switch(LIVE, str(root), "1.1.0", None, {"event": "switch"}, None)
+    # Then the read says when the link changed (the APM gate's window before a switch starts no
+    # earlier), and staging or a later read does not move it
+    changed = rel.info(str(root))["current_changed_at"]
+    assert changed > 1000.0 and changed >= first - 1
+    stage(root, tmp_path, "1.2.0", b"newer")
+    assert rel.info(str(root))["current_changed_at"] == changed
+
+
 def test_switch_refuses_an_unstaged_build_or_a_wrong_checksum(root, tmp_path):
     sha = stage(root, tmp_path, "1.0.0")
     with pytest.raises(rel.LayoutError, match="not staged"):

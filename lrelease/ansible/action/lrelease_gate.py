@@ -132,6 +132,29 @@ def _halted_judgement(host, data):
     return data.get(host)
 
 
+def _past_since(given, play, hostvars, build):
+    """The latest of ``given`` (lrelease_gate_past_since) and the moments the play's hosts last
+    changed build before this roll-out (``current_changed_at`` of the staging step's
+    ``lrelease_stage_info``): a build another run, another checkout or a human rolled back
+    minutes ago is not the old build, and its minutes would read as dispersion. Hosts already on
+    ``build`` (switched by the roll-out a resume continues) are left out: their change is this
+    roll-out's own. None when nothing is known."""
+    times = [] if given in (None, "") else [given]
+    for host in play:
+        staged = hostvars.get(host, {}).get("lrelease_stage_info")
+        if not isinstance(staged, dict) or (build and staged.get("current") == build):
+            continue
+        changed = staged.get("current_changed_at")
+        if isinstance(changed, (int, float)) and not isinstance(changed, bool):
+            times.append(changed)
+    if not times:
+        return None
+    try:
+        return max(float(t) for t in times)
+    except (TypeError, ValueError):
+        return given  # the decider names the bad lrelease_gate_past_since
+
+
 def _apm_params(args, task_vars):
     """The canary (this host) and the reference: hosts of the play after the current batch.
     Batches run in play order, so those are exactly the hosts not switched yet; hosts a resume
@@ -180,9 +203,11 @@ def _apm_params(args, task_vars):
         # A resume hands back this host's halted judgement (lrelease_gate_continue: {host: ...});
         # the decider goes on from it when its evidence is still sound.
         "continue": _halted_judgement(me, task_vars.get("lrelease_gate_continue")),
-        # When the environment's previous roll-out last changed a host (seconds since the epoch):
-        # the window before the switch starts no earlier (the wrapper sets it from the state store).
-        "past_since": task_vars.get("lrelease_gate_past_since"),
+        # The window before the switch starts no earlier than the last change of the fleet's
+        # builds: the environment's previous roll-out (the wrapper sets it from the state store)
+        # or any play host's `current` as staging read it (whoever changed it).
+        "past_since": _past_since(task_vars.get("lrelease_gate_past_since"), play, hostvars,
+                                  task_vars.get("lrelease_build")),
         # The same health check as the http gate and the verify steps (lrelease.healthcheck).
         "health_check": {"expect_status": args["expect_status"] or "2xx", "body_json": args["body_json"],
                          "body_contains": args["body_contains"]},

@@ -156,6 +156,7 @@ EXAMPLES = r"""
 
 RETURN = r"""
 current: {description: "Build C(current) points at (after the change), or null.", type: str, returned: always}
+current_changed_at: {description: "When C(current) last changed (seconds since the epoch, the host's clock; the symlink's own mtime), or null. The APM gate's window before a switch starts no earlier.", type: float, returned: always}
 previous: {description: "Content of C(.lrelease/previous), or null.", type: str, returned: always}
 releases: {description: "Build -> C({mtime, manifest, sha256}); C(manifest) is null when missing or unreadable.", type: dict, returned: always}
 order: {description: "Builds, newest first.", type: list, returned: always}
@@ -234,6 +235,15 @@ def current_build(root):
     return os.path.basename(target.rstrip("/")) or None
 
 
+def current_changed_at(root):
+    """When ``current`` last changed (seconds since the epoch, the host's clock): the symlink's own
+    mtime, set when a switch created it before renaming it into place; None without one."""
+    try:
+        return os.lstat(os.path.join(root, "current")).st_mtime
+    except OSError:
+        return None
+
+
 def read_manifest(path):
     try:
         with open(os.path.join(path, MANIFEST)) as fh:
@@ -264,6 +274,7 @@ def info(root, build=None):
     result = {
         "root": root,
         "current": current_build(root),
+        "current_changed_at": current_changed_at(root),
         "previous": read_text(os.path.join(root, ".lrelease", "previous")),
         "releases": releases,
         "order": order,
