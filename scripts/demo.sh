@@ -36,9 +36,13 @@ $lrelease sandbox up --nodes 4 --gate prometheus --load-rate 300 --load-duration
 $lrelease sandbox load stop >/dev/null   # a sandbox that was already up: its load at this rate too
 $lrelease sandbox load start --rate 300 --duration 1800 >/dev/null
 $lrelease sandbox reset >/dev/null   # every node on the baseline build 1.0.0
+reset_at=$(date +%s)
 
 step "2. the demo app's git repository: main, with its build command (the artifact for a version)"
 rm -rf "$story" && mkdir -p "$story/app"
+# A demo run before this one on the same sandbox left its builds beside the baseline: build ids
+# are never reused, so they go with the story they belonged to.
+find "$state/artifacts" -maxdepth 1 -name 'demoapp-*' ! -name 'demoapp-1.0.0.tar.gz*' -delete
 git_app init -q -b main
 git_app config user.name "Dev Team" && git_app config user.email dev@example.com && git_app config commit.gpgsign false
 cat >"$story/app/build.py" <<'PY'
@@ -88,6 +92,10 @@ $lrelease branch cut 1.1.0
 $lrelease build --actor bob
 
 step "5. bob deploys 1.1.0 to next (node1): gated by the APM gate against its own past"
+# Its past starts when node1 last changed build (the reset above): the gate reads no further back,
+# so node1 serves 1.0.0 for half a minute first (ten slices of Prometheus' 1 s scrapes need ~20 s).
+wait=$((reset_at + 30 - $(date +%s)))
+if ((wait > 0)); then echo "node1 has served 1.0.0 since the reset; $wait s more traffic for its past"; sleep "$wait"; fi
 $lrelease deploy --env next --build 1.1.0 --yes --actor bob --reason "release 1.1.0 on next"
 
 step "6. carol makes alice production's release captain; production refuses 1.1.0 while it soaks on next"

@@ -97,9 +97,12 @@ def _result(outcome: BakeOutcome, settings: GateSettings, reference: list[HostRe
     evidence = dict(result.evidence)
     evidence.update(provider=settings.provider, reference=[h.name for h in reference],
                     compared_with="peers" if reference else "baseline", switched_at=round(switched_at, 3))
+    reason = result.reason
     if baseline is not None:  # the hosts' own past the judge was given (the last wave's baseline, or dispersion)
         evidence["before_switch"] = {"from": round(baseline.start, 3), "to": round(baseline.end, 3)}
-    reason = result.reason
+        if not reference and result.verdict is Verdict.INCONCLUSIVE:
+            # It starts no earlier than the host's last change of build: say how much past that left.
+            reason += f" (its own past: the {baseline.seconds:.0f} s before the switch)"
     if continued is not None:
         if outcome.continued_from is not None:
             continued["note"] += f" (+{max(0.0, outcome.continued_from - continued['evidence_seconds']):.0f} s while halted)"

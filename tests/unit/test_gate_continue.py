@@ -361,3 +361,23 @@ def test_the_window_before_a_switch_starts_after_the_last_change_any_host_report
     assert plugin_params({})["past_since"] is None
     fresh = {"node2": staged(None, None), "node3": {}}
     assert plugin_params({"hostvars": fresh, "lrelease_build": "2.0.0"})["past_since"] is None
+
+
+def test_a_host_judged_against_its_own_past_says_how_much_past_it_had():
+    from types import SimpleNamespace
+
+    from lrelease.gate import GateResult, Verdict
+    from lrelease.gate.canary import _result
+
+    # Given a judgement left undecided, and a host whose build changed 6 s before its switch
+    settings = SimpleNamespace(provider="prometheus")
+    undecided = SimpleNamespace(to_gate_result=lambda: GateResult(
+        Verdict.INCONCLUSIVE, {}, "inconclusive: errors: not enough reference traffic"))
+    alone = _result(undecided, settings, [], 1000.0, baseline=Window(994.0, 1000.0))
+    # Then judged against its own past, the reason says how much past there was, and the evidence when
+    assert alone.reason == "inconclusive: errors: not enough reference traffic (its own past: the 6 s before the switch)"
+    assert alone.evidence["before_switch"] == {"from": 994.0, "to": 1000.0}
+    # And against peers (the past only joined the dispersion) the reason is the judge's own
+    peers = _result(undecided, settings, [HostRef(name="node2")], 1000.0, baseline=Window(994.0, 1000.0))
+    assert peers.reason == "inconclusive: errors: not enough reference traffic"
+    assert peers.evidence["before_switch"] == {"from": 994.0, "to": 1000.0}
