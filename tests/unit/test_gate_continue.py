@@ -361,6 +361,15 @@ def test_the_window_before_a_switch_starts_after_the_last_change_any_host_report
     assert plugin_params({})["past_since"] is None
     fresh = {"node2": staged(None, None), "node3": {}}
     assert plugin_params({"hostvars": fresh, "lrelease_build": "2.0.0"})["past_since"] is None
+    # And with ten or more hosts still to switch (the decider reads no window before the switch),
+    # no host's staging result is read: the wrapper's time passes as it came
+    many = [f"node{i}" for i in range(2, 13)]
+    wide = {"ansible_play_hosts_all": many, "hostvars": {h: staged("1.0.0", 970.0) for h in many},
+            "lrelease_build": "2.0.0"}
+    assert plugin_params(wide)["past_since"] is None
+    assert plugin_params({**wide, "lrelease_gate_past_since": 900.0})["past_since"] == 900.0
+    # And a wrapper time that is no time is handed on for the decider to name
+    assert plugin_params({"hostvars": hostvars, "lrelease_gate_past_since": "yesterday"})["past_since"] == "yesterday"
 
 
 def test_a_host_judged_against_its_own_past_says_how_much_past_it_had():

@@ -139,7 +139,7 @@ def _past_since(given, play, hostvars, build):
     minutes ago is not the old build, and its minutes would read as dispersion. Hosts already on
     ``build`` (switched by the roll-out a resume continues) are left out: their change is this
     roll-out's own. None when nothing is known."""
-    times = [] if given in (None, "") else [given]
+    times = []
     for host in play:
         staged = hostvars.get(host, {}).get("lrelease_stage_info")
         if not isinstance(staged, dict) or (build and staged.get("current") == build):
@@ -147,12 +147,12 @@ def _past_since(given, play, hostvars, build):
         changed = staged.get("current_changed_at")
         if isinstance(changed, (int, float)) and not isinstance(changed, bool):
             times.append(changed)
-    if not times:
-        return None
-    try:
-        return max(float(t) for t in times)
-    except (TypeError, ValueError):
-        return given  # the decider names the bad lrelease_gate_past_since
+    if given not in (None, ""):
+        try:
+            times.append(float(given))
+        except (TypeError, ValueError):
+            return given  # not a time: the decider names lrelease_gate_past_since
+    return max(times, default=None)
 
 
 def _apm_params(args, task_vars):
@@ -160,6 +160,7 @@ def _apm_params(args, task_vars):
     Batches run in play order, so those are exactly the hosts not switched yet; hosts a resume
     left out of the play are already on the build and rightly not part of it."""
     import lrelease.gate.canary  # noqa: F401  registers the ``apm`` decider
+    from lrelease.gate.judge import FEW_REFERENCE_HOSTS
 
     if not args.get("apm"):
         raise LreleaseError("lrelease_gate: kind apm needs the apm settings (extra var lrelease_gate_apm)")
@@ -206,8 +207,11 @@ def _apm_params(args, task_vars):
         # The window before the switch starts no earlier than the last change of the fleet's
         # builds: the environment's previous roll-out (the wrapper sets it from the state store)
         # or any play host's `current` as staging read it (whoever changed it).
+        # Read only where the decider uses that window (fewer reference hosts than FEW_REFERENCE_HOSTS):
+        # it reads every play host's staging result, which a task of a large wave need not do.
         "past_since": _past_since(task_vars.get("lrelease_gate_past_since"), play, hostvars,
-                                  task_vars.get("lrelease_build")),
+                                  task_vars.get("lrelease_build"))
+        if len(play) - after < FEW_REFERENCE_HOSTS else task_vars.get("lrelease_gate_past_since"),
         # The same health check as the http gate and the verify steps (lrelease.healthcheck).
         "health_check": {"expect_status": args["expect_status"] or "2xx", "body_json": args["body_json"],
                          "body_contains": args["body_contains"]},
