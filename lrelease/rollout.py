@@ -15,12 +15,12 @@ import os
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
+from datetime import datetime, timezone
 from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from lrelease import builds, policies, series
+from lrelease import builds, policies, policystep, series
 from lrelease.apm.scrape import ReadingStore, ScrapeSettings
 from lrelease.config import BUILD_RE, ArtifactRef, EnvironmentConfig, ProjectConfig
 from lrelease.errors import ConfigError, ExitCode, InternalError, LreleaseError
@@ -70,16 +70,16 @@ class _Stop(StopRequest):
     """What a run polls: the caller's stop request (Ctrl-C, SIGTERM), and a stop at the next safe
     point once the lock is lost, so a holder that was paused past its TTL touches no new host;
     once the deploy window closes (``closes_at``, read from ``clock``: the roll-out ends
-    ``paused``); and once the wave before a pause of the plan has started (``pause_after``: its
-    switch and gate finish, then the run ends ``awaiting_promotion``). Each is the wrapper's stop
-    file (``lrelease_stop_file``): no further wave starts, every host is on a complete build."""
+    ``paused``). Each is the wrapper's stop file (``lrelease_stop_file``): no further wave starts,
+    every host is on a complete build. A pause of the plan needs no request: the playbook ends
+    before the wave after it by itself (``lrelease_pause_before``), however late the wrapper
+    reads its output, and says so (:func:`_at_pause`)."""
 
     def __init__(self, caller: Callable[[], bool] | StopRequest | None, lock: LockHandle, *,
-                 clock: Callable[[], datetime] | None = None, closes_at: datetime | None = None,
-                 pause_after: int | None = None) -> None:
+                 clock: Callable[[], datetime] | None = None, closes_at: datetime | None = None) -> None:
         self.caller, self.lock = caller, lock
-        self.clock, self.closes_at, self.pause_after = clock, closes_at, pause_after
-        self.window_closed = self.pause_reached = False
+        self.clock, self.closes_at = clock, closes_at
+        self.window_closed = False
 
     @property
     def caller_level(self) -> int:
@@ -91,14 +91,23 @@ class _Stop(StopRequest):
     def level(self) -> int:
         if self.closes_at is not None and self.clock is not None and not self.window_closed:
             self.window_closed = self.clock() >= self.closes_at
-        own = self.STOP if self.window_closed or self.pause_reached or self.lock.lost is not None else 0
+        own = self.STOP if self.window_closed or self.lock.lost is not None else 0
         return max(self.caller_level, own)
 
-    def follow(self, event: ProgressEvent) -> None:
-        """Seen by the run's event sink: the wave before the pause started (it finishes, judged)."""
-        if self.pause_after is not None and event.kind == EventKind.WAVE_STARTED \
-                and event.detail.get("wave") == self.pause_after:
-            self.pause_reached = True
+
+# How deploy.yml's stop check names a stop at a pause of the waves (``lrelease_pause_before``).
+PAUSE_STOP = "awaiting promotion:"
+
+
+def _at_pause(result: RunResult) -> bool:
+    """The run ended at a pause of its waves (deploy.yml's stop check said so)."""
+    return result.stopped and result.stop_reason.startswith(PAUSE_STOP)
+
+
+def _pause_before(plan: Plan) -> list[str]:
+    """The hosts after the plan's first pause (none: no pause): deploy.yml's
+    ``lrelease_pause_before``, so the run ends before the first wave holding any of them."""
+    return [h for wave in plan.waves[plan.pauses[0]:] for h in wave.hosts] if plan.pauses else []
 
 
 def check_to(to: str | None) -> None:
@@ -378,25 +387,27 @@ class Releaser:
             if since is not None:
                 extravars["lrelease_gate_past_since"] = since
         # The window this roll-out runs in closes: it stops at the next wave boundary (none: no
-        # window, or a hot-fix outside it); a pause of the plan: it stops after that wave.
+        # window, or a hot-fix outside it); a pause of the plan: it stops before the wave after it.
         closes_at = policies.window_closes(env, self.store.clock())
-        stop = _Stop(self.cancel, lock, clock=self.store.clock, closes_at=closes_at,
-                     pause_after=plan.pauses[0] if plan.pauses else None)
-        record = self._recorder(rid, lock)
-
-        def on_event(event: ProgressEvent) -> None:
-            stop.follow(event)
-            record(event)
-
+        stop = _Stop(self.cancel, lock, clock=self.store.clock, closes_at=closes_at)
+        if closes_at is not None:
+            # The playbook's own check before each wave (the lrelease_lock lookup) sees the close too,
+            # however late this process polls the clock.
+            extravars["lrelease_lock"]["closes_at"] = self._on_controller_clock(closes_at)
+        if plan.pauses:
+            extravars["lrelease_pause_before"] = _pause_before(plan)
         result = run_playbook("deploy.yml", inventory, extravars, limit=",".join(plan.hosts),
-                              on_event=on_event, cancel=stop, keep_failed=self._run_dir(rid, "deploy"), **self.ansible)
+                              on_event=self._recorder(rid, lock), cancel=stop,
+                              keep_failed=self._run_dir(rid, "deploy"), **self.ansible)
         _test_crash("after-deploy-playbook")
         if _still_held(lock) is not None:
             return self._lock_lost(rid, env.name, build, action, lock.lost, result, plan)
         if result.ok:
             return self._finish(rid, env.name, build, action, "succeeded", ExitCode.OK,
                                 f"{build} is live on {len(plan.hosts)} host(s)" + _continued(result), result, plan)
-        if result.canceled and not stop.caller_level and (stop.window_closed or stop.pause_reached):
+        if result.stop_reason.startswith(policystep.WINDOW_CLOSED):
+            stop.window_closed = True  # the playbook's check saw the close before this process did
+        if result.canceled and not stop.caller_level and (stop.window_closed or _at_pause(result)):
             return self._stopped_by_policy(rid, env, build, action, stop, result, plan)
         if result.canceled:
             return self._finish(rid, env.name, build, action, "interrupted", ExitCode.INTERRUPTED,
@@ -409,6 +420,12 @@ class Releaser:
                                 "(every host is on a complete build; `lrelease resume` continues, "
                                 "`lrelease rollback` undoes)" + _continued(result), result, plan)
         return self._roll_back_after_failure(rid, env, inventory, build, action, result, plan, lock)
+
+    def _on_controller_clock(self, moment: datetime) -> str:
+        """``moment`` of the state store's clock (the policies') as the time the playbook's
+        wave-boundary check reads (ISO 8601): the same instant unless the store's clock was
+        injected (a test's), whose offset it keeps."""
+        return (datetime.now(timezone.utc) + (moment - self.store.clock())).isoformat()
 
     def _lock_var(self, lock: LockHandle) -> dict[str, Any]:
         """``lrelease_lock`` for deploy.yml and rollback.yml: their policy step verifies this run's
@@ -425,7 +442,7 @@ class Releaser:
         a human decides on (a promotion is checked against the window like any resume); a
         ``paused`` roll-out's resume would go past the pause, whose wave is done."""
         done = f"{len(result.switched)} of {len(plan.hosts)} host(s) switched in {result.waves} wave(s)"
-        if stop.window_closed and not stop.pause_reached:
+        if stop.window_closed and not _at_pause(result):
             window = env.window
             assert window is not None and stop.closes_at is not None
             opens = window.next_open(stop.closes_at)

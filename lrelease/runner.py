@@ -79,6 +79,7 @@ class RunResult:
     host_status: dict[str, dict[str, Any]] = field(default_factory=dict)
     waves: int = 0
     stopped: bool = False  # ended on a stop request at a safe point (no wave left half-done)
+    stop_reason: str = ""  # why it stopped there (the stop check's words: "stop requested", "awaiting promotion: ...")
     error: str = ""
     kept: Path | None = None  # where a failed run's scrubbed output was kept (keep_failed)
 
@@ -187,8 +188,9 @@ class _EventTranslator:
             return
         if key == _STOPPED_TASK:
             self.result.stopped = True
-            self._emit(EventKind.STOPPED, None, {"waves_done": self.result.waves,
-                                                 "msg": str((data.get("res") or {}).get("msg", ""))})
+            msg = str((data.get("res") or {}).get("msg", ""))
+            self.result.stop_reason = msg.split(": no further wave starts", 1)[0]
+            self._emit(EventKind.STOPPED, None, {"waves_done": self.result.waves, "msg": msg})
             return
         kind = _OK_TASKS.get(key)
         if kind is None:

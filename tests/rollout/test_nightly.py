@@ -7,7 +7,8 @@ environment of their own, left alone. The project has its own artifacts store (1
 sandbox's other builds are not "the newest".
 
 One test, a night and the next: nightly puts 1.6.0 on next; after the soak it starts production
-at 05:58, the window closes after the first wave (paused, exit 5); a run while it is closed skips
+at 05:55, the window closes after the first wave (paused, exit 5: the first host's gate moves the
+playbook's wave-boundary clock past 06:00); a run while it is closed skips
 production; a run in the next window resumes and finishes it. (Which build is the newest, and production
 waiting for a newer build's soak: tests/unit/test_nightly.py, without hosts.)"""
 
@@ -20,11 +21,11 @@ from datetime import datetime
 import pytest
 import yaml
 
-from lrelease import statedb
+from lrelease import policystep, statedb
 from lrelease.sandbox.demoapp.build import build_artifact
 from lrelease.sandbox.fleet import project_config
 from tests.rollout.conftest import Project, fleet_file
-from tests.rollout.test_windows import CET, Clock
+from tests.rollout.test_windows import CET, Clock, closing_hook
 
 BASE = "1.0.0"
 NEXT, PROD = ("node1",), ("node2", "node3")
@@ -40,17 +41,17 @@ def clock(monkeypatch):
 
 
 @pytest.fixture
-def two_envs(fleet, tmp_path) -> Project:
+def two_envs(fleet, tmp_path, monkeypatch) -> Project:
+    hook, clock_file = closing_hook(tmp_path)
+    monkeypatch.setenv(policystep.TEST_NOW_FILE, clock_file)
     project = Project(fleet, tmp_path)
     fleet_file(fleet, tmp_path / "fleet.yml", {"next": NEXT, "production": PROD})
     config = project_config(fleet.config, waves=[1, "100%"], bake_seconds=1, gate_timeout_seconds=10)
     base = config["environments"]["production"]
     config["environments"] = {
-        # production bakes 4 s: the wrapper polls its stop request about once a second, so the
-        # window closing as the first host switches is seen before the next wave's boundary,
-        # also on a loaded machine (with a 1 s bake it once slipped past: both waves ran)
-        "production": {**copy.deepcopy(base), "nightly": True, "window": WINDOW, "bake_seconds": 4,
-                       "requires": {"env": "next", "soak": "30m"}},
+        # production's first gate moves the playbook's wave-boundary clock past any close (once)
+        "production": {**copy.deepcopy(base), "nightly": True, "window": WINDOW,
+                       "requires": {"env": "next", "soak": "30m"}, "hooks": {"after_gate": [hook]}},
         "next": {**copy.deepcopy(base), "waves": ["100%"], "nightly": True},
         "spare": copy.deepcopy(base)}
     config.update(fleet=str(tmp_path / "fleet.yml"), state_dir=str(tmp_path / "state"),
@@ -91,10 +92,10 @@ def test_nightly_moves_builds_through_next_and_finishes_what_a_window_paused(two
     assert envs["spare"]["reason"] == "automation_off"
     assert on(project) == {"node1": "1.6.0", "node2": BASE, "node3": BASE}
 
-    # When nightly runs at 05:58 (1.6.0 soaked), and the clock jumps past 06:00 once production's first host switched
+    # When nightly runs at 05:55 (1.6.0 soaked), and the playbook's clock passes 06:00 once production's
+    # first host has passed its gate
     first = project.json("plan", "--env", "production")["waves"][0]["hosts"][0]
-    clock.at(datetime(2026, 12, 1, 5, 58, tzinfo=CET))
-    clock.once(lambda: project.current(first) == "1.6.0", datetime(2026, 12, 1, 6, 0, 30, tzinfo=CET))
+    clock.at(datetime(2026, 12, 1, 5, 55, tzinfo=CET))
     code, envs = nightly(project)
     # Then production's roll-out of 1.6.0 stops at the wave boundary: paused, exit 5 (the run's worst)
     assert code == 5, envs
@@ -103,6 +104,8 @@ def test_nightly_moves_builds_through_next_and_finishes_what_a_window_paused(two
     assert envs["next"]["reason"] == "up_to_date"
     assert on(project) == {"node1": "1.6.0", **{n: "1.6.0" if n == first else BASE for n in PROD}}
     paused = envs["production"]["rollout_id"]
+    clock.at(datetime(2026, 12, 1, 6, 0, 30, tzinfo=CET))
+    (project.path.parent / "boundary-now").unlink()
 
     # When nightly runs while the window is closed: production is skipped (exit 0), nothing moves
     code, envs = nightly(project)

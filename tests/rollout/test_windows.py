@@ -4,24 +4,29 @@ injected clock (the state store's: policies, the window's close, every timestamp
 Production is node1..node3 (the other nodes sit in an environment of their own, left alone),
 window daily 22:00-06:00 in Amsterdam, bake 2 s:
 
-- a window closing mid-roll-out: the clock jumps past 06:00 once the first wave's host has switched;
+- a window closing mid-roll-out: the playbook's clock passes 06:00 once the first wave's host has
+  passed its gate, with the wrapper's stop file never written (as if it read the run too late);
   the roll-out stops at the next wave boundary (paused, exit 5, hosts on complete builds, nothing
   rolled back); `resume` is refused while the window is closed and finishes inside the next one;
 - waves [1, pause, 100%]: awaiting promotion (exit 5) with the canary judged; `promote` finishes;
   then the captain's hot-fix outside the window (recorded) stops at the pause again, `promote` is
-  refused outside the window, and `abort` (never refused by a window) rolls the canary back."""
+  refused outside the window, and `abort` (never refused by a window) rolls the canary back;
+- the pause holds however late the wrapper reads the run: with the wrapper's stop file never
+  written (as on a machine too loaded to read the canary's wave before its gate ends), the
+  playbook still ends before the hosts after the pause, also when the window closes during the
+  canary's wave (awaiting promotion, not paused)."""
 
 from __future__ import annotations
 
 import copy
 import threading
-from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 import pytest
 import yaml
 
-from lrelease import statedb
+from lrelease import policystep, runner, statedb
 from lrelease.sandbox.fleet import project_config
 from tests.rollout.conftest import Project, fleet_file
 
@@ -32,28 +37,22 @@ CET = timezone(timedelta(hours=1))  # Amsterdam in December
 
 
 class Clock:
-    """The store's clock: ``start`` plus the real time elapsed since; ``at`` moves it, ``once``
-    moves it when a condition first holds (read whenever lrelease asks the time: about once a
-    second while a playbook runs, and at every write)."""
+    """The store's clock: ``start`` plus the real time elapsed since; ``at`` moves it. (The
+    playbook's check before each wave reads the controller's clock, which keeps the same offset
+    from the real time: lrelease hands it the window's close on that clock; the clock file of
+    :func:`closing_hook` moves it on.)"""
 
     def __init__(self, start: datetime) -> None:
         self.real = statedb.utc_now
         self._lock = threading.Lock()
         self.at(start)
-        self.condition: Callable[[], bool] | None = None
-        self.then = start
 
     def at(self, moment: datetime) -> None:
-        self.start, self.real0 = moment, self.real()
-
-    def once(self, condition: Callable[[], bool], moment: datetime) -> None:
-        self.condition, self.then = condition, moment
+        with self._lock:
+            self.start, self.real0 = moment, self.real()
 
     def __call__(self) -> datetime:
         with self._lock:
-            if self.condition is not None and self.condition():
-                self.condition = None
-                self.at(self.then)
             return self.start + (self.real() - self.real0)
 
 
@@ -89,15 +88,36 @@ def waves(project: Project) -> list[list[str]]:
     return [w["hosts"] for w in project.json("plan", "--env", "production")["waves"]]
 
 
-def test_a_window_closing_mid_roll_out_pauses_it_and_resume_finishes_in_the_next_window(fleet, tmp_path, clock):
-    # (a 4 s bake: the wrapper polls its stop request about once a second, so the window's close
-    # is seen before the next wave's boundary also on a loaded machine)
-    project = production(fleet, tmp_path, waves=[1, "100%"], bake_seconds=4)
+def closing_hook(tmp_path) -> tuple[dict, str]:
+    """A controller hook after a host's gate that moves the playbook's wave-boundary clock (the
+    test-only clock file: ansible-playbook is another process) past any close, once: the first
+    host's gate moves the prepared file into place, later ones find nothing to move. Returns
+    (hook, the clock file)."""
+    clock_file, later = tmp_path / "boundary-now", tmp_path / "boundary-later"
+    later.write_text("2099-01-01T00:00:00+00:00\n")
+    return {"shell": f"mv -f {later} {clock_file} 2>/dev/null || true", "run_on": "controller"}, str(clock_file)
+
+
+def closing_after_the_canary(fleet, tmp_path, clock, monkeypatch, spec: list) -> tuple[Project, list, list, Path]:
+    """Production with waves ``spec`` and 1.6.0 built, at Tuesday 05:55 in Amsterdam (the window
+    closes at 06:00); the playbook's clock passes 06:00 once the canary has passed its gate, and the
+    wrapper never asks the playbook to stop (no stop file is ever written: as if it read the run's
+    output too late, on a loaded machine), so only the playbook's own check can stop the run.
+    Returns the project, the first wave, the rest, and the playbook's clock file."""
+    hook, clock_file = closing_hook(tmp_path)
+    monkeypatch.setenv(policystep.TEST_NOW_FILE, clock_file)
+    monkeypatch.setattr(runner, "_cancel_callback", lambda data_dir, extravars, cancel: (extravars, lambda: False))
+    project = production(fleet, tmp_path, waves=spec, hooks={"after_gate": [hook]})
     project.build("1.6.0")
-    first, second = waves(project)
-    # Given Tuesday 05:58 in Amsterdam (window open until 06:00), and the clock jumping to 06:00:30
-    # once the first wave's host has switched
-    clock.once(lambda: project.current(first[0]) == "1.6.0", datetime(2026, 12, 1, 6, 0, 30, tzinfo=CET))
+    first, rest = waves(project)
+    clock.at(datetime(2026, 12, 1, 5, 55, tzinfo=CET))
+    return project, first, rest, Path(clock_file)
+
+
+def test_a_window_closing_mid_roll_out_pauses_it_and_resume_finishes_in_the_next_window(fleet, tmp_path, clock,
+                                                                                        monkeypatch):
+    # Given 05:55, the window closing at 06:00 as the first wave's host passes its gate, unseen by the wrapper
+    project, first, second, clock_file = closing_after_the_canary(fleet, tmp_path, clock, monkeypatch, [1, "100%"])
 
     # When 1.6.0 is deployed
     paused = project.json("deploy", "--env", "production", "--build", "1.6.0", "--yes")
@@ -108,6 +128,8 @@ def test_a_window_closing_mid_roll_out_pauses_it_and_resume_finishes_in_the_next
                                         "complete build, nothing rolled back"), paused["message"]
     assert paused["rolled_back"] == [] and [g["verdict"] for g in paused["gates"]] == ["pass"]
     assert builds(project) == {n: "1.6.0" if n in first else BASE for n in PROD}
+    clock.at(datetime(2026, 12, 1, 6, 0, 30, tzinfo=CET))
+    clock_file.unlink()
 
     # When resumed while the window is closed: refused (exit 4), nothing moves
     refused = project.cli("resume", "--env", "production", "--yes")
@@ -172,3 +194,24 @@ def test_pause_promote_and_a_hotfix_aborted(fleet, tmp_path, clock):
     assert rows[0]["reason"].startswith("abort of ") and rows[3]["reason"].startswith("promotion of ")
     text = " ".join(project.cli("history", "--env", "production").output.split())
     assert "awaiting_promotion (--hotfix)" in text
+
+
+def test_a_pause_holds_however_late_the_wrapper_reads_the_run_also_when_the_window_closes(fleet, tmp_path, clock,
+                                                                                          monkeypatch):
+    # Given 05:55, the window closing at 06:00 as the canary passes its gate, unseen by the wrapper
+    project, first, rest, clock_file = closing_after_the_canary(fleet, tmp_path, clock, monkeypatch,
+                                                                [1, "pause", "100%"])
+
+    # When 1.6.0 is deployed: it stops at the pause (not `paused` by the window: a resume of that
+    # would go past the pause), the canary judged, the rest untouched
+    waiting = project.json("deploy", "--env", "production", "--build", "1.6.0", "--yes")
+    assert (waiting["exit_code"], waiting["status"]) == (5, "awaiting_promotion"), waiting
+    assert [(g["host"], g["verdict"]) for g in waiting["gates"]] == [(first[0], "pass")]
+    assert builds(project) == {n: "1.6.0" if n in first else BASE for n in PROD}
+    # And promoting it in the next window finishes the rest
+    clock.at(datetime(2026, 12, 1, 22, 5, tzinfo=CET))
+    clock_file.unlink()
+    promoted = project.json("promote", "--env", "production", "--yes")
+    assert (promoted["exit_code"], promoted["status"]) == (0, "succeeded"), promoted
+    assert sorted(promoted["switched"]) == sorted(rest) and builds(project) == {n: "1.6.0" for n in PROD}
+

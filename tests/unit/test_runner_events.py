@@ -114,9 +114,25 @@ def test_a_stop_before_a_wave_is_an_interruption_not_a_success_nor_a_failure():
     # Then the run stopped: not ok (so not "succeeded"), canceled (so interrupted, no rollback)
     assert result.stopped and not result.ok and result.canceled
     assert not result.failed and result.switched == {"node1"} and result.waves == 1
-    # And the stop is one event after wave 1, naming how many waves ran
+    # And the stop is one event after wave 1, naming how many waves ran; the result says why it stopped
     assert seen[-1].kind == EventKind.STOPPED and seen[-1].detail["waves_done"] == 1
     assert [e.kind for e in seen].count(EventKind.WAVE_STARTED) == 1
+    assert result.stop_reason == "stop requested"
+
+
+def test_a_stop_at_a_pause_of_the_waves_says_so_in_the_result():
+    # Given wave 1 judged, then the stop check ended the play before the hosts after the pause
+    result, _ = translate([
+        ev("runner_on_ok", "node1", "lrelease wave", ansible_play_batch=["node1"]),
+        ev("runner_on_ok", "node1", "lrelease gate", verdict="pass", evidence={}),
+        ev("runner_on_ok", "node2", "lrelease stopped", msg="awaiting promotion: a pause of the waves comes before "
+                                                            "node2, node3: no further wave starts (hosts not yet "
+                                                            "switched stay on their build)"),
+        ev("playbook_on_stats"),
+    ])
+    # Then it is a clean stop whose reason names the pause and the hosts held back
+    assert result.stopped and result.canceled and not result.ok
+    assert result.stop_reason == "awaiting promotion: a pause of the waves comes before node2, node3"
 
 
 def test_a_stop_check_that_found_no_request_changes_nothing():

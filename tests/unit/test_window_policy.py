@@ -219,23 +219,14 @@ def test_migration_0004_upgrades_a_schema_4_sqlite_file_keeping_its_rows_and_ord
 
 
 # -- the wrapper's stop request -----------------------------------------------------------------
-def test_the_wrappers_stop_request_follows_the_window_close_the_pause_and_the_caller(clock):
+def test_the_wrappers_stop_request_follows_the_window_close_and_the_caller(clock):
     from lrelease.rollout import _Stop
-    from lrelease.runner import EventKind, ProgressEvent, StopRequest
+    from lrelease.runner import StopRequest
 
     lock = SimpleNamespace(lost=None)
     closes = NIGHTS.closes_at(NIGHT)
-    # Given a run in the window with a pause after wave 2
     clock.now = NIGHT
-    stop = _Stop(StopRequest(), lock, clock=clock, closes_at=closes, pause_after=2)
-    assert stop.level == 0
-    # When wave 1 starts: nothing; when wave 2 (the one before the pause) starts: stop at the next boundary
-    stop.follow(ProgressEvent(EventKind.WAVE_STARTED, None, 1, {"wave": 1, "hosts": ["a"]}))
-    assert stop.level == 0 and not stop.pause_reached
-    stop.follow(ProgressEvent(EventKind.WAVE_STARTED, None, 2, {"wave": 2, "hosts": ["b"]}))
-    assert stop.level == StopRequest.STOP and stop.pause_reached and not stop.window_closed
-    assert stop.caller_level == 0 and not stop.cancel_requested  # a stop at a safe point, never a kill
-    # Given another run: it stops once the clock reaches the close, and stays stopped
+    # Given a run in the window: it stops once the clock reaches the close, and stays stopped
     window = _Stop(StopRequest(), lock, clock=clock, closes_at=closes)
     clock.now = closes - timedelta(seconds=1)
     assert window.level == 0
@@ -248,3 +239,30 @@ def test_the_wrappers_stop_request_follows_the_window_close_the_pause_and_the_ca
     asked = _Stop(caller, lock, clock=clock, closes_at=None)
     caller.escalate()
     assert asked.level == StopRequest.STOP and asked.caller_level == StopRequest.STOP and not asked.window_closed
+
+
+def test_a_pause_is_the_playbooks_own_stop_before_the_hosts_after_it():
+    from lrelease.rollout import _at_pause, _pause_before
+    from lrelease.runner import RunResult
+
+    # Given waves [1, pause, 1, 100%] over four hosts: the playbook holds back every host after the pause
+    plan = plan_waves(["a", "b", "c", "d"], [1, 1, "100%"], pauses=(1,))
+    assert _pause_before(plan) == ["b", "c", "d"]
+    assert _pause_before(plan_waves(["a", "b"], [1, "100%"])) == []
+    # And only a stop whose reason names the pause is one (a Ctrl-C's stop or a failure is not)
+    assert _at_pause(RunResult(stopped=True, stop_reason="awaiting promotion: a pause of the waves comes before b"))
+    assert not _at_pause(RunResult(stopped=True, stop_reason="stop requested"))
+    assert not _at_pause(RunResult(stopped=False, stop_reason=""))
+
+
+def test_the_playbook_gets_the_window_close_on_the_controllers_clock():
+    from lrelease.rollout import Releaser
+
+    # Given a store whose (injected) clock reads 05:55 UTC while the close is 06:00: five minutes from now
+    store_now = datetime(2026, 12, 1, 5, 55, tzinfo=timezone.utc)
+    fake = SimpleNamespace(store=SimpleNamespace(clock=lambda: store_now))
+    before = datetime.now(timezone.utc)
+    handed = datetime.fromisoformat(Releaser._on_controller_clock(fake, store_now + timedelta(minutes=5)))
+    after = datetime.now(timezone.utc)
+    # Then the playbook's check is handed five minutes from now on the controller's clock
+    assert before + timedelta(minutes=5) <= handed <= after + timedelta(minutes=5)

@@ -28,9 +28,10 @@ description:
     still carries O(token), else one line naming the holder that took it over (or C(released)).
     deploy.yml asks before each wave when the wrapper passes C(lrelease_lock): a roll-out whose lock
     was taken over while it was paused starts no further wave."
-  - "With O(closes_at) (a plain or AWX run's policy step sets it from the environment's deploy
-    window), a held lock whose window has closed answers one line starting C(window closed): the
-    run stops at this wave boundary and is recorded C(paused)."
+  - "With O(closes_at) (the wrapper passes it for a deploy inside the environment's deploy window;
+    a plain or AWX run's policy step sets it from that window), a held lock whose window has closed
+    answers one line starting C(window closed): the run stops at this wave boundary and is recorded
+    C(paused)."
 options:
   db:
     description: "Path of the state database (SQLite) on the controller; empty: the PostgreSQL URL in
