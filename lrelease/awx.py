@@ -26,7 +26,9 @@ What a launch does, with AWX's documented endpoints:
 
 The exit code (:func:`job_exit`, :func:`workflow_exit`; docs/awx.md): a job ``successful`` → 0;
 ``canceled`` → 130; ``error`` (AWX could not run the playbook) → 70; ``failed``: a status job
-(an inconsistent fleet) → 5, as ``lrelease status``; a rollback job → 3; a deploy that halted on an Inconclusive gate, or left hosts on the new build (AWX does not
+(an inconsistent fleet) → 5, as ``lrelease status``; a deploy or rollback job whose policy step
+failed, before any host changed → its code (4 refused: lock held, window closed, not the captain,
+not proven on Next; 2 bad settings); a rollback job → 3; a deploy that halted on an Inconclusive gate, or left hosts on the new build (AWX does not
 roll back by itself; the workflow's rollback job or ``lrelease rollback`` does) → 5; a deploy
 that failed with no host left on the new build → 1. A workflow in which a rollback step ran is a
 failed release, whatever AWX's own status says: 1 (3 when that step failed); a workflow waiting
@@ -498,6 +500,12 @@ def _approval_pending(nodes: list[dict[str, Any]]) -> dict[str, Any] | None:
     return None
 
 
+# A failed policy step (deploy.yml's and rollback.yml's first task that can refuse) changed no
+# host: the job means what it says (4 refused, 2 bad settings, 70 lrelease itself failed),
+# never 1 ("rolled back") nor 3 ("a rollback failed").
+_POLICY_EXITS = (ExitCode.USAGE, ExitCode.REFUSED, ExitCode.INTERNAL)
+
+
 def job_exit(run: JobRun) -> tuple[ExitCode, str]:
     """A finished job's exit code and one line saying why (module docstring)."""
     job, result = run.job, run.result
@@ -516,6 +524,9 @@ def job_exit(run: JobRun) -> tuple[ExitCode, str]:
         return ExitCode.INTERNAL, f"AWX could not run job {jid} (status error: {why}); see `lrelease status`"
     if os.path.basename(run.playbook) == STATUS_PLAYBOOK:  # as `lrelease status`
         return ExitCode.HALTED, f"job {jid}: the fleet is not consistent{hosts}; see its output in AWX"
+    if result.policy_exit in _POLICY_EXITS:  # its policy step failed, before any host changed
+        said = " ".join(result.policy_msg.split()) or "its policy step failed"
+        return ExitCode(result.policy_exit), f"job {jid} changed no host: {said}"
     if run.rollback:
         return ExitCode.ROLLBACK_FAILED, f"rollback job {jid} failed{hosts}: a human is needed"
     inconclusive = [g for g in result.gates if g.get("verdict") == "inconclusive"]

@@ -80,6 +80,9 @@ class RunResult:
     waves: int = 0
     stopped: bool = False  # ended on a stop request at a safe point (no wave left half-done)
     stop_reason: str = ""  # why it stopped there (the stop check's words: "stop requested", "awaiting promotion: ...")
+    # The policy step failed before any host changed: its exit code (4 refused, 2 bad settings) and message
+    policy_exit: int = 0
+    policy_msg: str = ""
     error: str = ""
     kept: Path | None = None  # where a failed run's scrubbed output was kept (keep_failed)
 
@@ -147,6 +150,9 @@ _NEEDS_CHANGED = {EventKind.HOST_SWITCHED, EventKind.HOST_REVERTED, EventKind.HO
 _WAVE_TASK = ("", "lrelease wave")
 # Run once before a wave when a stop was requested; the play ends right after it.
 _STOPPED_TASK = ("", "lrelease stopped")
+# The policy step of deploy.yml and rollback.yml: failed, it changed nothing and says its exit code
+# (4: a policy refused the run; 2: bad settings).
+_POLICY_TASK = ("", "lrelease policy")
 
 
 class _EventTranslator:
@@ -230,6 +236,9 @@ class _EventTranslator:
         self.result.failed.add(host)
         if first:
             self.result.failures[host] = secrets.scrub(_failure_text(res))
+        if self._key(data) == _POLICY_TASK and str(res.get("exit_code", "")).isdigit():
+            self.result.policy_exit = int(res["exit_code"])
+            self.result.policy_msg = secrets.scrub(str(res.get("msg") or ""))
         if self._key(data) == ("", "lrelease gate"):
             self._gate(host, res, "fail")  # the gate's own event says it all
         elif first:  # a rescue re-raising the same failure is not news

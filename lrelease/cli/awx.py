@@ -20,7 +20,7 @@ from lrelease.errors import ConfigError, ExitCode, LreleaseError
 
 
 CODES = tuple(code for code in ExitCode if code is not ExitCode.REFUSED)
-LAUNCH_CODES = tuple(ExitCode)  # a workflow whose triage step says a policy refused the deploy: 4
+LAUNCH_CODES = tuple(ExitCode)  # a job's policy step or a workflow's triage step says a policy refused the run: 4
 
 
 class _StoppedWatching(LreleaseError):
@@ -56,8 +56,8 @@ def awx() -> None:
 ], LAUNCH_CODES, ROLLED_BACK="failed: rolled back, or failed with no host left on the new build",
     HALTED="halted for a human: a gate Inconclusive, hosts left on the new build, an approval waits, "
            "a workflow's triage step left a paused deploy (a status job: the fleet is not consistent)",
-    REFUSED="a workflow's triage step says a policy refused the deploy (lock held, window closed, not the "
-            "captain, not proven on Next): no host changed",
+    REFUSED="a job's policy step, or a workflow's triage step, says a policy refused the run (lock held, "
+            "window closed, not the captain, not proven on Next): no host changed",
     INTERNAL="AWX could not run the job (status error), or stopped answering while followed",
     INTERRUPTED="canceled in AWX, or Ctrl-C here (the job goes on in AWX)"))
 @click.argument("template")

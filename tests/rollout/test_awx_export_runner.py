@@ -25,7 +25,9 @@ import pytest
 import yaml
 
 from lrelease import awxexport, policystep
+from lrelease.awx import JobRun, job_exit
 from lrelease.config import load_config
+from lrelease.runner import RunResult, _EventTranslator
 from lrelease.sandbox.fleet import project_config
 from lrelease.state import StateStore, new_rollout_id
 from tests.rollout.conftest import Project, fleet_file
@@ -79,8 +81,10 @@ class Awx:
                     "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '/usr/bin:/bin')}",
                     **(environ or {})})
         stats: dict = {}
+        self.events: list[dict] = []  # the job's events, as AWX would store them
 
         def on_event(event: dict) -> bool:
+            self.events.append(event)
             if event.get("event") == "playbook_on_stats":
                 stats.update(event.get("event_data", {}).get("artifact_data") or {})
             return True
@@ -97,6 +101,15 @@ class Awx:
         """The job of the workflow node ``identifier``."""
         node = self.nodes[identifier]
         return self.run(node["unified_job_template"]["name"], answers, artifacts, node=node, **more)
+
+    def launch_exit(self, status: str, playbook: str = "playbooks/deploy.yml") -> tuple[int, str]:
+        """What `lrelease awx launch` would exit with (and say) for the last job, from its events."""
+        result = RunResult()
+        translate = _EventTranslator(result, None)
+        for event in self.events:
+            translate(event)
+        code, said = job_exit(JobRun({"id": self.job, "status": status, "playbook": playbook}, result))
+        return int(code), said
 
     def builds(self) -> dict[str, str]:
         """Each host's build: what it serves, which is what its `current` link names."""
@@ -141,6 +154,9 @@ def test_exported_templates_roll_out_a_good_build_and_roll_back_a_bad_one_red(aw
         # Then it is refused before any host changed: the lock holds without the wrapper
         assert status == "failed" and f"locked by roll-out {holder}" in out
         assert {n: awx.project.current(n) for n in awx.hosts} == {n: BASE for n in awx.hosts}
+        # and `lrelease awx launch` would exit 4 (refused), not 1 ("rolled back cleanly")
+        code, said = awx.launch_exit(status)
+        assert code == 4 and "changed no host: " in said and f"locked by roll-out {holder}" in said, (code, said)
 
     # Given production paused (a release policy) with the lock free
     with StateStore(awx.db) as st:

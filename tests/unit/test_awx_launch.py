@@ -251,6 +251,32 @@ def test_failed_job_exits_1_with_the_failed_host_summary():
         "job 101: pending", "job 101: running", "job 101: failed"]
 
 
+LOCK_HELD = ("refused: production is locked by deploy a1b2c3 of 1.3.0 (bob, since 2026-11-30T21:00:00Z); "
+             "wait for it, or `lrelease unlock` if it is dead")
+
+
+@pytest.mark.parametrize(("playbook", "exit_code", "msg"), [
+    ("playbooks/deploy.yml", 4, LOCK_HELD),
+    ("playbooks/rollback.yml", 4, LOCK_HELD),
+    ("playbooks/deploy.yml", 2, "lrelease_env: 'prod' is not an environment of lrelease.yml (production, next)"),
+])
+def test_a_job_whose_policy_step_failed_changed_no_host_and_says_so(playbook, exit_code, msg):
+    # Given a deploy or rollback job that AWX ran, whose policy step failed before any host
+    # changed (another roll-out holds the lock; or bad settings)
+    events = [play("lrelease stage" if "deploy" in playbook else "lrelease policy"),
+              failed("node1", "lrelease policy", msg=msg, exit_code=exit_code),
+              failed("node1", "lrelease policy refused", msg=msg), stats()]
+    fake = FakeAwx(TOKEN)
+    fake.add(Template(7, "t", script=Script(statuses=["running", "failed"], events=events, playbook=playbook,
+                                            summaries=[{"host_name": "node1", "ok": 1, "failures": 1}])))
+    with fake.running():
+        result = run_cli(fake, "t", "--build", "1.4.0", "--env", "production")
+    # Then it exits with the policy step's own code (4 refused, 2 bad settings): never 1 ("rolled
+    # back cleanly") nor 3 ("the rollback failed"), with the step's reason in one line
+    assert result.exit_code == exit_code, result.output
+    assert f"job 101 changed no host: {msg}" in result.stderr
+
+
 def test_failed_gate_leaving_the_canary_on_the_new_build_halts():
     # Given a deploy job whose canary gate failed: node1 stays on 1.4.0 (AWX does not roll back)
     events = [ok("", "lrelease wave", ansible_play_batch=["node1"]),
@@ -583,7 +609,7 @@ def test_help_shows_examples_and_exit_codes(command):
     assert result.exit_code == 0
     assert "Examples:\n    lrelease awx launch " in result.output and "Exit codes:\n      0  success\n" in result.output
     assert "\n      1  failed" in result.output
-    # exit 4 only from launch: a workflow whose triage step says a policy refused the deploy
-    refused = "\n      4  a workflow's triage step says a policy refused the deploy"
+    # exit 4 only from launch: a job's policy step or a workflow's triage step says a policy refused the run
+    refused = "\n      4  a job's policy step, or a workflow's triage step, says a policy refused the run"
     assert (refused in result.output) == (command == ["awx", "launch"]), result.output
     assert ("\n      4  " in result.output) == (command == ["awx", "launch"]), result.output
