@@ -15,7 +15,7 @@ import os
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -424,8 +424,9 @@ class Releaser:
     def _on_controller_clock(self, moment: datetime) -> str:
         """``moment`` of the state store's clock (the policies') as the time the playbook's
         wave-boundary check reads (ISO 8601): the same instant unless the store's clock was
-        injected (a test's), whose offset it keeps."""
-        return (datetime.now(timezone.utc) + (moment - self.store.clock())).isoformat()
+        injected (a test's), whose offset it keeps. To the nearest second, as the check says it."""
+        there = datetime.now(timezone.utc) + (moment - self.store.clock())
+        return (there + timedelta(microseconds=500_000)).replace(microsecond=0).isoformat()
 
     def _lock_var(self, lock: LockHandle) -> dict[str, Any]:
         """``lrelease_lock`` for deploy.yml and rollback.yml: their policy step verifies this run's

@@ -264,5 +264,7 @@ def test_the_playbook_gets_the_window_close_on_the_controllers_clock():
     before = datetime.now(timezone.utc)
     handed = datetime.fromisoformat(Releaser._on_controller_clock(fake, store_now + timedelta(minutes=5)))
     after = datetime.now(timezone.utc)
-    # Then the playbook's check is handed five minutes from now on the controller's clock
-    assert before + timedelta(minutes=5) <= handed <= after + timedelta(minutes=5)
+    # Then the playbook's check is handed five minutes from now on the controller's clock, to the second
+    second = timedelta(seconds=1)
+    assert before + timedelta(minutes=5) - second <= handed <= after + timedelta(minutes=5) + second
+    assert handed.microsecond == 0
