@@ -68,18 +68,15 @@ _MOVED = ("switched", "gate_passed", "gate_failed")
 
 class _Stop(StopRequest):
     """What a run polls: the caller's stop request (Ctrl-C, SIGTERM), and a stop at the next safe
-    point once the lock is lost, so a holder that was paused past its TTL touches no new host;
-    once the deploy window closes (``closes_at``, read from ``clock``: the roll-out ends
-    ``paused``). Each is the wrapper's stop file (``lrelease_stop_file``): no further wave starts,
-    every host is on a complete build. A pause of the plan needs no request: the playbook ends
-    before the wave after it by itself (``lrelease_pause_before``), however late the wrapper
-    reads its output, and says so (:func:`_at_pause`)."""
+    point once the lock is lost, so a holder that was paused past its TTL touches no new host.
+    Each is the wrapper's stop file (``lrelease_stop_file``): no further wave starts, every host
+    is on a complete build. The deploy window's close and a pause of the plan need no request:
+    deploy.yml's check before each wave stops the run there itself (``lrelease_lock.closes_at``,
+    ``lrelease_pause_before``), however late the wrapper reads its output, and says why
+    (:func:`_window_closed`, :func:`_at_pause`)."""
 
-    def __init__(self, caller: Callable[[], bool] | StopRequest | None, lock: LockHandle, *,
-                 clock: Callable[[], datetime] | None = None, closes_at: datetime | None = None) -> None:
+    def __init__(self, caller: Callable[[], bool] | StopRequest | None, lock: LockHandle) -> None:
         self.caller, self.lock = caller, lock
-        self.clock, self.closes_at = clock, closes_at
-        self.window_closed = False
 
     @property
     def caller_level(self) -> int:
@@ -89,10 +86,7 @@ class _Stop(StopRequest):
 
     @property  # type: ignore[override]
     def level(self) -> int:
-        if self.closes_at is not None and self.clock is not None and not self.window_closed:
-            self.window_closed = self.clock() >= self.closes_at
-        own = self.STOP if self.window_closed or self.lock.lost is not None else 0
-        return max(self.caller_level, own)
+        return max(self.caller_level, self.STOP if self.lock.lost is not None else 0)
 
 
 # How deploy.yml's stop check names a stop at a pause of the waves (``lrelease_pause_before``).
@@ -102,6 +96,11 @@ PAUSE_STOP = "awaiting promotion:"
 def _at_pause(result: RunResult) -> bool:
     """The run ended at a pause of its waves (deploy.yml's stop check said so)."""
     return result.stopped and result.stop_reason.startswith(PAUSE_STOP)
+
+
+def _window_closed(result: RunResult) -> bool:
+    """The run ended at a wave boundary because its deploy window closed (the check said so)."""
+    return result.stopped and result.stop_reason.startswith(policystep.WINDOW_CLOSED)
 
 
 def _pause_before(plan: Plan) -> list[str]:
@@ -389,10 +388,8 @@ class Releaser:
         # The window this roll-out runs in closes: it stops at the next wave boundary (none: no
         # window, or a hot-fix outside it); a pause of the plan: it stops before the wave after it.
         closes_at = policies.window_closes(env, self.store.clock())
-        stop = _Stop(self.cancel, lock, clock=self.store.clock, closes_at=closes_at)
-        if closes_at is not None:
-            # The playbook's own check before each wave (the lrelease_lock lookup) sees the close too,
-            # however late this process polls the clock.
+        stop = _Stop(self.cancel, lock)
+        if closes_at is not None:  # the playbook's check before each wave (the lrelease_lock lookup) reads it
             extravars["lrelease_lock"]["closes_at"] = self._on_controller_clock(closes_at)
         if plan.pauses:
             extravars["lrelease_pause_before"] = _pause_before(plan)
@@ -405,10 +402,8 @@ class Releaser:
         if result.ok:
             return self._finish(rid, env.name, build, action, "succeeded", ExitCode.OK,
                                 f"{build} is live on {len(plan.hosts)} host(s)" + _continued(result), result, plan)
-        if result.stop_reason.startswith(policystep.WINDOW_CLOSED):
-            stop.window_closed = True  # the playbook's check saw the close before this process did
-        if result.canceled and not stop.caller_level and (stop.window_closed or _at_pause(result)):
-            return self._stopped_by_policy(rid, env, build, action, stop, result, plan)
+        if result.canceled and not stop.caller_level and (_window_closed(result) or _at_pause(result)):
+            return self._stopped_by_policy(rid, env, build, action, closes_at, result, plan)
         if result.canceled:
             return self._finish(rid, env.name, build, action, "interrupted", ExitCode.INTERRUPTED,
                                 "interrupted: every host is on a complete build; `lrelease resume` continues",
@@ -435,21 +430,22 @@ class Releaser:
         environment ansible-playbook inherits (LRELEASE_STATE_URL or _FILE)."""
         return {"db": str(self.store.path or ""), "env": lock.env, "token": lock.row.token}
 
-    def _stopped_by_policy(self, rid: str, env: EnvironmentConfig, build: str, action: str, stop: _Stop,
-                           result: RunResult, plan: Plan) -> Outcome:
-        """The run stopped at a wave boundary because its deploy window closed (``paused``) or a
-        pause of its waves was reached (``awaiting_promotion``): exit 5, nothing rolled back. Both
-        at once (the window closed during the wave before the pause): awaiting promotion, which
-        a human decides on (a promotion is checked against the window like any resume); a
-        ``paused`` roll-out's resume would go past the pause, whose wave is done."""
+    def _stopped_by_policy(self, rid: str, env: EnvironmentConfig, build: str, action: str,
+                           closes_at: datetime | None, result: RunResult, plan: Plan) -> Outcome:
+        """deploy.yml's check stopped the run at a wave boundary because a pause of its waves was
+        reached (``awaiting_promotion``) or its deploy window, closing at ``closes_at``, had
+        closed (``paused``): exit 5, nothing rolled back. Both at once (the window closed during
+        the wave before the pause), the check names the pause, which a human decides on (a
+        promotion is checked against the window like any resume); a ``paused`` roll-out's resume
+        would go past the pause, whose wave is done."""
         done = f"{len(result.switched)} of {len(plan.hosts)} host(s) switched in {result.waves} wave(s)"
-        if stop.window_closed and not _at_pause(result):
+        if not _at_pause(result):
             window = env.window
-            assert window is not None and stop.closes_at is not None
-            opens = window.next_open(stop.closes_at)
+            assert window is not None and closes_at is not None
+            opens = window.next_open(closes_at)
             when_opens = f" (it next opens {window.local(opens)})" if opens is not None else ""
             return self._finish(rid, env.name, build, action, "paused", ExitCode.HALTED,
-                                f"paused: {env.name}'s deploy window closed at {window.local(stop.closes_at)}; "
+                                f"paused: {env.name}'s deploy window closed at {window.local(closes_at)}; "
                                 f"{done}, every host on a complete build, nothing rolled back; `lrelease resume "
                                 f"--env {env.name}` continues inside the next window{when_opens}", result, plan)
         return self._finish(rid, env.name, build, action, "awaiting_promotion", ExitCode.HALTED,

@@ -219,40 +219,40 @@ def test_migration_0004_upgrades_a_schema_4_sqlite_file_keeping_its_rows_and_ord
 
 
 # -- the wrapper's stop request -----------------------------------------------------------------
-def test_the_wrappers_stop_request_follows_the_window_close_and_the_caller(clock):
+def test_the_wrappers_stop_request_follows_the_caller_and_a_lost_lock():
     from lrelease.rollout import _Stop
     from lrelease.runner import StopRequest
 
+    # Given a run holding its lock: no stop until asked
     lock = SimpleNamespace(lost=None)
-    closes = NIGHTS.closes_at(NIGHT)
-    clock.now = NIGHT
-    # Given a run in the window: it stops once the clock reaches the close, and stays stopped
-    window = _Stop(StopRequest(), lock, clock=clock, closes_at=closes)
-    clock.now = closes - timedelta(seconds=1)
-    assert window.level == 0
-    clock.now = closes
-    assert window.level == StopRequest.STOP and window.window_closed
-    clock.now = NIGHT
-    assert window.level == StopRequest.STOP
-    # And a caller's Ctrl-C is the caller's (the roll-out then ends interrupted)
     caller = StopRequest()
-    asked = _Stop(caller, lock, clock=clock, closes_at=None)
+    asked = _Stop(caller, lock)
+    assert asked.level == 0
+    # When the caller presses Ctrl-C: a stop at a safe point, the caller's (the roll-out then ends interrupted)
     caller.escalate()
-    assert asked.level == StopRequest.STOP and asked.caller_level == StopRequest.STOP and not asked.window_closed
+    assert asked.level == StopRequest.STOP and asked.caller_level == StopRequest.STOP and not asked.cancel_requested
+    # And a run whose lock was lost stops at the next safe point, though nobody asked
+    lost = _Stop(StopRequest(), SimpleNamespace(lost="taken over"))
+    assert lost.level == StopRequest.STOP and lost.caller_level == 0
 
 
-def test_a_pause_is_the_playbooks_own_stop_before_the_hosts_after_it():
-    from lrelease.rollout import _at_pause, _pause_before
+def test_a_pause_and_a_window_close_are_the_playbooks_own_stops():
+    from lrelease.rollout import _at_pause, _pause_before, _window_closed
     from lrelease.runner import RunResult
 
     # Given waves [1, pause, 1, 100%] over four hosts: the playbook holds back every host after the pause
     plan = plan_waves(["a", "b", "c", "d"], [1, 1, "100%"], pauses=(1,))
     assert _pause_before(plan) == ["b", "c", "d"]
     assert _pause_before(plan_waves(["a", "b"], [1, "100%"])) == []
-    # And only a stop whose reason names the pause is one (a Ctrl-C's stop or a failure is not)
-    assert _at_pause(RunResult(stopped=True, stop_reason="awaiting promotion: a pause of the waves comes before b"))
-    assert not _at_pause(RunResult(stopped=True, stop_reason="stop requested"))
-    assert not _at_pause(RunResult(stopped=False, stop_reason=""))
+    # And only a stop whose reason names the pause is one (a Ctrl-C's stop or a failure is not);
+    # likewise a stop because the deploy window closed
+    paused_here = RunResult(stopped=True, stop_reason="awaiting promotion: a pause of the waves comes before b")
+    closed = RunResult(stopped=True, stop_reason="window closed: the deploy window of production closed at "
+                                                 "2026-12-01T05:00:00+00:00")
+    assert _at_pause(paused_here) and not _window_closed(paused_here)
+    assert _window_closed(closed) and not _at_pause(closed)
+    for other in (RunResult(stopped=True, stop_reason="stop requested"), RunResult(stopped=False, stop_reason="")):
+        assert not _at_pause(other) and not _window_closed(other)
 
 
 def test_the_playbook_gets_the_window_close_on_the_controllers_clock():

@@ -187,6 +187,7 @@ def _apm_params(args, task_vars):
     # not when a resume hands back halted judgements (each goes on from its own evidence).
     wave = [h for h in (task_vars.get("ansible_play_batch") or []) if h in play] or [me]
     continuing = bool(task_vars.get("lrelease_gate_continue"))
+    past_since = task_vars.get("lrelease_gate_past_since")
     return {
         "wave": [] if continuing else [
             {"name": h, "url": _app_url(h, hostvars),
@@ -209,9 +210,8 @@ def _apm_params(args, task_vars):
         # or any play host's `current` as staging read it (whoever changed it).
         # Read only where the decider uses that window (fewer reference hosts than FEW_REFERENCE_HOSTS):
         # it reads every play host's staging result, which a task of a large wave need not do.
-        "past_since": _past_since(task_vars.get("lrelease_gate_past_since"), play, hostvars,
-                                  task_vars.get("lrelease_build"))
-        if len(play) - after < FEW_REFERENCE_HOSTS else task_vars.get("lrelease_gate_past_since"),
+        "past_since": _past_since(past_since, play, hostvars, task_vars.get("lrelease_build"))
+        if len(play) - after < FEW_REFERENCE_HOSTS else past_since,
         # The same health check as the http gate and the verify steps (lrelease.healthcheck).
         "health_check": {"expect_status": args["expect_status"] or "2xx", "body_json": args["body_json"],
                          "body_contains": args["body_contains"]},
